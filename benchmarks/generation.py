@@ -1,0 +1,114 @@
+"""CAPTCHAs per second: stock captcha (PNG, one process, as seed 000 did) vs our seeded generation stage.
+
+Run from the repository root: ``.venv/bin/python benchmarks/generation.py --count 2000``.
+Methods take turns for ``--repeat`` rounds and each keeps its best round, so load from other
+processes on a shared machine skews them alike and least; CPU time (this process and its workers)
+is reported beside wall time because it barely depends on that load. Results go to stdout; the
+stage's own lines and progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `stages` without an installed package
+
+from captcha.image import ImageCaptcha  # noqa: E402
+
+from stages import captcha, generate_captcha  # noqa: E402
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return (f"{generate_captcha.cpu_count()} usable cores ({os.cpu_count()} online), {cpu}; "
+            f"Python {platform.python_version()}, captcha {version('captcha')}, Pillow {version('pillow')}, "
+            f"numpy {version('numpy')}")
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (the pool's workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+@contextlib.contextmanager
+def timed(result: list[float]):
+    """Append (wall seconds, CPU seconds) of the block to ``result``."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    yield
+    result += [time.perf_counter() - wall, cpu_seconds() - cpu]
+
+
+def stock(texts: list[str], png: bool) -> list[float]:
+    """The stock generator makes every text in this process (fonts loaded beforehand)."""
+    gen = ImageCaptcha(width=160, height=80)
+    gen.generate_image("WARMUP")
+    result: list[float] = []
+    with timed(result):
+        for text in texts:
+            if png:
+                gen.generate(text)
+            else:
+                gen.generate_image(text)
+    return result
+
+
+def ours(count: int, workers: int) -> list[float]:
+    """The whole stage function: labels, rendering, hashes, manifests, final move (pool start-up too)."""
+    held_out = max(1, count // 20)
+    values = {"train": count - 2 * held_out, "validation": held_out, "test": held_out, "width": 160,
+              "height": 80, "length": 6, "alphabet": ALPHABET, "workers": workers}
+    result: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-captcha-") as tmp:
+        with timed(result), contextlib.redirect_stdout(sys.stderr):
+            generate_captcha.generate(Path(tmp) / "out", Path(tmp) / "work", values, 0, workers)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=2000, help="CAPTCHAs per method (default 2000)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to time (default 1 2)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; each method keeps its best (default 3)")
+    args = parser.parse_args()
+    if args.count < 3:
+        parser.error(f"--count must be at least 3 (one image per split), got {args.count}")
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
+
+    texts = captcha.draw_labels(0, {"all": args.count}, ALPHABET, 6)["all"]
+    methods = {"stock generate(), PNG, 1 process": lambda: stock(texts, png=True),
+               "stock generate_image(), no PNG, 1 process": lambda: stock(texts, png=False)}
+    methods.update({f"our stage, workers={w}": (lambda w=w: ours(args.count, w)) for w in args.workers})
+    load_before = os.getloadavg()[0]
+    rounds = [{name: run() for name, run in methods.items()} for _ in range(args.repeat)]
+    best = {name: min((r[name] for r in rounds), key=lambda wall_cpu: wall_cpu[0]) for name in methods}
+
+    print(machine())
+    print(f"{args.count} CAPTCHAs of 6 characters, 160x80, per method; best of {args.repeat} interleaved rounds; "
+          f"1-minute load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+    baseline = args.count / best[next(iter(methods))][0]
+    print(f"{'method':44} {'best s':>7} {'CAPTCHAs/s':>11} {'vs stock PNG':>13} {'CPU ms/CAPTCHA':>15}"
+          f"  wall s of every round")
+    for name, (seconds, cpu) in best.items():
+        rate = args.count / seconds
+        spread = " ".join(f"{r[name][0]:.2f}" for r in rounds)
+        print(f"{name:44} {seconds:7.2f} {rate:11.0f} {rate / baseline:12.2f}x {1000 * cpu / args.count:15.2f}"
+              f"  {spread}")
+
+
+if __name__ == "__main__":
+    main()
