@@ -1,0 +1,144 @@
+"""What prepared data must satisfy, as great-expectations suites over three frames.
+
+``stages.validate`` builds the frames from a prepared dataset (layout in ``stages.datasets``):
+
+    manifest  one row per manifest row: label, sha256 (+ the dataset's extras), split
+    splits    one row per split: split, rows (manifest), images (array length), ndim, height,
+              width, channels, dtype
+    images    one row per image: split, index, mean, std, sha256 (of the pixels), manifest_sha256
+
+Checks on schema, hashes, shapes and pixels are shared; a dataset registers in :data:`CHECKS` only
+what its labels and split sizes must be.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+from great_expectations.expectations.row_conditions import Column
+
+from stages.datasets import DATASETS
+from stages.paths import SPLITS
+from stages.registry import Registry
+
+FRAMES = ("manifest", "splits", "images")
+
+# Pixel statistics (0-255 scale). A blank or constant image has std 0; CAPTCHAs measure 24-71 and
+# photos far more, so 2 flags only images with (almost) nothing in them.
+MIN_PIXEL_STD = 2.0
+PIXEL_MEAN_RANGE = (1.0, 254.0)      # exclusive: an all-black or all-white image is not data
+SPLIT_MEAN_RANGE = (10.0, 245.0)     # mean of a split's image means; CAPTCHAs ~225, photos ~110
+
+
+@dataclass(frozen=True)
+class DatasetChecks:
+    """What one dataset adds to the shared checks."""
+
+    labels: Sequence[gxe.Expectation]            # on the manifest frame
+    split_sizes: Mapping[str, int] | None = None  # images per split, where params fix them
+    extra_columns: tuple[str, ...] = field(default=())  # manifest columns beyond label and sha256
+
+
+CHECKS: Registry[Callable[[Mapping[str, Any]], DatasetChecks]] = Registry("dataset with validation checks")
+
+
+def in_split(split: str) -> Any:
+    """Row condition that restricts an expectation to one split."""
+    return Column("split") == split
+
+
+def _where(split: str) -> dict:
+    return {"row_condition": in_split(split), "condition_parser": "great_expectations"}
+
+
+def _named(expectation: gxe.Expectation, check: str) -> gxe.Expectation:
+    # meta.check is the human sentence stderr and summary.json show; Data Docs keep GX's own text.
+    expectation.meta = {**(expectation.meta or {}), "check": check}
+    return expectation
+
+
+def manifest_expectations(checks: DatasetChecks) -> list[gxe.Expectation]:
+    """Shared manifest checks (schema, hashes), then the dataset's label checks."""
+    columns = ["label", "sha256", *checks.extra_columns, "split"]
+    return [
+        _named(gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=True),
+               f"manifest columns are exactly {', '.join(columns)}"),
+        _named(gxe.ExpectColumnValuesToMatchRegex(column="sha256", regex="^[0-9a-f]{64}$"),
+               "sha256 is 64 lowercase hex digits"),
+        _named(gxe.ExpectColumnValuesToBeUnique(column="sha256"), "no image appears twice, in any split"),
+        *checks.labels,
+    ]
+
+
+def split_expectations(checks: DatasetChecks, image_shape: tuple[int, int, int]) -> list[gxe.Expectation]:
+    """Per-split counts against params, and the array shape and dtype training expects."""
+    height, width, channels = image_shape
+    out: list[gxe.Expectation] = [
+        _named(gxe.ExpectColumnPairValuesToBeEqual(column_A="images", column_B="rows"),
+               "every split has one manifest row per image"),
+    ]
+    for split, n in (checks.split_sizes or {}).items():
+        for column, what in (("rows", "manifest rows"), ("images", "images")):
+            out.append(_named(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[int(n)], **_where(split)),
+                              f"{split} has {n} {what}"))
+    for column, value, what in (("ndim", 4, "arrays are (n, H, W, C)"),
+                                ("height", height, f"images are {height} high"),
+                                ("width", width, f"images are {width} wide"),
+                                ("channels", channels, f"images have {channels} channels"),
+                                ("dtype", "uint8", "pixels are uint8")):
+        out.append(_named(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[value]), what))
+    return out
+
+
+def image_expectations() -> list[gxe.Expectation]:
+    """Per-image pixel statistics that rule out blank images, and hashes that tie images to rows."""
+    low, high = PIXEL_MEAN_RANGE
+    out: list[gxe.Expectation] = [
+        _named(gxe.ExpectColumnPairValuesToBeEqual(column_A="sha256", column_B="manifest_sha256"),
+               "manifest row i's sha256 is the hash of images[i]"),
+        _named(gxe.ExpectColumnValuesToBeBetween(column="std", min_value=MIN_PIXEL_STD, strict_min=True),
+               f"no blank image (pixel std > {MIN_PIXEL_STD})"),
+        _named(gxe.ExpectColumnValuesToBeBetween(column="mean", min_value=low, max_value=high,
+                                                  strict_min=True, strict_max=True),
+               f"no all-black or all-white image ({low} < pixel mean < {high})"),
+    ]
+    for split in SPLITS:
+        low, high = SPLIT_MEAN_RANGE
+        out.append(_named(gxe.ExpectColumnMeanToBeBetween(column="mean", min_value=low, max_value=high,
+                                                          **_where(split)),
+                          f"{split}'s mean image brightness is in [{low}, {high}]"))
+    return out
+
+
+def build_suites(dataset: str, values: Mapping[str, Any]) -> dict[str, gx.ExpectationSuite]:
+    """One suite per frame (named ``<dataset>.<frame>``) for ``dataset`` with params ``values``."""
+    checks = CHECKS.get(dataset)(values)
+    image_shape = DATASETS.get(dataset).image_shape(values)
+    expectations = {
+        "manifest": manifest_expectations(checks),
+        "splits": split_expectations(checks, image_shape),
+        "images": image_expectations(),
+    }
+    return {frame: gx.ExpectationSuite(name=f"{dataset}.{frame}", expectations=expectations[frame])
+            for frame in FRAMES}
+
+
+# ---- datasets -------------------------------------------------------------------------------
+
+@CHECKS.register("captcha")
+def captcha_checks(values: Mapping[str, Any]) -> DatasetChecks:
+    """Labels are ``length`` characters of ``alphabet``, unique within and across splits."""
+    pattern = f"^[{re.escape(values['alphabet'])}]{{{values['length']}}}$"
+    labels = [
+        _named(gxe.ExpectColumnValuesToMatchRegex(column="label", regex=pattern),
+               f"labels are {values['length']} characters of the alphabet"),
+        *(_named(gxe.ExpectColumnValuesToBeUnique(column="label", **_where(split)),
+                 f"labels are unique within {split}") for split in SPLITS),
+        # Over the concatenation: a string in two splits would leak the test set into training.
+        _named(gxe.ExpectColumnValuesToBeUnique(column="label"), "labels are unique across all splits"),
+    ]
+    return DatasetChecks(labels=labels, split_sizes={split: values[split] for split in SPLITS})
