@@ -1,0 +1,123 @@
+"""End to end: the DVC pipeline of the CAPTCHA experiment in a copy of the repository, tiny params.
+
+Runs what a user runs (`dvc exp run -S weights=none`, `dvc repro`, `dvc exp run -S weights=<file>`)
+and reads back what they would look at: the metrics file, `dvc metrics show`, and the MLflow runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import paths
+
+pytestmark = pytest.mark.slow
+
+TINY = {"train": 32, "validation": 16, "test": 16, "workers": 2}
+
+
+def run(cmd: list[str], repo: Path, env: dict, stdout_only: bool = False) -> str:
+    result = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
+                             f"{result.stderr[-6000:]}")
+    return result.stdout if stdout_only else result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> tuple[Path, dict]:
+    """A copy of the repository's tracked and unignored files, as its own git + DVC repository."""
+    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=paths.ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        source = paths.ROOT / name
+        if source.is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["captcha"].update(TINY)
+    params["experiments"]["captcha"].update(epochs=1, batch_size=16)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+               KERAS_HOME=str(repo.parent / "keras_home"), DVC_NO_ANALYTICS="1",
+               PYTHONPATH=str(repo))  # the copy's stages/, not the developer checkout's
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.name", "test"],
+                ["git", "config", "user.email", "test@example.invalid"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "tiny pipeline"]):
+        run(cmd, repo, env)
+    return repo, env
+
+
+def dvc(repo_env, *args: str, stdout_only: bool = False) -> str:
+    repo, env = repo_env
+    return run([sys.executable, "-m", "dvc", *args], repo, env, stdout_only)
+
+
+def mlflow_runs(repo: Path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("captcha")
+    assert experiment is not None, "one MLflow experiment per dataset, named after it"
+    return client, client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_random_init_then_nothing_to_do_then_weights_file(repo):
+    root, _ = repo
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+
+    # 1. From random initialisation, as a DVC experiment: the whole pipeline runs.
+    out = dvc(repo, "exp", "run", "-S", "weights=none", "--name", "random-init")
+    for stage in ("generate_captcha", "validate@captcha", "weights@captcha", "train@captcha", "evaluate@captcha"):
+        assert f"'{stage}'" in out, f"stage {stage} did not run:\n{out[-3000:]}"
+    metrics = json.loads((root / "reports/captcha/metrics.json").read_text())
+    test = metrics["test"]
+    assert test["n"] == TINY["test"] and metrics["epochs"] == 1
+    assert 0 <= test["sequence_accuracy"] <= test["accuracy"] <= 1 and test["loss"] > 0
+    assert set(test["position_accuracy"]) == {f"head{i}" for i in range(6)}
+    shown = json.loads(dvc(repo, "metrics", "show", "--json", stdout_only=True))
+    assert "reports/captcha/metrics.json" in json.dumps(shown)
+    assert (root / "reports/captcha/learning_curves.png").stat().st_size > 1000
+
+    client, runs = mlflow_runs(root)
+    assert len(runs) == 1
+    first = runs[0]
+    assert first.info.run_name == "captcha-xception-none" and first.info.status == "FINISHED"
+    assert first.data.params["weights"] == "none"
+    assert first.data.params["experiment.epochs"] == "1" and first.data.params["captcha.train"] == "32"
+    assert first.data.tags["git_commit"] == head and first.data.tags["dvc_experiment"] == "random-init"
+    assert first.data.metrics["test.accuracy"] == pytest.approx(test["accuracy"])
+    assert first.data.metrics["test.sequence_accuracy"] == pytest.approx(test["sequence_accuracy"])
+    epochs = client.get_metric_history(first.info.run_id, "val_accuracy")
+    assert [m.step for m in epochs] == [1]
+    assert {"model.keras", "history.csv", "learning_curves.png", "metrics.json"} <= {
+        a.path for a in client.list_artifacts(first.info.run_id)}
+
+    # 2. Nothing changed: nothing to do.
+    assert "up to date" in dvc(repo, "repro").lower()
+
+    # 3. From a weights file the test saved (the Xception base at the CAPTCHA size).
+    from stages.models import build_core
+
+    build_core("xception", (80, 160, 3), "max").save_weights(root / "start.weights.h5")
+    out = dvc(repo, "exp", "run", "-S", "weights=start.weights.h5", "--name", "from-file")
+    assert "'generate_captcha'" not in out or "didn't change" in out, "data must not be regenerated"
+    source = json.loads((root / "models/captcha/init/source.json").read_text())
+    assert source["weights"] == "start.weights.h5" and source["file"] == "weights.weights.h5"
+    _, runs = mlflow_runs(root)
+    assert len(runs) == 2
+    second = runs[1]
+    assert second.info.run_name == "captcha-xception-file-start.weights.h5"
+    assert second.data.params["weights"] == "start.weights.h5"
+    assert second.data.tags["dvc_experiment"] == "from-file"
+    assert "test.accuracy" in second.data.metrics
