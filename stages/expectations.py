@@ -13,6 +13,8 @@ what its labels and split sizes must be.
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -41,9 +43,13 @@ class DatasetChecks:
     labels: Sequence[gxe.Expectation]            # on the manifest frame
     split_sizes: Mapping[str, int] | None = None  # images per split, where params fix them
     extra_columns: tuple[str, ...] = field(default=())  # manifest columns beyond label and sha256
+    # (min, max) images per split, where some loss is tolerated (photos: unreadable, duplicates, leaks)
+    split_ranges: Mapping[str, tuple[int, int]] | None = None
 
 
-CHECKS: Registry[Callable[[Mapping[str, Any]], DatasetChecks]] = Registry("dataset with validation checks")
+# (params section, meta.json of the prepared data) -> the dataset's own checks
+CHECKS: Registry[Callable[[Mapping[str, Any], Mapping[str, Any]], DatasetChecks]] = Registry(
+    "dataset with validation checks")
 
 
 def in_split(split: str) -> Any:
@@ -85,6 +91,10 @@ def split_expectations(checks: DatasetChecks, image_shape: tuple[int, int, int])
         for column, what in (("rows", "manifest rows"), ("images", "images")):
             out.append(_named(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[int(n)], **_where(split)),
                               f"{split} has {n} {what}"))
+    for split, (low, high) in (checks.split_ranges or {}).items():
+        out.append(_named(gxe.ExpectColumnValuesToBeBetween(column="images", min_value=int(low), max_value=int(high),
+                                                            **_where(split)),
+                          f"{split} has {low}-{high} images"))
     for column, value, what in (("ndim", 4, "arrays are (n, H, W, C)"),
                                 ("height", height, f"images are {height} high"),
                                 ("width", width, f"images are {width} wide"),
@@ -114,9 +124,13 @@ def image_expectations() -> list[gxe.Expectation]:
     return out
 
 
-def build_suites(dataset: str, values: Mapping[str, Any]) -> dict[str, gx.ExpectationSuite]:
-    """One suite per frame (named ``<dataset>.<frame>``) for ``dataset`` with params ``values``."""
-    checks = CHECKS.get(dataset)(values)
+def build_suites(dataset: str, values: Mapping[str, Any],
+                 meta: Mapping[str, Any] | None = None) -> dict[str, gx.ExpectationSuite]:
+    """One suite per frame (named ``<dataset>.<frame>``) for ``dataset`` with params ``values``.
+
+    ``meta`` is the prepared data's meta.json, which photo datasets' checks read their expected counts from.
+    """
+    checks = CHECKS.get(dataset)(values, meta or {})
     image_shape = DATASETS.get(dataset).image_shape(values)
     expectations = {
         "manifest": manifest_expectations(checks),
@@ -130,7 +144,7 @@ def build_suites(dataset: str, values: Mapping[str, Any]) -> dict[str, gx.Expect
 # ---- datasets -------------------------------------------------------------------------------
 
 @CHECKS.register("captcha")
-def captcha_checks(values: Mapping[str, Any]) -> DatasetChecks:
+def captcha_checks(values: Mapping[str, Any], meta: Mapping[str, Any]) -> DatasetChecks:
     """Labels are ``length`` characters of ``alphabet``, unique within and across splits."""
     pattern = f"^[{re.escape(values['alphabet'])}]{{{values['length']}}}$"
     labels = [
@@ -142,3 +156,34 @@ def captcha_checks(values: Mapping[str, Any]) -> DatasetChecks:
         _named(gxe.ExpectColumnValuesToBeUnique(column="label"), "labels are unique across all splits"),
     ]
     return DatasetChecks(labels=labels, split_sizes={split: values[split] for split in SPLITS})
+
+
+PHOTO_EXTRA_COLUMNS = ("key", "source_sha256", "orig_width", "orig_height", "converted")
+
+
+def photo_checks(dataset: str, values: Mapping[str, Any], meta: Mapping[str, Any]) -> DatasetChecks:
+    """Labels from the dataset's classes, every class in every split, sizes within tolerance of expected.
+
+    The expected counts are what preparation assigned to each split before dropping unreadable,
+    duplicate and leaked images (meta.json ``expected``); ``tolerance`` is the share it may lose.
+    """
+    classes = list(DATASETS.get(dataset).classes)
+    expected = meta.get("expected") or {}
+    if set(expected) != set(SPLITS):
+        # Without them the size check would pass vacuously: make it fail visibly instead.
+        expected = {split: expected.get(split, -1) for split in SPLITS}
+    labels = [
+        _named(gxe.ExpectColumnValuesToBeInSet(column="label", value_set=classes),
+               f"labels are classes of {dataset}: {', '.join(classes)}"),
+        *(_named(gxe.ExpectColumnDistinctValuesToEqualSet(column="label", value_set=classes, **_where(split)),
+                 f"every class appears in {split}") for split in SPLITS),
+        _named(gxe.ExpectColumnValuesToBeUnique(column="key"), "no source image is used twice"),
+    ]
+    tolerance = values["tolerance"]
+    ranges = {split: (math.ceil(n * (1 - tolerance)) if n >= 0 else 1, max(n, 0)) for split, n in expected.items()}
+    return DatasetChecks(labels=labels, split_ranges=ranges, extra_columns=PHOTO_EXTRA_COLUMNS)
+
+
+for _name in DATASETS.names():
+    if DATASETS.get(_name).source is not None:
+        CHECKS.register(_name)(functools.partial(photo_checks, _name))

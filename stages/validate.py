@@ -9,6 +9,7 @@ results.json (GX's full results) and data_docs/ (GX's HTML). Exits 1 when an exp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import math
 import mmap
@@ -24,13 +25,14 @@ from typing import Any, Mapping, Sequence, TextIO
 import great_expectations as gx
 import numpy as np
 import pandas as pd
+import yaml
 from great_expectations.data_context.types.base import (
     DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig)
 
 from stages import config, paths
-from stages.datasets import read_manifest
+from stages.datasets import DATASETS, read_manifest
 from stages.expectations import CHECKS, FRAMES, build_suites
-from stages.io import replace_dir, write_json
+from stages.io import read_json, replace_dir, write_json
 
 DOCS_SITE = "local"
 EXAMPLES = 5            # bad values quoted per failed expectation
@@ -165,6 +167,8 @@ class Summary:
     dataset: str
     success: bool
     expectations: list[dict]
+    # images per split and class, for datasets with classes: reported, not judged (seed 000's pets are 1:2:2)
+    class_balance: dict | None = None
 
     def failed(self) -> list[dict]:
         """The entries of the expectations that failed."""
@@ -175,6 +179,7 @@ class Summary:
         return {"dataset": self.dataset, "success": self.success,
                 "statistics": {"evaluated": len(self.expectations),
                                "unsuccessful": len(self.failed())},
+                **({"class_balance": self.class_balance} if self.class_balance is not None else {}),
                 "expectations": self.expectations}
 
 
@@ -254,11 +259,20 @@ def failure_lines(summary: Summary) -> list[str]:
     return lines
 
 
+def class_balance(manifest: pd.DataFrame) -> dict:
+    """{split: {label: images}} with every split's labels sorted, for summary.json and the console."""
+    counts = manifest.groupby(["split", "label"]).size()
+    return {split: {label: int(n) for label, n in counts[split].sort_index().items()}
+            for split in paths.SPLITS if split in counts.index.get_level_values(0)}
+
+
 # ---- the stage ---------------------------------------------------------------------------------
 
 def validate(dataset: str, prepared_dir: Path, values: Mapping[str, Any], report_dir: Path) -> Summary:
     """Validate ``prepared_dir`` against ``values`` (the dataset's params); replace ``report_dir``."""
-    suites = build_suites(dataset, values)  # before reading: an unknown dataset fails at once
+    meta_path = Path(prepared_dir) / "meta.json"
+    meta = read_json(meta_path) if meta_path.exists() else {}
+    suites = build_suites(dataset, values, meta)  # before reading images: an unknown dataset fails at once
     frames = read_frames(Path(prepared_dir))
     report_dir = Path(report_dir)
     report_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -267,6 +281,8 @@ def validate(dataset: str, prepared_dir: Path, values: Mapping[str, Any], report
     try:
         results = run_suites(dataset, suites, frames, work / "data_docs")
         summary = summarize(dataset, suites, results)
+        if DATASETS.get(dataset).classes:
+            summary = dataclasses.replace(summary, class_balance=class_balance(frames["manifest"]))
         write_json(work / "summary.json", summary.to_dict())
         write_json(work / "results.json", {frame: _plain(r.to_json_dict()) for frame, r in results.items()})
         work.chmod(0o755)  # mkdtemp makes it private
@@ -277,9 +293,15 @@ def validate(dataset: str, prepared_dir: Path, values: Mapping[str, Any], report
     return summary
 
 
-def finish(summary: Summary, report_dir: Path, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+def finish(summary: Summary, report_dir: Path, out: TextIO | None = None, err: TextIO | None = None) -> None:
     """Print the outcome; ``SystemExit(1)`` when anything failed, so DVC stops before training."""
+    out, err = out or sys.stdout, err or sys.stderr  # looked up now: tests and callers may swap them
     n = len(summary.expectations)
+    if summary.class_balance:
+        for split, counts in summary.class_balance.items():
+            total = sum(counts.values())
+            shares = ", ".join(f"{label} {n:,} ({n / total:.0%})" for label, n in counts.items())
+            print(f"{summary.dataset} {split}: {shares}", file=out)
     if summary.success:
         print(f"{summary.dataset}: all {n} expectations passed; reports in {report_dir}", file=out)
         return
@@ -294,13 +316,23 @@ def finish(summary: Summary, report_dir: Path, out: TextIO = sys.stdout, err: Te
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.validate", description=__doc__.splitlines()[0])
     parser.add_argument("dataset", help="a dataset section of params.yaml, e.g. captcha")
+    # For data outside the pipeline (CI validates the tests' fixture data with these): a prepared
+    # folder, where to write the report, and a YAML file holding the dataset's params section.
+    parser.add_argument("--prepared", type=Path, help="prepared data folder (default: the pipeline's)")
+    parser.add_argument("--report", type=Path, help="report folder (default: the pipeline's)")
+    parser.add_argument("--values", type=Path, help="YAML file with the dataset's params (default: params.yaml)")
     args = parser.parse_args(argv)
-    params = config.load_params()
-    if args.dataset not in params:
-        raise config.ConfigError(f"params.yaml has no section {args.dataset!r} to validate against; "
-                                 f"datasets with checks: {', '.join(CHECKS.names())}")
-    report_dir = paths.validation_dir(args.dataset)
-    summary = validate(args.dataset, paths.prepared(args.dataset), params[args.dataset], report_dir)
+    if args.values:
+        values = yaml.safe_load(args.values.read_text(encoding="utf-8"))
+        DATASETS.get(args.dataset).check_params(args.dataset, values)
+    else:
+        params = config.load_params()
+        if args.dataset not in params:
+            raise config.ConfigError(f"params.yaml has no section {args.dataset!r} to validate against; "
+                                     f"datasets with checks: {', '.join(CHECKS.names())}")
+        values = params[args.dataset]
+    report_dir = args.report or paths.validation_dir(args.dataset)
+    summary = validate(args.dataset, args.prepared or paths.prepared(args.dataset), values, report_dir)
     finish(summary, report_dir)
 
 

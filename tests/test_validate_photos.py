@@ -1,0 +1,101 @@
+"""The photo datasets' great-expectations suites: what passes, and each failure they must catch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from fixture_data import write_prepared_photos
+
+from stages.io import read_json, write_json
+from stages.validate import validate
+
+VALUES = {"height": 24, "width": 32, "workers": 0, "tolerance": 0.25,
+          "source": {"competition": "dogs-vs-cats"}, "train": 8, "validation": 4, "test": 4}
+
+
+@pytest.fixture
+def prepared(tmp_path):
+    return write_prepared_photos(tmp_path / "prepared", "dogs_vs_cats", VALUES)
+
+
+def failed_checks(summary) -> list[str]:
+    return [e["check"] for e in summary.failed()]
+
+
+def test_fixture_passes_and_reports_class_balance(prepared, tmp_path):
+    summary = validate("dogs_vs_cats", prepared, VALUES, tmp_path / "report")
+    assert summary.success, failed_checks(summary)
+    saved = read_json(tmp_path / "report" / "summary.json")
+    assert saved["class_balance"] == {"train": {"cat": 4, "dog": 4}, "validation": {"cat": 2, "dog": 2},
+                                      "test": {"cat": 2, "dog": 2}}
+    assert (tmp_path / "report" / "data_docs" / "index.html").is_file()
+
+
+def _drop_rows(folder, keep):
+    images = np.load(folder / "images.npy")
+    manifest = pd.read_csv(folder / "manifest.csv", dtype=str, keep_default_na=False)
+    np.save(folder / "images.npy", images[keep])
+    manifest.iloc[keep].to_csv(folder / "manifest.csv", index=False)
+
+
+def test_a_split_that_lost_more_than_the_tolerance_fails(prepared, tmp_path):
+    _drop_rows(prepared / "train", [0, 1, 4, 5, 6])   # 5 of the 8 expected; 25% tolerance allows 6
+    summary = validate("dogs_vs_cats", prepared, VALUES, tmp_path / "report")
+    assert failed_checks(summary) == ["train has 6-8 images"]
+
+
+def test_a_loss_within_tolerance_passes(prepared, tmp_path):
+    _drop_rows(prepared / "train", [0, 1, 2, 4, 5, 6])  # 6 of 8
+    assert validate("dogs_vs_cats", prepared, VALUES, tmp_path / "report").success
+
+
+def test_a_class_missing_from_a_split_fails(prepared, tmp_path):
+    _drop_rows(prepared / "test", [0, 1])  # cats only
+    meta = read_json(prepared / "meta.json")
+    write_json(prepared / "meta.json", {**meta, "expected": {**meta["expected"], "test": 2}})
+    assert failed_checks(validate("dogs_vs_cats", prepared, VALUES, tmp_path / "report")) == [
+        "every class appears in test"]
+
+
+def test_unknown_label_fails(prepared, tmp_path):
+    path = prepared / "validation" / "manifest.csv"
+    path.write_text(path.read_text().replace("\ncat,", "\ncow,", 1))
+    assert "labels are classes of dogs_vs_cats: cat, dog" in failed_checks(
+        validate("dogs_vs_cats", prepared, VALUES, tmp_path / "report"))
+
+
+def test_the_same_image_in_two_splits_fails(prepared, tmp_path):
+    train = np.load(prepared / "train" / "images.npy")
+    test = np.load(prepared / "test" / "images.npy")
+    test[0] = train[0]
+    np.save(prepared / "test" / "images.npy", test)
+    manifest = pd.read_csv(prepared / "test" / "manifest.csv", dtype=str, keep_default_na=False)
+    manifest.loc[0, "sha256"] = pd.read_csv(prepared / "train" / "manifest.csv", dtype=str)["sha256"][0]
+    manifest.to_csv(prepared / "test" / "manifest.csv", index=False)
+    assert failed_checks(validate("dogs_vs_cats", prepared, VALUES, tmp_path / "report")) == [
+        "no image appears twice, in any split"]
+
+
+def test_meta_without_expected_counts_fails_rather_than_passing_vacuously(prepared, tmp_path):
+    meta = read_json(prepared / "meta.json")
+    del meta["expected"]
+    write_json(prepared / "meta.json", meta)
+    failed = failed_checks(validate("dogs_vs_cats", prepared, VALUES, tmp_path / "report"))
+    assert {f"{s} has 1-0 images" for s in ("train", "validation", "test")} <= set(failed)
+
+
+def test_cli_validates_data_outside_the_pipeline(prepared, tmp_path, capsys):
+    from stages.validate import main
+
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(json.dumps(VALUES))  # JSON is YAML
+    main(["dogs_vs_cats", "--prepared", str(prepared), "--report", str(tmp_path / "r"),
+          "--values", str(values_file)])
+    assert "all 23 expectations passed" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(json.dumps({**VALUES, "tolerance": 2}))
+    with pytest.raises(ValueError, match="tolerance must be <= 1, got 2"):
+        main(["dogs_vs_cats", "--prepared", str(prepared), "--values", str(bad)])
