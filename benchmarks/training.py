@@ -1,0 +1,108 @@
+"""Training throughput of an experiment's model on this machine: images per second, per epoch.
+
+    .venv/bin/python benchmarks/training.py --experiment captcha --images 320 --repeat 2
+
+Two ways to feed the same model the same images, timed over whole epochs after a warm-up epoch
+(the first epoch traces and compiles the train step):
+
+- baseline: ``model.fit(x, y)`` on arrays held in memory (Keras' own NumPy adapter);
+- ours: ``stages.feed.ArrayBatches`` over a memory-mapped ``images.npy``, shuffled per epoch, as
+  the train stage feeds it.
+
+Equal figures mean the feeder costs nothing next to the model; the train stage cannot be faster.
+The methods take turns for ``--repeat`` rounds and each keeps its best epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from stages.config import load_params  # noqa: E402
+from stages.experiments import resolve  # noqa: E402
+from stages.feed import ArrayBatches  # noqa: E402
+from stages.training import build_model, compile_model, configure_precision  # noqa: E402
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def make_data(experiment, n: int, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Random images of the experiment's shape in an .npy file, and random targets of its task."""
+    rng = np.random.default_rng(0)
+    path = folder / "images.npy"
+    np.save(path, rng.integers(0, 256, (n, *experiment.image_shape), dtype=np.uint8))
+    task = experiment.task
+    shape = (n, task.n_outputs) if task.n_outputs > 1 else (n,)
+    targets = rng.integers(0, 2 if task.kind == "binary" else task.n_classes, shape)
+    return np.load(path, mmap_mode="r"), targets
+
+
+def one_round(experiment, method: str, images: np.ndarray, targets: np.ndarray) -> float:
+    """Seconds of the second epoch (the first compiles) for a fresh model fed by ``method``."""
+    keras.utils.set_random_seed(0)
+    model = build_model(experiment, None)
+    compile_model(model, experiment)
+    batch, task = experiment.values["batch_size"], experiment.task
+    timer = EpochTimer()
+    if method == "baseline":
+        x = np.array(images)  # the whole split in memory, as the seed's generators effectively had
+        y = [targets[:, i] for i in range(task.n_outputs)] if task.n_outputs > 1 else targets
+        model.fit(x, tuple(y) if isinstance(y, list) else y, batch_size=batch, epochs=2, shuffle=True,
+                  callbacks=[timer], verbose=0)
+    else:
+        feed = ArrayBatches(images, targets, batch, n_outputs=task.n_outputs, shuffle=True, seed=0)
+        model.fit(feed, epochs=2, callbacks=[timer], verbose=0)
+    keras.backend.clear_session()
+    return timer.seconds[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="captcha")
+    parser.add_argument("--images", type=int, default=320)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+
+    experiment = resolve(load_params(), args.experiment)
+    policy = configure_precision()
+    print(f"{experiment.name}: {experiment.values['model']} at {experiment.image_shape}, batch "
+          f"{experiment.values['batch_size']}, {args.images} images/epoch, backend {keras.backend.backend()}, "
+          f"{policy}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        images, targets = make_data(experiment, args.images, Path(tmp))
+        rounds: dict[str, list[float]] = {"baseline": [], "ours": []}
+        for _ in range(args.repeat):
+            for method in rounds:
+                rounds[method].append(one_round(experiment, method, images, targets))
+    base = args.images / min(rounds["baseline"])
+    print("\n| feeding | best epoch s | images/s | vs baseline | epoch s of each round |")
+    print("|---|---:|---:|---:|---|")
+    for method, label in (("baseline", "in-memory NumPy, `model.fit(x, y)`"),
+                          ("ours", "memory-mapped `ArrayBatches`")):
+        best = min(rounds[method])
+        print(f"| {label} | {best:.2f} | {args.images / best:.1f} | {args.images / best / base:.2f}x | "
+              f"{' '.join(f'{s:.2f}' for s in rounds[method])} |")
+
+
+if __name__ == "__main__":
+    main()
