@@ -112,15 +112,17 @@ def check_params(params: Any) -> dict:
 
     if not isinstance(params, Mapping):
         raise ConfigError(f"params.yaml must be a mapping, got {type(params).__name__}")
-    top_level = ["weights", "seed", "experiments", *DATASETS.names()]
+    top_level = ["weights", "seed", "seeds", "experiments", *DATASETS.names()]
     unknown = sorted(set(params) - set(top_level))
     if unknown:
         raise ConfigError(f"unknown top-level key {unknown[0]!r} in params.yaml; accepted: {', '.join(top_level)}")
-    for key in ("weights", "seed", "experiments"):
+    for key in ("weights", "seed", "seeds", "experiments"):
         if key not in params:
             raise ConfigError(f"missing top-level key {key!r} in params.yaml")
-    weights_source(params["weights"])
+    for source in _listed(params["weights"]):
+        weights_source(source)
     integer(0, 2**32 - 1)("seed", params["seed"])
+    integer(1, 100)("seeds", params["seeds"])
     for name in DATASETS.names():
         if name in params:
             DATASETS.get(name).check_params(name, params[name])
@@ -128,8 +130,29 @@ def check_params(params: Any) -> dict:
     if not isinstance(experiments, Mapping) or not experiments:
         raise ConfigError("experiments must be a non-empty mapping of experiment name -> settings")
     for name, experiment in experiments.items():
-        check_experiment(name, experiment, params)
+        if not isinstance(experiment, Mapping):
+            raise ConfigError(f"experiments.{name} must be a mapping of settings, got {experiment!r}")
+        # `weights` is the one key an experiment may add: its own arms, overriding the top level.
+        check_experiment(name, {k: v for k, v in experiment.items() if k != "weights"}, params)
+        _check_arms(name, experiment, params)
     return dict(params)
+
+
+def _listed(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _check_arms(name: str, experiment: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """Every initial-weights source of the experiment exists and fits its model."""
+    from stages.models import MODELS
+    from stages.runs import check_arms
+
+    sources = _listed(experiment.get("weights", params["weights"]))
+    for source in sources:
+        if weights_source(source) == "imagenet" and MODELS.get(experiment["model"]).imagenet is None:
+            raise ConfigError(f"model {experiment['model']!r} (experiments.{name}) has no ImageNet weights; "
+                              f"accepted: weights=none, here or as experiments.{name}.weights, or a weights file for it")
+    check_arms({**params, "experiments": {name: experiment}})
 
 
 def load_params(path: Path | str = paths.PARAMS) -> dict:

@@ -1,4 +1,7 @@
-"""Stage `evaluate@<experiment>`: test-split metrics, learning curves, and the MLflow run completed.
+"""Stage `evaluate@<experiment>`: test-split metrics of every run, and their MLflow runs completed.
+
+Writes reports/<experiment>/runs/<run>/ (metrics.json, history.csv, confusion.csv for single-output
+tasks, learning_curves.png) and reports/<experiment>/metrics.json (per arm, for `dvc exp show`).
 
 For several heads (CAPTCHAs): ``accuracy`` is per character, ``sequence_accuracy`` the share of
 CAPTCHAs with every character right, ``position_accuracy`` per character position.
@@ -12,13 +15,13 @@ import keras
 import numpy as np
 import pandas as pd
 
-from stages import paths, tracking
+from stages import paths, runs, tracking
 from stages.config import ConfigError, load_params
 from stages.datasets import Task, load_split
 from stages.experiments import Experiment, resolve
 from stages.feed import ArrayBatches
-from stages.heads import HEADS
-from stages.io import read_json, write_json
+from stages.heads import HEADS, output_names
+from stages.io import read_json, write_json, write_text
 from stages.plots import learning_curves
 
 
@@ -39,42 +42,115 @@ def task_metrics(task: Task, targets: np.ndarray, predictions: list[np.ndarray],
     return metrics
 
 
-def evaluate(experiment: Experiment, model: keras.Model) -> dict:
+def task_predictions(model: keras.Model, predictions, task: Task) -> list[np.ndarray]:
+    """The task's outputs from ``model.predict``, in head order; auxiliary outputs (GoogLeNet's) dropped."""
+    if not isinstance(predictions, (list, tuple, dict)):
+        predictions = [predictions]
+    if isinstance(predictions, dict):
+        return [np.asarray(predictions[name]) for name in output_names(task)]
+    by_name = dict(zip(model.output_names, predictions))
+    return [np.asarray(by_name[name]) for name in output_names(task)]
+
+
+def confusion(task: Task, targets: np.ndarray, prediction: np.ndarray, classes: tuple[str, ...]) -> pd.DataFrame:
+    """Rows: true class, columns: predicted class (single-output tasks)."""
+    predicted = ((prediction.reshape(-1) > 0.5).astype(int) if task.kind == "binary"
+                 else prediction.argmax(axis=-1))
+    n = len(classes)
+    counts = np.bincount(targets.reshape(-1) * n + predicted, minlength=n * n).reshape(n, n)
+    return pd.DataFrame(counts, index=pd.Index(classes, name="true"), columns=list(classes))
+
+
+def evaluate(experiment: Experiment, model: keras.Model) -> tuple[dict, pd.DataFrame | None]:
+    """Test-split metrics and, for single-output tasks, the confusion matrix."""
     images, manifest = load_split(experiment.dataset, "test")
     targets = experiment.spec.targets(manifest, experiment.dataset_values)
     task = experiment.task
     batches = ArrayBatches(images, targets, experiment.values["batch_size"], n_outputs=task.n_outputs)
-    predictions = model.predict(batches, verbose=1 if sys.stdout.isatty() else 0)
-    if not isinstance(predictions, (list, tuple)):
-        predictions = [predictions]
-    return task_metrics(task, targets, list(predictions), HEADS.get(experiment.values["head"]).loss(task))
+    raw = model.predict(batches, verbose=1 if sys.stdout.isatty() else 0)
+    predictions = task_predictions(model, raw, task)
+    metrics = task_metrics(task, targets, predictions, HEADS.get(experiment.values["head"]).loss(task))
+    table = None
+    if task.n_outputs == 1 and experiment.spec.classes:
+        table = confusion(task, targets, predictions[0], experiment.spec.classes)
+    return metrics, table
 
 
-def run(experiment: Experiment) -> dict:
-    model_dir = paths.experiment_model_dir(experiment.name)
-    report_dir = paths.experiment_report_dir(experiment.name)
+def evaluate_run(experiment: Experiment) -> dict:
+    """Evaluate one trained run; write its report folder; complete its MLflow run."""
+    model_dir, report_dir = runs.model_dir(experiment), runs.report_dir(experiment)
+    trained = read_json(model_dir / "train.json")
     model = keras.saving.load_model(model_dir / "model.keras")
-    test = evaluate(experiment, model)
-    history = pd.read_csv(report_dir / "history.csv")
+    test, table = evaluate(experiment, model)
+    history = pd.read_csv(model_dir / "history.csv")
     metrics = {
         "test": test,
         "best_val_accuracy": float(history["val_accuracy"].max()),
         "best_epoch": int(history.loc[history["val_accuracy"].idxmax(), "epoch"]),
         "epochs": int(history["epoch"].max()),
+        "seconds": trained["seconds"],
+        "weights": experiment.weights_label,
+        "seed": experiment.seed,
+        "mlflow_run_id": trained["mlflow_run_id"],
     }
     write_json(report_dir / "metrics.json", metrics)
+    write_text(report_dir / "history.csv", (model_dir / "history.csv").read_text())
+    files = [model_dir / "model.keras", report_dir / "history.csv", report_dir / "metrics.json"]
+    if table is not None:
+        write_text(report_dir / "confusion.csv", table.to_csv(lineterminator="\n"))
+        files.append(report_dir / "confusion.csv")
     curves = report_dir / "learning_curves.png"
     learning_curves({experiment.weights_label: history},
-                    f"{experiment.name}: {experiment.values['model']} ({experiment.weights_label})", curves)
+                    f"{experiment.name}: {experiment.values['model']} ({runs.run_name(experiment)})", curves)
+    files.append(curves)
 
-    run_id = read_json(model_dir / "mlflow_run.json")["run_id"]
+    run_id = trained["mlflow_run_id"]
     flat = tracking.flatten("test", {k: v for k, v in test.items() if k != "n"})
-    tracking.log_metrics(run_id, {k: float(v) for k, v in flat.items()})
-    tracking.log_metrics(run_id, {"best_val_accuracy": metrics["best_val_accuracy"]})
-    tracking.log_artifacts(run_id, [model_dir / "model.keras", report_dir / "history.csv",
-                                    report_dir / "metrics.json", curves])
+    tracking.log_metrics(run_id, {**{k: float(v) for k, v in flat.items()},
+                                  "best_val_accuracy": metrics["best_val_accuracy"]})
+    tracking.log_artifacts(run_id, files)
     tracking.end_run(run_id)
     return metrics
+
+
+def aggregate(per_run: list[dict]) -> dict:
+    """Per arm: mean (and std over seeds) of the test metrics, best validation accuracy and time.
+
+    Flat keys, so `dvc exp show` and `dvc metrics diff` show one column each.
+    """
+    out: dict[str, dict] = {}
+    for label in dict.fromkeys(m["weights"] for m in per_run):
+        group = [m for m in per_run if m["weights"] == label]
+        values = {
+            "test_accuracy": [m["test"]["accuracy"] for m in group],
+            "test_loss": [m["test"]["loss"] for m in group],
+            "best_val_accuracy": [m["best_val_accuracy"] for m in group],
+            "seconds": [m["seconds"] for m in group],
+        }
+        if "sequence_accuracy" in group[0]["test"]:
+            values["test_sequence_accuracy"] = [m["test"]["sequence_accuracy"] for m in group]
+        summary: dict = {"runs": len(group)}
+        for key, series in values.items():
+            summary[key] = float(np.mean(series))
+            if len(group) > 1 and key != "seconds":
+                summary[f"{key}_std"] = float(np.std(series, ddof=1))
+        out[label] = summary
+    return out
+
+
+def run(params: dict, name: str) -> dict:
+    """Evaluate every run of experiment ``name``; write reports/<name>/metrics.json."""
+    per_run = []
+    for experiment in runs.runs(params, name):
+        metrics = evaluate_run(experiment)
+        per_run.append(metrics)
+        test = metrics["test"]
+        extra = f", whole-sequence {test['sequence_accuracy']:.4f}" if "sequence_accuracy" in test else ""
+        print(f"{name} {runs.run_name(experiment)}: test accuracy {test['accuracy']:.4f}{extra}, "
+              f"loss {test['loss']:.4f}")
+    summary = aggregate(per_run)
+    write_json(paths.experiment_report_dir(name) / "metrics.json", summary)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,13 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) != 1:
         raise SystemExit("usage: python -m stages.evaluate <experiment>")
     try:
-        experiment = resolve(load_params(), argv[0])
+        params = load_params()
+        resolve(params, argv[0])
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
-    metrics = run(experiment)
-    test = metrics["test"]
-    extra = f", whole-sequence accuracy {test['sequence_accuracy']:.4f}" if "sequence_accuracy" in test else ""
-    print(f"{experiment.name}: test accuracy {test['accuracy']:.4f}{extra}, loss {test['loss']:.4f}")
+    run(params, argv[0])
 
 
 if __name__ == "__main__":

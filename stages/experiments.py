@@ -44,10 +44,7 @@ def check_experiment(name: str, values: Any, params: Mapping[str, Any]) -> None:
     dataset_values = params[values["dataset"]]
     check_input_shape(values["model"], spec.image_shape(dataset_values))
     check_head(values["head"], spec.task(dataset_values))
-    source = weights_source(params["weights"])
-    if source == "imagenet" and model.imagenet is None:
-        raise ConfigError(f"model {values['model']!r} ({where}) has no ImageNet weights; "
-                          "accepted: weights=none or a path to a weights file for it")
+    # Initial weights (which may be a list of arms) are checked per run in stages.config.check_params.
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,9 @@ def resolve(params: Mapping[str, Any], name: str) -> Experiment:
     if name not in experiments:
         raise ConfigError(f"unknown experiment {name!r}; valid: {', '.join(sorted(experiments))}")
     values = experiments[name]
-    weights = params["weights"] if params["weights"] is not None else "none"
+    weights = values.get("weights", params["weights"])
+    weights = weights[0] if isinstance(weights, list) and weights else weights  # a run picks its own arm
+    weights = "none" if weights is None else weights
     return Experiment(name=name, values=values, dataset=values["dataset"],
                       dataset_values=params[values["dataset"]], spec=DATASETS.get(values["dataset"]),
                       weights=str(weights), seed=params["seed"])

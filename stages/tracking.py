@@ -61,7 +61,8 @@ def flatten(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_name(experiment: Experiment) -> str:
-    return f"{experiment.dataset}-{experiment.values['model']}-{experiment.weights_label}"
+    """``<dataset>-<model>-<weights>-s<seed>``, e.g. ``pets-xception-imagenet-s42``: the same for every run."""
+    return f"{experiment.dataset}-{experiment.values['model']}-{experiment.weights_label}-s{experiment.seed}"
 
 
 def start_run(experiment: Experiment, run_id: str | None = None) -> str:
@@ -79,6 +80,7 @@ def start_run(experiment: Experiment, run_id: str | None = None) -> str:
         "model": experiment.values["model"],
         "weights": experiment.weights_label,
         "seed": str(experiment.seed),
+        "strategy": str(experiment.values.get("strategy", "full")),
         "experiment": experiment.name,
         "git_commit": commit,
         "mlflow.source.git.commit": commit,

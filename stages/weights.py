@@ -16,9 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from stages import paths
 from stages.config import ConfigError, load_params, weights_source
-from stages.experiments import resolve
 from stages.io import atomic_path, write_json
 
 # Mirrors (an air-gapped cluster, the tests' loopback server) replace Keras' public address.
@@ -110,12 +108,18 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         raise SystemExit("usage: python -m stages.weights <experiment>")
+    from stages.runs import arms, init_dir, runs
+
     try:
-        experiment = resolve(load_params(), argv[0])
-        record = prepare_init(experiment, paths.init_dir(experiment.name))
+        params = load_params()
+        # One run per arm is enough: initial weights do not depend on the training seed.
+        first_of_each_arm = runs(params, argv[0])[::params["seeds"]]
+        assert len(first_of_each_arm) == len(arms(params, argv[0]))
+        for experiment in first_of_each_arm:
+            record = prepare_init(experiment, init_dir(experiment))
+            print(f"{experiment.name}: initial weights {record['weights']} -> {init_dir(experiment)}")
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
-    print(f"{experiment.name}: initial weights {record['weights']} -> {paths.init_dir(experiment.name)}")
 
 
 if __name__ == "__main__":

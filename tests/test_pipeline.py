@@ -82,19 +82,22 @@ def test_random_init_then_nothing_to_do_then_weights_file(repo):
     out = dvc(repo, "exp", "run", "-S", "weights=none", "--name", "random-init", CAPTCHA)
     for stage in ("generate_captcha", "validate@captcha", "weights@captcha", "train@captcha", "evaluate@captcha"):
         assert f"'{stage}'" in out, f"stage {stage} did not run:\n{out[-3000:]}"
-    metrics = json.loads((root / "reports/captcha/metrics.json").read_text())
+    metrics = json.loads((root / "reports/captcha/runs/none-s42/metrics.json").read_text())
     test = metrics["test"]
+    arms = json.loads((root / "reports/captcha/metrics.json").read_text())
+    assert set(arms) == {"none"} and arms["none"]["runs"] == 1
+    assert arms["none"]["test_accuracy"] == pytest.approx(test["accuracy"])
     assert test["n"] == TINY["test"] and metrics["epochs"] == 1
     assert 0 <= test["sequence_accuracy"] <= test["accuracy"] <= 1 and test["loss"] > 0
     assert set(test["position_accuracy"]) == {f"head{i}" for i in range(6)}
     shown = json.loads(dvc(repo, "metrics", "show", "--json", stdout_only=True))
     assert "reports/captcha/metrics.json" in json.dumps(shown)
-    assert (root / "reports/captcha/learning_curves.png").stat().st_size > 1000
+    assert (root / "reports/captcha/runs/none-s42/learning_curves.png").stat().st_size > 1000
 
     client, runs = mlflow_runs(root)
     assert len(runs) == 1
     first = runs[0]
-    assert first.info.run_name == "captcha-xception-none" and first.info.status == "FINISHED"
+    assert first.info.run_name == "captcha-xception-none-s42" and first.info.status == "FINISHED"
     assert first.data.params["weights"] == "none"
     assert first.data.params["experiment.epochs"] == "1" and first.data.params["captcha.train"] == "32"
     assert first.data.tags["git_commit"] == head and first.data.tags["dvc_experiment"] == "random-init"
@@ -114,12 +117,12 @@ def test_random_init_then_nothing_to_do_then_weights_file(repo):
     build_core("xception", (80, 160, 3), "max").save_weights(root / "start.weights.h5")
     out = dvc(repo, "exp", "run", "-S", "weights=start.weights.h5", "--name", "from-file", CAPTCHA)
     assert "'generate_captcha'" not in out or "didn't change" in out, "data must not be regenerated"
-    source = json.loads((root / "models/captcha/init/source.json").read_text())
+    source = json.loads((root / "models/captcha/init/file-start.weights.h5/source.json").read_text())
     assert source["weights"] == "start.weights.h5" and source["file"] == "weights.weights.h5"
     _, runs = mlflow_runs(root)
     assert len(runs) == 2
     second = runs[1]
-    assert second.info.run_name == "captcha-xception-file-start.weights.h5"
+    assert second.info.run_name == "captcha-xception-file-start.weights.h5-s42"
     assert second.data.params["weights"] == "start.weights.h5"
     assert second.data.tags["dvc_experiment"] == "from-file"
     assert "test.accuracy" in second.data.metrics
