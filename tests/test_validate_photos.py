@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from fixture_data import write_prepared_photos
+from tests.fixture_data import write_prepared_photos
 
 from stages.io import read_json, write_json
 from stages.validate import validate

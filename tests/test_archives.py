@@ -1,0 +1,150 @@
+"""Safe extraction: entries that would escape the target are refused before anything is written."""
+
+from __future__ import annotations
+
+import io
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from stages.sources.archives import UnsafeArchive, check_zip, ensure_extracted, extract, extract_member
+
+
+def make_zip(path: Path, entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, data in entries.items():
+            archive.writestr(zipfile.ZipInfo(name), data)
+    return path
+
+
+def make_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for info, data in members:
+            info.size = len(data) if info.isfile() else 0
+            archive.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return path
+
+
+def tar_info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, linkname, 0o644
+    return info
+
+
+def symlink_zip_entry(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3  # Unix, whose mode bits say "symlink"
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info, target.encode()
+
+
+def files_under(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def test_good_zip_and_tar_extract_in_place_with_stamp(tmp_path):
+    entries = {"top/a.txt": b"alpha", "top/sub/b.bin": bytes(range(256))}
+    zipped = make_zip(tmp_path / "a.zip", entries)
+    tarred = make_tar(tmp_path / "a.tar.gz", [(tar_info(n), d) for n, d in entries.items()])
+    for archive, target in ((zipped, tmp_path / "z"), (tarred, tmp_path / "t")):
+        extract(archive, target, {"sha256": "x"})
+        assert (target / "top/a.txt").read_bytes() == b"alpha"
+        assert (target / "top/sub/b.bin").read_bytes() == bytes(range(256))
+        assert not target.with_name(f".{target.name}.extracting").exists()
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "top/../../evil.txt", "{tmp}/evil-absolute.txt"])
+def test_zip_entry_escaping_the_target_is_refused_and_nothing_written(tmp_path, name):
+    name = name.format(tmp=tmp_path)  # an absolute name pointing at a place the test can look at
+    archive = make_zip(tmp_path / "bad.zip", {"ok.txt": b"fine", name: b"evil"})
+    target = tmp_path / "out" / "target"
+    with pytest.raises(UnsafeArchive, match=name.replace(".", r"\.")):
+        extract(archive, target)
+    assert not target.exists()
+    assert not (tmp_path / "out" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
+    assert not (tmp_path / "evil-absolute.txt").exists()
+    assert files_under(tmp_path / "out") == set()  # not even the good entry, nor the temporary folder
+
+
+def test_zip_symlink_entry_is_refused(tmp_path):
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(*symlink_zip_entry("etc", "/etc"))
+    with pytest.raises(UnsafeArchive, match="'etc' is a symlink"):
+        extract(archive, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
+@pytest.mark.parametrize("members, bad", [
+    ([(tar_info("etc", tarfile.SYMTYPE, "/etc"), b"")], "'etc' is a symlink to '/etc'"),
+    ([(tar_info("up", tarfile.SYMTYPE, "../.."), b"")], "'up' is a symlink to '../..'"),
+    ([(tar_info("hard", tarfile.LNKTYPE, "../outside.txt"), b"")], "'hard' is a hard link"),
+    ([(tar_info("dev", tarfile.CHRTYPE), b"")], "'dev' is a character device"),
+    ([(tar_info("pipe", tarfile.FIFOTYPE), b"")], "'pipe' is a fifo"),
+    ([(tar_info("../evil.txt"), b"evil")], "'../evil.txt' climbs out"),
+    ([(tar_info("{tmp}/evil-absolute.txt"), b"evil")], "absolute path"),
+    # A link that points inside, then a file written through it: refused although each looks harmless.
+    ([(tar_info("inner", tarfile.SYMTYPE, "."), b""), (tar_info("inner/x.txt"), b"x")], "through the link 'inner'"),
+])
+def test_tar_entries_that_escape_or_are_devices_are_refused(tmp_path, members, bad):
+    for info, _ in members:
+        info.name = info.name.format(tmp=tmp_path)
+    archive = make_tar(tmp_path / "bad.tar.gz", [(tar_info("ok.txt"), b"fine"), *members])
+    target = tmp_path / "out" / "target"
+    with pytest.raises(UnsafeArchive, match=bad.replace(".", r"\.")):
+        extract(archive, target)
+    assert files_under(tmp_path / "out") == set()
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "outside.txt").exists()
+    assert not (tmp_path / "evil-absolute.txt").exists()
+
+
+def test_tar_link_inside_the_archive_is_kept(tmp_path):
+    archive = make_tar(tmp_path / "links.tar.gz", [(tar_info("data/a.txt"), b"alpha"),
+                                                   (tar_info("data/b.txt", tarfile.SYMTYPE, "a.txt"), b"")])
+    target = extract(archive, tmp_path / "target")
+    assert (target / "data/b.txt").is_symlink() and (target / "data/b.txt").read_bytes() == b"alpha"
+
+
+def test_corrupt_zip_entry_is_named_and_leaves_no_target(tmp_path):
+    archive = make_zip(tmp_path / "c.zip", {"a.txt": b"A" * 1000, "b.txt": b"B" * 1000}, zipfile.ZIP_STORED)
+    raw = bytearray(archive.read_bytes())
+    raw[raw.index(b"B" * 1000) + 10] ^= 0xFF
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="'b.txt'"):
+        check_zip(archive)
+    with pytest.raises(ValueError, match="'b.txt' is corrupt"):
+        extract(archive, tmp_path / "target")
+    assert not (tmp_path / "target").exists() and not (tmp_path / ".target.extracting").exists()
+
+
+def test_killed_extraction_never_looks_finished_and_is_redone(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", {"a.txt": b"alpha"})
+    leftover = tmp_path / ".target.extracting"
+    (leftover / "half").mkdir(parents=True)  # what a killed run leaves: a temporary sibling, no target
+    assert not (tmp_path / "target").exists()
+    target = ensure_extracted(archive, tmp_path / "target", "sha-a")
+    assert files_under(target) == {"a.txt", ".archive.json"}
+    assert not leftover.exists()
+
+
+def test_ensure_extracted_skips_the_same_archive_and_redoes_another(tmp_path):
+    target = ensure_extracted(make_zip(tmp_path / "a.zip", {"a.txt": b"alpha"}), tmp_path / "target", "sha-a")
+    marker = target / "untouched"
+    marker.write_text("x")
+    ensure_extracted(tmp_path / "a.zip", target, "sha-a")
+    assert marker.exists()  # same archive: not extracted again
+    ensure_extracted(make_zip(tmp_path / "b.zip", {"b.txt": b"beta"}), target, "sha-b")
+    assert files_under(target) == {"b.txt", ".archive.json"}
+
+
+def test_extract_member_copies_one_inner_zip(tmp_path):
+    inner = make_zip(tmp_path / "inner.zip", {"train/cat.0.jpg": b"jpg"}).read_bytes()
+    bundle = make_zip(tmp_path / "bundle.zip", {"train.zip": inner, "test1.zip": b"other"})
+    out = extract_member(bundle, "train.zip", tmp_path / "raw" / "train.zip")
+    assert out.read_bytes() == inner
+    with pytest.raises(ValueError, match="0 entries named 'missing.zip'"):
+        extract_member(bundle, "missing.zip", tmp_path / "raw" / "missing.zip")
+    assert not (tmp_path / "raw" / "missing.zip").exists()

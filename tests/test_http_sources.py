@@ -1,0 +1,278 @@
+"""Downloads from loopback servers, and the two URL sources (cats_and_dogs_filtered, cifar10) end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages.raw import RAW_COLUMNS, SourceUnavailable, read_raw_manifest
+from stages.sources import cats_and_dogs_filtered, cifar10
+from stages.sources.archives import check_zip
+from stages.sources.http import download, partial_path
+from tests.loopback import LoopbackServer, closed_port_url
+
+FAST = {"base_delay": 0.01}  # retries without the real back-off
+
+
+@pytest.fixture
+def server():
+    with LoopbackServer() as s:
+        yield s
+
+
+def blob(n: int, seed: int = 0) -> tuple[bytes, str]:
+    data = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+# ---- http.download ----------------------------------------------------------------------------
+
+def test_dead_first_address_falls_back_to_the_next(server, tmp_path):
+    data, sha = blob(50_000)
+    server.files["/mirror/f.bin"] = data
+    urls = [closed_port_url(), server.url("/moved-away/f.bin"), server.url("/mirror/f.bin")]
+    dest = download(urls, tmp_path / "f.bin", param="x.source.urls", sha256=sha, size=len(data), **FAST)
+    assert dest.read_bytes() == data
+    assert server.requests["/moved-away/f.bin"] == 1  # a 404 is not retried
+    assert not partial_path(dest).exists()
+
+
+def test_wrong_checksum_is_refused_and_nothing_left_under_the_final_name(server, tmp_path):
+    data, sha = blob(10_000)
+    server.files["/f.bin"] = data
+    expected = "0" * 64
+    with pytest.raises(SourceUnavailable) as err:
+        download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", sha256=expected, **FAST)
+    message = str(err.value)
+    assert server.url("/f.bin") in message and expected in message and sha in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_download_cut_half_way_resumes_next_run_without_fetching_a_byte_twice(server, tmp_path):
+    data, sha = blob(300_000)
+    server.files["/f.bin"] = data
+    server.drop_after["/f.bin"] = 120_000
+    dest = tmp_path / "f.bin"
+    with pytest.raises(SourceUnavailable, match="broke off"):
+        download([server.url("/f.bin")], dest, param="x.source.urls", sha256=sha, attempts=1, **FAST)
+    assert not dest.exists() and partial_path(dest).stat().st_size == 120_000
+    download([server.url("/f.bin")], dest, param="x.source.urls", sha256=sha, attempts=1, **FAST)
+    assert dest.read_bytes() == data
+    assert server.bytes_served["/f.bin"] == len(data)
+    assert [r.headers.get("Range") for r in server.log] == [None, "bytes=120000-"]
+
+
+def test_download_cut_half_way_is_retried_in_the_same_run(server, tmp_path):
+    data, sha = blob(200_000)
+    server.files["/f.bin"] = data
+    server.drop_after["/f.bin"] = 50_000
+    dest = download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", sha256=sha, **FAST)
+    assert dest.read_bytes() == data and server.bytes_served["/f.bin"] == len(data)
+    assert server.requests["/f.bin"] == 2
+
+
+def test_server_without_range_support_restarts_the_file(server, tmp_path):
+    data, sha = blob(100_000)
+    server.files["/f.bin"] = data
+    server.ranges = False
+    dest = tmp_path / "f.bin"
+    partial_path(dest).write_bytes(data[:40_000])
+    download([server.url("/f.bin")], dest, param="x.source.urls", sha256=sha, **FAST)
+    assert dest.read_bytes() == data and server.bytes_served["/f.bin"] == len(data)
+
+
+def test_stale_partial_from_another_file_is_restarted_once(server, tmp_path):
+    data, sha = blob(100_000)
+    server.files["/f.bin"] = data
+    dest = tmp_path / "f.bin"
+    partial_path(dest).write_bytes(blob(30_000, seed=1)[0])  # a prefix of some other version
+    download([server.url("/f.bin")], dest, param="x.source.urls", sha256=sha, **FAST)
+    assert dest.read_bytes() == data
+    assert [r.headers.get("Range") for r in server.log] == ["bytes=30000-", None]
+
+
+def test_present_and_verified_file_means_no_request(server, tmp_path):
+    data, sha = blob(10_000)
+    (tmp_path / "f.bin").write_bytes(data)
+    download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", sha256=sha, size=len(data))
+    assert server.total_requests() == 0
+
+
+def test_present_but_bad_file_is_moved_aside_and_downloaded_again(server, tmp_path):
+    data, sha = blob(10_000)
+    server.files["/f.bin"] = data
+    (tmp_path / "f.bin").write_bytes(b"not it")
+    download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", sha256=sha, **FAST)
+    assert (tmp_path / "f.bin").read_bytes() == data
+    assert (tmp_path / "f.bin.rejected").read_bytes() == b"not it"
+
+
+def test_no_reachable_address_fails_fast_naming_each_and_what_to_do(tmp_path):
+    urls = [closed_port_url("/a.zip"), closed_port_url("/b.zip"), (tmp_path / "nowhere.zip").as_uri()]
+    dest = tmp_path / "raw" / "f.zip"
+    start = time.monotonic()
+    with pytest.raises(SourceUnavailable) as err:
+        download(urls, dest, param="mydata.source.urls", sha256="ab" * 32)
+    assert time.monotonic() - start < 5
+    message = str(err.value)
+    for url in urls:
+        assert url in message
+    assert "Connection refused" in message and "no such file" in message
+    assert str(dest) in message and "mydata.source.urls" in message and "ab" * 32 in message
+
+
+def test_file_mirror_is_copied_and_verified(tmp_path):
+    data, sha = blob(70_000)
+    mirror = tmp_path / "shared" / "f.bin"
+    mirror.parent.mkdir()
+    mirror.write_bytes(data)
+    dest = download([mirror.as_uri()], tmp_path / "raw" / "f.bin", param="x.source.urls", sha256=sha)
+    assert dest.read_bytes() == data
+
+
+# ---- cats_and_dogs_filtered -------------------------------------------------------------------
+
+def jpeg(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def filtered_zip(counts: dict[tuple[str, str], int]) -> bytes:
+    """Google's layout in small, with the junk Mac-made zips carry."""
+    out = io.BytesIO()
+    seed = 0  # image k of the zip is jpeg(k)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("cats_and_dogs_filtered/vectorize.py", b"print('not an image')\n")
+        for (split, folder), n in counts.items():
+            for i in range(n):
+                z.writestr(f"cats_and_dogs_filtered/{split}/{folder}/{folder[:-1]}.{i}.jpg", jpeg(seed))
+                seed += 1
+            z.writestr(f"cats_and_dogs_filtered/{split}/{folder}/.DS_Store", b"junk")
+            z.writestr(f"__MACOSX/cats_and_dogs_filtered/{split}/{folder}/._{folder[:-1]}.0.jpg", b"junk")
+    return out.getvalue()
+
+
+FILTERED_COUNTS = {("train", "cats"): 4, ("train", "dogs"): 3, ("validation", "cats"): 2, ("validation", "dogs"): 2}
+
+
+def filtered_values(urls: list[str], sha256: str | None = None) -> dict:
+    return {"validation": 2, "test": 2, "source": {"urls": urls, "sha256": sha256}}
+
+
+def test_cats_and_dogs_filtered_fetch_writes_the_manifest_and_pins_the_zip(server, tmp_path, capfd):
+    archive = filtered_zip(FILTERED_COUNTS)
+    server.files["/new/cats_and_dogs_filtered.zip"] = archive
+    raw_dir = tmp_path / "cats_and_dogs_filtered"
+    values = filtered_values([closed_port_url(), server.url("/new/cats_and_dogs_filtered.zip")])
+    summary = cats_and_dogs_filtered.fetch(values, raw_dir, seed=0)
+
+    manifest = read_raw_manifest(raw_dir)
+    assert list(manifest.columns) == RAW_COLUMNS
+    counts = manifest.groupby(["source_split", "label"]).size().to_dict()
+    assert counts == {("train", "cat"): 4, ("train", "dog"): 3, ("validation", "cat"): 2, ("validation", "dog"): 2}
+    assert set(manifest["status"]) == {"ok"}
+    assert not manifest["key"].str.contains("MACOSX|DS_Store|vectorize").any()
+    for row in manifest.itertuples():
+        stored = (raw_dir / row.key).read_bytes()
+        assert len(stored) == row.bytes and hashlib.sha256(stored).hexdigest() == row.sha256
+    assert summary["archive_sha256"] == hashlib.sha256(archive).hexdigest()
+    assert summary["archive_sha256"] in capfd.readouterr().err  # reported so it can be pinned
+    assert summary["by_split"]["train"] == {"cat": 4, "dog": 3}
+
+    requests_before = server.total_requests()
+    cats_and_dogs_filtered.fetch(values, raw_dir, seed=0)
+    assert server.total_requests() == requests_before  # present and verified: no network
+    assert read_raw_manifest(raw_dir).equals(manifest)
+
+
+def test_cats_and_dogs_filtered_corrupt_zip_without_checksum_is_refused(server, tmp_path):
+    archive = bytearray(filtered_zip(FILTERED_COUNTS))
+    first_image = jpeg(0)
+    archive[archive.index(first_image) + 50] ^= 0xFF  # stored entry: this byte is the file's own
+    server.files["/cats_and_dogs_filtered.zip"] = bytes(archive)
+    raw_dir = tmp_path / "cats_and_dogs_filtered"
+    with pytest.raises(SourceUnavailable, match="CRC"):
+        cats_and_dogs_filtered.fetch(filtered_values([server.url("/cats_and_dogs_filtered.zip")]), raw_dir, 0)
+    assert not (raw_dir / cats_and_dogs_filtered.ARCHIVE).exists() and not (raw_dir / "extracted").exists()
+
+
+def test_check_zip_accepts_the_generated_layout(tmp_path):
+    (tmp_path / "a.zip").write_bytes(filtered_zip(FILTERED_COUNTS))
+    check_zip(tmp_path / "a.zip")
+
+
+# ---- cifar10 ----------------------------------------------------------------------------------
+
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def cifar_tar(per_batch: int) -> tuple[bytes, dict[str, np.ndarray], dict[str, list[int]]]:
+    """The real layout in small: pickled dicts with b'data' (n, 3072) uint8 CHW rows and b'labels'."""
+    rng = np.random.default_rng(4)
+    data, labels = {}, {}
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        def add(name: str, content: dict) -> None:
+            payload = pickle.dumps(content, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+        for batch in cifar10.BATCHES:
+            data[batch] = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+            labels[batch] = rng.integers(0, 10, per_batch).tolist()
+            add(batch, {b"batch_label": batch.encode(), b"labels": labels[batch], b"data": data[batch],
+                        b"filenames": [f"img_{i}.png".encode() for i in range(per_batch)]})
+        add("batches.meta", {b"label_names": [n.encode() for n in CIFAR_NAMES], b"num_vis": 3072})
+    return out.getvalue(), data, labels
+
+
+def test_cifar10_fetch_and_load_give_hwc_pixels(server, tmp_path):
+    archive, data, labels = cifar_tar(per_batch=3)
+    server.files["/cifar-10-python.tar.gz"] = archive
+    raw_dir = tmp_path / "cifar10"
+    values = {"validation": 2, "source": {"urls": [server.url("/cifar-10-python.tar.gz")],
+                                          "sha256": hashlib.sha256(archive).hexdigest()}}
+    summary = cifar10.fetch(values, raw_dir, seed=0)
+
+    manifest = read_raw_manifest(raw_dir)
+    assert len(manifest) == 18 and summary["items"] == 18
+    assert manifest.groupby("source_split").size().to_dict() == {"test": 3, "train": 15}
+    row = manifest.set_index("key").loc["data_batch_2:0001"]
+    assert row["label"] == CIFAR_NAMES[labels["data_batch_2"][1]] and row["bytes"] == 3072
+    red, green, blue = data["data_batch_2"][1].reshape(3, 32, 32)
+    image = cifar10.load(raw_dir, "data_batch_2:0001")
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+    assert np.array_equal(image[..., 0], red) and np.array_equal(image[..., 2], blue)
+    assert image[5, 7, 1] == green[5, 7]
+    assert row["sha256"] == hashlib.sha256(image.tobytes()).hexdigest()
+    assert (manifest["source_split"] == "test").sum() == 3
+    assert set(manifest.loc[manifest["source_split"] == "test", "key"]) == {f"test_batch:000{i}" for i in range(3)}
+
+
+def test_cifar10_load_rejects_unknown_keys_and_pickles_that_run_code(tmp_path):
+    with pytest.raises(ValueError, match="accepted: <batch>:<index>"):
+        cifar10.load(tmp_path, "train_batch:0001")
+    folder = tmp_path / cifar10.FOLDER
+    folder.mkdir(parents=True)
+    (folder / "data_batch_1").write_bytes(pickle.dumps(os.system, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match="may not refer to posix.system"):
+        cifar10.load(tmp_path, "data_batch_1:0000")
+
+
+def test_cifar10_unreachable_names_the_param(tmp_path):
+    values = {"source": {"urls": [closed_port_url("/cifar-10-python.tar.gz")], "sha256": "ab" * 32}}
+    with pytest.raises(SourceUnavailable, match="cifar10.source.urls"):
+        cifar10.fetch(values, tmp_path / "cifar10", seed=0)
+    assert not (tmp_path / "cifar10" / "manifest.csv").exists()
