@@ -74,12 +74,16 @@ class LoopbackServer:
         self.close()
 
 
-def closed_port_url(path: str = "/file") -> str:
-    """An address on loopback where nothing listens: connecting is refused at once."""
+def free_port() -> int:
+    """A loopback port nothing listens on (a race with other processes is possible but harmless in tests)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}{path}"
+        return s.getsockname()[1]
+
+
+def closed_port_url(path: str = "/file") -> str:
+    """An address on loopback where nothing listens: connecting is refused at once."""
+    return f"http://127.0.0.1:{free_port()}{path}"
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
-import tarfile
 import time
-import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from stages.raw import RAW_COLUMNS, SourceUnavailable, read_raw_manifest
 from stages.sources import cats_and_dogs_filtered, cifar10
 from stages.sources.archives import check_zip
 from stages.sources.http import download, partial_path
+from tests.fake_sources import CIFAR_NAMES, cifar_tar, filtered_zip, jpeg
 from tests.loopback import LoopbackServer, closed_port_url
 
 FAST = {"base_delay": 0.01}  # retries without the real back-off
@@ -141,28 +138,6 @@ def test_file_mirror_is_copied_and_verified(tmp_path):
 
 # ---- cats_and_dogs_filtered -------------------------------------------------------------------
 
-def jpeg(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="JPEG")
-    return out.getvalue()
-
-
-def filtered_zip(counts: dict[tuple[str, str], int]) -> bytes:
-    """Google's layout in small, with the junk Mac-made zips carry."""
-    out = io.BytesIO()
-    seed = 0  # image k of the zip is jpeg(k)
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
-        z.writestr("cats_and_dogs_filtered/vectorize.py", b"print('not an image')\n")
-        for (split, folder), n in counts.items():
-            for i in range(n):
-                z.writestr(f"cats_and_dogs_filtered/{split}/{folder}/{folder[:-1]}.{i}.jpg", jpeg(seed))
-                seed += 1
-            z.writestr(f"cats_and_dogs_filtered/{split}/{folder}/.DS_Store", b"junk")
-            z.writestr(f"__MACOSX/cats_and_dogs_filtered/{split}/{folder}/._{folder[:-1]}.0.jpg", b"junk")
-    return out.getvalue()
-
-
 FILTERED_COUNTS = {("train", "cats"): 4, ("train", "dogs"): 3, ("validation", "cats"): 2, ("validation", "dogs"): 2}
 
 
@@ -213,30 +188,6 @@ def test_check_zip_accepts_the_generated_layout(tmp_path):
 
 
 # ---- cifar10 ----------------------------------------------------------------------------------
-
-CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def cifar_tar(per_batch: int) -> tuple[bytes, dict[str, np.ndarray], dict[str, list[int]]]:
-    """The real layout in small: pickled dicts with b'data' (n, 3072) uint8 CHW rows and b'labels'."""
-    rng = np.random.default_rng(4)
-    data, labels = {}, {}
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        def add(name: str, content: dict) -> None:
-            payload = pickle.dumps(content, protocol=2)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-
-        for batch in cifar10.BATCHES:
-            data[batch] = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-            labels[batch] = rng.integers(0, 10, per_batch).tolist()
-            add(batch, {b"batch_label": batch.encode(), b"labels": labels[batch], b"data": data[batch],
-                        b"filenames": [f"img_{i}.png".encode() for i in range(per_batch)]})
-        add("batches.meta", {b"label_names": [n.encode() for n in CIFAR_NAMES], b"num_vis": 3072})
-    return out.getvalue(), data, labels
-
 
 def test_cifar10_fetch_and_load_give_hwc_pixels(server, tmp_path):
     archive, data, labels = cifar_tar(per_batch=3)

@@ -8,78 +8,26 @@ have not accepted the rules (403), as Kaggle does.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import time
-import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from stages.raw import SourceUnavailable, read_raw_manifest
 from stages.sources import kaggle_dogs_vs_cats as kaggle_source
-from tests.loopback import LoopbackServer, Request, closed_port_url
+from tests.fake_sources import KAGGLE_DOWNLOAD as DOWNLOAD
+from tests.fake_sources import KAGGLE_KEY as KEY
+from tests.fake_sources import KAGGLE_SECRETS as SECRETS
+from tests.fake_sources import KAGGLE_STORAGE as STORAGE
+from tests.fake_sources import KAGGLE_USER as USER
+from tests.fake_sources import FakeKaggle, jpeg
+from tests.fake_sources import kaggle_bundle as bundle
+from tests.fake_sources import kaggle_train_zip as train_zip
+from tests.loopback import closed_port_url
 
-USER, KEY = "alice", "k4ggle-s3cret-key-0123456789"
-SECRETS = (KEY, base64.b64encode(f"{USER}:{KEY}".encode()).decode())
-DOWNLOAD = "/v1/competitions.CompetitionApiService/DownloadDataFiles"
-STORAGE = "/storage/competitions/3362/dogs-vs-cats.zip"
 VALUES = {"train": 4, "validation": 2, "test": 2, "source": {"competition": "dogs-vs-cats"}}
-
-
-def make_zip(entries: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
-        for name, data in entries.items():
-            z.writestr(name, data)
-    return out.getvalue()
-
-
-def train_zip(cats: int = 5, dogs: int = 4) -> bytes:
-    photos = {f"train/{kind}.{i}.jpg": f"{kind} photo {i}".encode() * 50
-              for kind, n in (("cat", cats), ("dog", dogs)) for i in range(n)}
-    return make_zip({**photos, "train/.DS_Store": b"junk"})
-
-
-def bundle(test_bytes: int = 1) -> bytes:
-    """The competition's "Download All" zip: train.zip, the unlabelled test1.zip and a sample submission."""
-    test_photo = np.random.default_rng(0).integers(0, 256, test_bytes, dtype=np.uint8).tobytes()
-    return make_zip({"train.zip": train_zip(), "test1.zip": make_zip({"test1/1.jpg": test_photo}),
-                     "sampleSubmission.csv": b"id,label\n1,0\n"})
-
-
-class FakeKaggle(LoopbackServer):
-    """Accounts, the ones that accepted the competition's rules, and the competition's zip in storage."""
-
-    def __init__(self) -> None:
-        super().__init__(files={STORAGE: bundle()})
-        self.accounts = {USER: KEY}
-        self.accepted_rules: set[str] = {USER}
-        self.post_routes[DOWNLOAD] = self.download_data_files
-
-    def download_data_files(self, request: Request):
-        user = self.user(request.headers.get("Authorization", ""))
-        if user is None:
-            return self.error(401, "Unauthenticated")
-        if user not in self.accepted_rules:
-            return self.error(403, "You must accept this competition's rules before you can download files.")
-        if json.loads(request.body) != {"competitionName": "dogs-vs-cats"}:
-            return self.error(404, "Competition not found")
-        return 302, {"Location": STORAGE + "?X-Goog-Signature=abc"}, b""
-
-    def user(self, authorization: str) -> str | None:
-        if not authorization.startswith("Basic "):
-            return None
-        user, _, key = base64.b64decode(authorization[len("Basic "):]).decode().partition(":")
-        return user if self.accounts.get(user) == key else None
-
-    @staticmethod
-    def error(code: int, message: str):
-        body = json.dumps({"code": code, "message": message}).encode()
-        return code, {"Content-Type": "application/json"}, body
 
 
 @pytest.fixture
@@ -120,7 +68,7 @@ def test_download_through_the_kaggle_client(kaggle, tmp_path, capfd):
     manifest = read_raw_manifest(raw_dir)
     assert manifest.groupby("label").size().to_dict() == {"cat": 5, "dog": 4}
     assert set(manifest["source_split"]) == {"train"} and set(manifest["status"]) == {"ok"}
-    assert (raw_dir / manifest["key"][0]).read_bytes() == b"cat photo 0" * 50
+    assert (raw_dir / manifest["key"][0]).read_bytes() == jpeg(0)  # cat.0.jpg, byte for byte
     post = next(r for r in kaggle.log if r.method == "POST")
     assert post.path == DOWNLOAD and kaggle.user(post.headers["Authorization"]) == USER
     assert kaggle.bytes_served[STORAGE] == len(kaggle.files[STORAGE])

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import collections
-import functools
 import io
-import logging
 import socket
-import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import boto3
 import pandas as pd
 import pytest
 import urllib3
-from moto.server import ThreadedMotoServer
-from PIL import Image
 
 from stages.raw import SourceUnavailable, read_raw_manifest, sha256_file
 from stages.sources import openimages
+from tests.fake_sources import open_images
+from tests.loopback import free_port
 
 CAT, DOG, BIRD, CAR = "/m/01yrx", "/m/0bt9lr", "/m/015p6", "/m/0k4j"
 # (ImageID, LabelName, Confidence) per split, in the real CSV's column meaning.
@@ -43,54 +38,11 @@ EXPECTED_OK = {
 BUCKETS = ("open-images-dataset", "mirror-bucket")
 
 
-def jpeg(seed: int) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (16 + seed % 7, 12), (seed * 37 % 256, 90, 200)).save(out, "JPEG")
-    return out.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     """(S3 endpoint, CSV base URL, {s3 key: bytes}) of the loopback servers, started once for the module."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    endpoint = "http://%s:%d" % moto.get_host_and_port()
-    # Creating buckets needs a signed client (any credentials); fetching uses the unsigned one users get.
-    admin = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                         aws_access_key_id="testing", aws_secret_access_key="testing")
-    objects = {}
-    for bucket in BUCKETS:
-        admin.create_bucket(Bucket=bucket)
-    for split, rows in LABELS.items():
-        for n, image_id in enumerate(sorted({r[0] for r in rows} - MISSING)):
-            objects[f"{split}/{image_id}.jpg"] = jpeg(n + len(split))
-    for key, body in objects.items():
-        for bucket in BUCKETS:
-            admin.put_object(Bucket=bucket, Key=key, Body=body, ACL="public-read")
-
-    root = tmp_path_factory.mktemp("csv_server")
-    for split, rows in LABELS.items():
-        (root / split).mkdir()
-        frame = pd.DataFrame(rows, columns=["ImageID", "LabelName", "Confidence"])
-        frame.insert(1, "Source", "verification")
-        frame.to_csv(root / split / openimages.csv_name(split), index=False)
-    http = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
-    threading.Thread(target=http.serve_forever, daemon=True).start()
-    yield endpoint, f"http://127.0.0.1:{http.server_port}/", objects
-    http.shutdown()
-    moto.stop()
+    with open_images(LABELS, MISSING, BUCKETS, tmp_path_factory.mktemp("csv_server"), openimages.csv_name) as found:
+        yield found
 
 
 @pytest.fixture
