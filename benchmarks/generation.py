@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `stages` with
 from captcha.image import ImageCaptcha  # noqa: E402
 
 from stages import captcha, generate_captcha  # noqa: E402
+from stages.parallel import cpu_count  # noqa: E402
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
@@ -33,7 +34,7 @@ def machine() -> str:
     cpu = "unknown CPU"
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return (f"{generate_captcha.cpu_count()} usable cores ({os.cpu_count()} online), {cpu}; "
+    return (f"{cpu_count()} usable cores ({os.cpu_count()} online), {cpu}; "
             f"Python {platform.python_version()}, captcha {version('captcha')}, Pillow {version('pillow')}, "
             f"numpy {version('numpy')}")
 

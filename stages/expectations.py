@@ -24,15 +24,13 @@ import great_expectations.expectations as gxe
 from great_expectations.expectations.row_conditions import Column
 
 from stages.datasets import DATASETS
+from stages.images import MIN_PIXEL_STD, PIXEL_MEAN_RANGE
 from stages.paths import SPLITS
 from stages.registry import Registry
 
 FRAMES = ("manifest", "splits", "images")
 
-# Pixel statistics (0-255 scale). A blank or constant image has std 0; CAPTCHAs measure 24-71 and
-# photos far more, so 2 flags only images with (almost) nothing in them.
-MIN_PIXEL_STD = 2.0
-PIXEL_MEAN_RANGE = (1.0, 254.0)      # exclusive: an all-black or all-white image is not data
+# Per-image thresholds live with the code that decodes images (stages.images), so both agree.
 SPLIT_MEAN_RANGE = (10.0, 245.0)     # mean of a split's image means; CAPTCHAs ~225, photos ~110
 
 

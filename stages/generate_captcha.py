@@ -11,19 +11,18 @@ import hashlib
 import io
 import json
 import multiprocessing
-import os
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import numpy as np
 from tqdm import tqdm
 
 from stages import captcha, paths
 from stages.config import integer, load_params
-from stages.io import atomic_path, read_json, replace_dir, write_json, write_text
+from stages.parallel import cpu_count
+from stages.io import create_zeros_npy, read_json, replace_dir, write_json, write_text
 
 DATASET = "captcha"
 CHUNK_SIZE = 256  # images per task: small enough to lose little on a kill, large enough to amortise IPC
@@ -39,9 +38,6 @@ def _recipe(values: Mapping[str, Any], seed: int) -> dict:
             "generator": captcha.GENERATOR}
 
 
-def cpu_count() -> int:
-    # The cores this process may use (a container or `taskset` can allow fewer than the machine has).
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def generate(out_dir: Path, work_dir: Path, values: Mapping[str, Any], seed: int, workers: int,
@@ -120,10 +116,7 @@ def _create_images(path: Path, shape: tuple[int, ...], stale_markers: Iterator[P
     # Markers describe rows of a file that is gone; a new file means every chunk of the split is redone.
     for marker in stale_markers:
         marker.unlink()
-    # Created under a temporary name so a kill mid-creation cannot leave a short file that looks ready.
-    with atomic_path(path) as tmp:
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        del images  # closes the map; the file is all zeros until chunks fill it
+    create_zeros_npy(path, shape)
 
 
 def _marker_path(done: Path, chunk: captcha.Chunk) -> Path:

@@ -42,6 +42,21 @@ def read_json(path: Path | str) -> Any:
         return json.load(f)
 
 
+def create_zeros_npy(path: Path | str, shape: tuple[int, ...]) -> None:
+    """A zero-filled uint8 ``.npy`` of ``shape`` that workers fill row by row through memory maps.
+
+    Created under a temporary name, so a kill mid-creation cannot leave a short file that looks ready.
+    """
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        if shape[0] == 0:  # an empty array cannot be memory-mapped
+            with open(tmp, "wb") as f:
+                np.save(f, np.zeros(shape, dtype=np.uint8))
+        else:
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+
+
 def replace_dir(src: Path, dst: Path) -> None:
     """Move a finished folder into place, replacing what was there."""
     dst.parent.mkdir(parents=True, exist_ok=True)
