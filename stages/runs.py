@@ -46,8 +46,12 @@ def model_dir(experiment: Experiment) -> Path:
 
 
 def report_dir(experiment: Experiment) -> Path:
-    """Test metrics, history copy, confusion matrix and curves of one run (outputs of evaluate)."""
-    return paths.experiment_report_dir(experiment.name) / "runs" / run_name(experiment)
+    """Test metrics, history copy, confusion matrix and curves of one run (outputs of evaluate).
+
+    Under reports/runs/ for every experiment, so the report stage depends on that one folder and
+    adding an experiment needs no edit of dvc.yaml.
+    """
+    return paths.REPORTS / "runs" / experiment.name / run_name(experiment)
 
 
 def check_arms(params: Mapping[str, Any]) -> None:

@@ -7,16 +7,13 @@ and reads back what they would look at: the metrics file, `dvc metrics show`, an
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from stages import paths
+from tests import repo_copy
+from tests.repo_copy import copy_repository
 
 pytestmark = pytest.mark.slow
 
@@ -25,44 +22,17 @@ TINY = {"train": 32, "validation": 16, "test": 16, "workers": 2}
 CAPTCHA = "evaluate@captcha"
 
 
-def run(cmd: list[str], repo: Path, env: dict, stdout_only: bool = False) -> str:
-    result = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
-                             f"{result.stderr[-6000:]}")
-    return result.stdout if stdout_only else result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> tuple[Path, dict]:
-    """A copy of the repository's tracked and unignored files, as its own git + DVC repository."""
-    repo = tmp_path_factory.mktemp("pipeline") / "repo"
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=paths.ROOT,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, listed):
-        source = paths.ROOT / name
-        if source.is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, repo / name)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["captcha"].update(TINY)
-    params["experiments"]["captcha"].update(epochs=1, batch_size=16)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    def tiny(params: dict) -> None:
+        params["captcha"].update(TINY)
+        params["experiments"]["captcha"].update(epochs=1, batch_size=16)
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-               KERAS_HOME=str(repo.parent / "keras_home"), DVC_NO_ANALYTICS="1",
-               PYTHONPATH=str(repo))  # the copy's stages/, not the developer checkout's
-    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.name", "test"],
-                ["git", "config", "user.email", "test@example.invalid"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "tiny pipeline"]):
-        run(cmd, repo, env)
-    return repo, env
+    return copy_repository(tmp_path_factory.mktemp("pipeline") / "repo", tiny)
 
 
 def dvc(repo_env, *args: str, stdout_only: bool = False) -> str:
-    repo, env = repo_env
-    return run([sys.executable, "-m", "dvc", *args], repo, env, stdout_only)
+    return repo_copy.dvc(*repo_env, *args, stdout_only=stdout_only)
 
 
 def mlflow_runs(repo: Path):
@@ -82,7 +52,7 @@ def test_random_init_then_nothing_to_do_then_weights_file(repo):
     out = dvc(repo, "exp", "run", "-S", "weights=none", "--name", "random-init", CAPTCHA)
     for stage in ("generate_captcha", "validate@captcha", "weights@captcha", "train@captcha", "evaluate@captcha"):
         assert f"'{stage}'" in out, f"stage {stage} did not run:\n{out[-3000:]}"
-    metrics = json.loads((root / "reports/captcha/runs/none-s42/metrics.json").read_text())
+    metrics = json.loads((root / "reports/runs/captcha/none-s42/metrics.json").read_text())
     test = metrics["test"]
     arms = json.loads((root / "reports/captcha/metrics.json").read_text())
     assert set(arms) == {"none"} and arms["none"]["runs"] == 1
@@ -92,7 +62,7 @@ def test_random_init_then_nothing_to_do_then_weights_file(repo):
     assert set(test["position_accuracy"]) == {f"head{i}" for i in range(6)}
     shown = json.loads(dvc(repo, "metrics", "show", "--json", stdout_only=True))
     assert "reports/captcha/metrics.json" in json.dumps(shown)
-    assert (root / "reports/captcha/runs/none-s42/learning_curves.png").stat().st_size > 1000
+    assert (root / "reports/runs/captcha/none-s42/learning_curves.png").stat().st_size > 1000
 
     client, runs = mlflow_runs(root)
     assert len(runs) == 1
@@ -126,3 +96,12 @@ def test_random_init_then_nothing_to_do_then_weights_file(repo):
     assert second.data.params["weights"] == "start.weights.h5"
     assert second.data.tags["dvc_experiment"] == "from-file"
     assert "test.accuracy" in second.data.metrics
+
+    # 4. `dvc exp show` puts the two experiments side by side: their metrics travel in their commits.
+    import csv
+    import io
+
+    table = list(csv.DictReader(io.StringIO(dvc(repo, "exp", "show", "--csv", stdout_only=True))))
+    by_name = {row["Experiment"]: row for row in table if row.get("Experiment")}
+    assert float(by_name["random-init"]["none.test_accuracy"]) == pytest.approx(test["accuracy"])
+    assert by_name["from-file"]["file-start.weights.h5.test_accuracy"] not in ("", "-")
