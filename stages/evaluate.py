@@ -16,9 +16,8 @@ import numpy as np
 import pandas as pd
 
 from stages import paths, runs, tracking
-from stages.config import ConfigError, load_params
 from stages.datasets import Task, load_split
-from stages.experiments import Experiment, resolve
+from stages.experiments import Experiment
 from stages.feed import ArrayBatches
 from stages.heads import HEADS, output_names
 from stages.io import read_json, write_json, write_text
@@ -154,15 +153,7 @@ def run(params: dict, name: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m stages.evaluate <experiment>")
-    try:
-        params = load_params()
-        resolve(params, argv[0])
-    except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
-    run(params, argv[0])
+    runs.stage_main("evaluate", argv, run)
 
 
 if __name__ == "__main__":

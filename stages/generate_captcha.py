@@ -10,10 +10,8 @@ import csv
 import hashlib
 import io
 import json
-import multiprocessing
 import shutil
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -21,7 +19,7 @@ from tqdm import tqdm
 
 from stages import captcha, paths
 from stages.config import integer, load_params
-from stages.parallel import cpu_count
+from stages.parallel import cpu_count, map_chunks
 from stages.io import create_zeros_npy, read_json, replace_dir, write_json, write_text
 
 DATASET = "captcha"
@@ -70,7 +68,7 @@ def generate(out_dir: Path, work_dir: Path, values: Mapping[str, Any], seed: int
 
     remaining = sum(len(c.labels) for c in todo)
     with tqdm(total=total, initial=total - remaining, unit="img", desc="rendering", mininterval=1.0) as bar:
-        for chunk, hashes in _render(todo, workers):
+        for chunk, hashes in map_chunks(captcha.render_chunk, todo, workers):
             write_json(_marker_path(done, chunk), hashes)
             bar.update(len(chunk.labels))
 
@@ -130,25 +128,6 @@ def _read_marker(done: Path, chunk: captcha.Chunk) -> list[str] | None:
         return None
     hashes = read_json(path)
     return hashes if len(hashes) == len(chunk.labels) else None
-
-
-def _render(todo: list[captcha.Chunk], workers: int) -> Iterator[tuple[captcha.Chunk, list[str]]]:
-    """Yield (chunk, hashes) as chunks finish, in-process for one worker, else in a spawn pool."""
-    if workers == 1:
-        for chunk in todo:
-            yield chunk, captcha.render_chunk(chunk)
-        return
-    # spawn, not fork: the parent may have imported TensorFlow, whose threads do not survive a fork.
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        pending = {pool.submit(captcha.render_chunk, chunk): chunk for chunk in todo}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield pending.pop(future), future.result()
-    finally:
-        # On an error or Ctrl-C, drop the queued chunks instead of rendering them all before exiting.
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _manifest(labels: list[str], hashes: list[str]) -> str:

@@ -25,14 +25,12 @@ import hashlib
 import importlib
 import io
 import json
-import multiprocessing
 import re
 import shutil
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,7 +41,7 @@ from stages import config, images, paths
 from stages.config import ConfigError, integer
 from stages.datasets import DATASETS, DatasetSpec
 from stages.images import MAX_PIXELS, Chunk
-from stages.parallel import cpu_count
+from stages.parallel import cpu_count, map_chunks
 from stages.io import create_zeros_npy, read_json, replace_dir, write_json, write_text
 from stages.raw import read_raw_manifest, sha256_file
 from stages.splits import UNUSED
@@ -249,30 +247,11 @@ def _decode_all(todo: list[Chunk], workers: int, work_dir: Path, total: int, on_
     """Decode the chunks, recording each as done once its pixels are on disk."""
     remaining = sum(len(c.keys) for c in todo)
     with tqdm(total=total, initial=total - remaining, unit="img", desc="decoding", mininterval=1.0) as bar:
-        for chunk, records in _run(todo, workers):
+        for chunk, records in map_chunks(images.decode_chunk, todo, workers):
             write_json(_marker(work_dir, chunk), records)
             bar.update(len(chunk.keys))
             if on_progress:
                 on_progress("decoded", chunk)
-
-
-def _run(todo: list[Chunk], workers: int) -> Iterator[tuple[Chunk, list[dict]]]:
-    """Yield (chunk, records) as chunks finish, in-process for one worker, else in a spawn pool."""
-    if workers == 1:
-        for chunk in todo:
-            yield chunk, images.decode_chunk(chunk)
-        return
-    # spawn, not fork: the parent may have imported TensorFlow, whose threads do not survive a fork.
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        pending = {pool.submit(images.decode_chunk, chunk): chunk for chunk in todo}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield pending.pop(future), future.result()
-    finally:
-        # On an error or Ctrl-C, drop the queued chunks instead of decoding them all before exiting.
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def read_records(items: pd.DataFrame, chunks: list[Chunk], work_dir: Path) -> pd.DataFrame:

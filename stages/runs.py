@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from stages import paths
 from stages.config import ConfigError
@@ -63,3 +63,20 @@ def check_arms(params: Mapping[str, Any]) -> None:
                               "a weights file, or a list of them")
         if len(set(labels)) != len(labels):
             raise ConfigError(f"experiments.{name}: weights {arms(params, name)} names one source twice")
+
+
+def stage_main(stage: str, argv: list[str] | None, run: Callable[[dict, str], Any]) -> None:
+    """``python -m stages.<stage> <experiment>``: check params and the name first, then ``run(params, name)``."""
+    import sys
+
+    from stages.config import load_params
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit(f"usage: python -m stages.{stage} <experiment>")
+    try:
+        params = load_params()
+        resolve(params, argv[0])
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    run(params, argv[0])

@@ -17,9 +17,8 @@ from pathlib import Path
 import keras
 
 from stages import paths, runs, tracking
-from stages.config import ConfigError, load_params
 from stages.datasets import load_split
-from stages.experiments import Experiment, resolve
+from stages.experiments import Experiment
 from stages.feed import ArrayBatches
 from stages.io import read_json, replace_dir, write_json, write_text
 from stages.training import configure_precision, finish, fit
@@ -130,15 +129,7 @@ def run(params: dict, name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m stages.train <experiment>")
-    try:
-        params = load_params()
-        resolve(params, argv[0])
-    except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
-    run(params, argv[0])
+    runs.stage_main("train", argv, run)
 
 
 if __name__ == "__main__":

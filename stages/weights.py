@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from stages.config import ConfigError, load_params, weights_source
+from stages.config import ConfigError, weights_source
 from stages.io import atomic_path, write_json
 
 # Mirrors (an air-gapped cluster, the tests' loopback server) replace Keras' public address.
@@ -104,22 +104,23 @@ def init_weights_file(init_dir: Path) -> Path | None:
     return init_dir / record["file"] if "file" in record else None
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m stages.weights <experiment>")
-    from stages.runs import arms, init_dir, runs
+def prepare_arms(params: dict, name: str) -> None:
+    """The initial weights of every arm of experiment ``name``, each in its own folder."""
+    from stages.runs import init_dir, runs
 
-    try:
-        params = load_params()
-        # One run per arm is enough: initial weights do not depend on the training seed.
-        first_of_each_arm = runs(params, argv[0])[::params["seeds"]]
-        assert len(first_of_each_arm) == len(arms(params, argv[0]))
-        for experiment in first_of_each_arm:
+    # One run per arm is enough: initial weights do not depend on the training seed.
+    for experiment in runs(params, name)[::params["seeds"]]:
+        try:
             record = prepare_init(experiment, init_dir(experiment))
-            print(f"{experiment.name}: initial weights {record['weights']} -> {init_dir(experiment)}")
-    except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
+        except ConfigError as err:
+            raise SystemExit(f"error: {err}") from None
+        print(f"{name}: initial weights {record['weights']} -> {init_dir(experiment)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from stages.runs import stage_main
+
+    stage_main("weights", argv, prepare_arms)
 
 
 if __name__ == "__main__":
