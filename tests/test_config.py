@@ -21,7 +21,7 @@ def check_fails(params, *fragments):
 
 def test_unknown_model_lists_valid_names(params):
     params["experiments"]["captcha"]["model"] = "resnet9000"
-    check_fails(params, "'resnet9000'", "cnn", "vgg16", "xception")
+    check_fails(params, "'resnet9000'", "cnn, googlenet, vgg16, xception")
 
 
 def test_unknown_dataset(params):
@@ -92,3 +92,99 @@ def test_model_without_imagenet_weights(params):
 def test_too_few_distinct_strings(params):
     params["captcha"].update(alphabet="AB", length=3)
     check_fails(params, "2**3")
+
+
+# ---- strategies, heads, pooling, augmentation and schedules ----------------------------------
+
+def captcha(params) -> dict:
+    return params["experiments"]["captcha"]
+
+
+def test_unknown_strategy_lists_them(params):
+    captcha(params)["strategy"] = "finetune"
+    check_fails(params, "experiments.captcha.strategy", "'finetune'", "full, partial, frozen, two_phase")
+
+
+@pytest.mark.parametrize("freeze,fragments", [
+    (200, ["freeze is 200", "132 layers", "from 1 to 131"]),
+    (132, ["freeze is 132", "132 layers", "from 1 to 131"]),
+    (0, ["freeze is 0", "from 1 to 131"]),
+    (0.001, ["freeze is 0.001 (0 of them)", "0 < f < 1"]),
+    (1.5, ["freeze is 1.5", "0 < f < 1"]),
+    (-3, ["freeze is -3", "layer count >= 0"]),
+    ("half", ["'half'", "layer count", "fraction 0 < f < 1"]),
+])
+def test_partial_freeze_out_of_range(params, freeze, fragments):
+    captcha(params).update(strategy="partial", freeze=freeze)
+    check_fails(params, *fragments)
+
+
+def test_partial_freeze_in_range_passes(params):
+    captcha(params).update(strategy="partial", freeze=131)
+    check_params(params)
+    captcha(params)["freeze"] = 0.5
+    check_params(params)
+
+
+def test_two_phase_needs_its_keys_and_head_epochs_below_epochs(params):
+    captcha(params).update(strategy="two_phase", head_epochs=30, freeze=0)
+    check_fails(params, "strategy two_phase needs fine_tune_learning_rate",
+                "+experiments.captcha.fine_tune_learning_rate")
+    captcha(params)["fine_tune_learning_rate"] = 1e-5
+    check_fails(params, "head_epochs is 30", "epochs is 30", "1 <= head_epochs < epochs")
+    captcha(params)["head_epochs"] = 0
+    check_fails(params, "experiments.captcha.head_epochs", ">= 1", "0")
+    captcha(params)["head_epochs"] = 5
+    check_params(params)
+
+
+def test_a_key_of_another_strategy_is_refused(params):
+    captcha(params).update(strategy="full", freeze=10)
+    check_fails(params, "experiments.captcha.freeze is for strategy partial / two_phase, not full")
+    captcha(params).update(strategy="partial", head_epochs=3)
+    check_fails(params, "head_epochs is for strategy two_phase, not partial")
+
+
+@pytest.mark.parametrize("schedule,fragments", [
+    ({"kind": "cosine"}, ["schedule.kind is 'cosine'", "constant, plateau, step"]),
+    ({"kind": "step", "factor": 0.96}, ["missing key experiments.captcha.schedule.every"]),
+    ({"kind": "constant", "factor": 0.5}, ["unknown key experiments.captcha.schedule.factor", "accepted: kind"]),
+    ({"kind": "step", "factor": 1.5, "every": 8}, ["schedule.factor must be < 1", "1.5"]),
+    ({"kind": "step", "factor": 0.96, "every": 0}, ["schedule.every must be >= 1", "0"]),
+    ({"factor": 0.5}, ["must be a mapping with `kind`", "constant, plateau, step"]),
+])
+def test_bad_schedule(params, schedule, fragments):
+    captcha(params)["schedule"] = schedule
+    check_fails(params, *fragments)
+
+
+def test_seed_004_step_schedule_passes(params):
+    captcha(params)["schedule"] = {"kind": "step", "factor": 0.96, "every": 8}
+    check_params(params)
+
+
+def test_unknown_pooling_and_augmentation(params):
+    captcha(params)["pooling"] = "sum"
+    check_fails(params, "'sum'", "max, avg, flatten")
+    captcha(params).update(pooling="flatten", augment="rotate")
+    check_fails(params, "'rotate'", "none, flip")
+
+
+def test_head_settings_that_do_not_fit(params):
+    captcha(params).update(head="gap", pooling="max")
+    check_fails(params, "head 'gap'", "pooling 'max'", "accepted: pooling avg")
+    captcha(params).update(pooling="avg", head_units=64)
+    check_fails(params, "head 'gap'", "head_units 64", "accepted: head_units 0")
+    captcha(params).update(head="svm", head_units=0, head_l2=0.0)
+    check_fails(params, "head 'svm'", "head_l2 0.0", "head_l2 > 0")
+    captcha(params)["head_l2"] = 1e-4
+    check_params(params)
+    captcha(params)["head_dropout"] = 1.0
+    check_fails(params, "head_dropout must be < 1", "1.0")
+    captcha(params).update(head_dropout=0.5, head_units=-1)
+    check_fails(params, "head_units must be >= 0", "-1")
+
+
+def test_model_list_includes_googlenet(params):
+    captcha(params)["model"] = "inception"
+    check_fails(params, "'inception'", "cnn, googlenet, vgg16, xception")

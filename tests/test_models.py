@@ -2,46 +2,158 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import numpy as np
 import pytest
 
+from stages import heads
 from stages.config import ConfigError
 from stages.datasets import Task
-from stages.heads import HEADS, check_head
-from stages.models import MODELS, CaffePreprocess, build_core, create_base, load_core_weights
+from stages.heads import HEADS, HeadOptions, check_head, task_outputs
+from stages.models import (MODELS, POOLINGS, CaffePreprocess, build_core, core_layer_count, create_base,
+                           load_core_weights, pooling_layer)
+from stages.training import assemble_model
+
+TASKS = [Task("binary", 2), Task("multiclass", 3), Task("multihead", 36, 6)]
+HEAD_SETTINGS = {  # a pooling and settings each head fits; between them every pooling is used
+    "dense": ("max", HeadOptions(units=8, dropout=0.5)),
+    "gap": ("avg", HeadOptions()),
+    "svm": ("flatten", HeadOptions(l2=1e-4)),
+}
+
+
+def small_shape(name: str) -> tuple[int, int, int]:
+    size = max(MODELS.get(name).min_size, 32)
+    return (size, size + 8, 3)
+
+
+@functools.lru_cache(maxsize=None)
+def shared_core(name: str):
+    """One core per model, reused under every head (building Xception dominates otherwise)."""
+    return build_core(name, small_shape(name))
+
+
+def test_every_head_has_settings_here_and_poolings_match_the_schema():
+    from stages.experiments import POOLINGS as ACCEPTED
+
+    assert sorted(HEAD_SETTINGS) == HEADS.names()
+    assert sorted({pooling for pooling, _ in HEAD_SETTINGS.values()}) == sorted(POOLINGS)
+    assert tuple(POOLINGS) == ACCEPTED
 
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_forward_pass_per_model(name):
-    size = max(MODELS.get(name).min_size, 32)
-    base = create_base(name, (size, size + 8, 3), "max")
-    x = np.random.default_rng(0).integers(0, 256, (2, size, size + 8, 3)).astype("float32")
-    features = np.asarray(base(x))
+    shape = small_shape(name)
+    base = create_base(name, shape, "max")
+    x = np.random.default_rng(0).integers(0, 256, (2, *shape)).astype("float32")
+    outputs = base(x)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    features = np.asarray(outputs[0])
     assert features.ndim == 2 and features.shape[0] == 2
-    assert np.isfinite(features).all()
+    assert len(outputs) == 1 + len(MODELS.get(name).aux_loss_weights), "one feature map per aux classifier"
+    for out in outputs:
+        assert np.isfinite(np.asarray(out)).all()
 
 
+@pytest.mark.parametrize("task", TASKS, ids=lambda t: t.kind)
 @pytest.mark.parametrize("head", HEADS.names())
-@pytest.mark.parametrize("task", [Task("binary", 2), Task("multiclass", 3), Task("multihead", 36, 6)])
-def test_forward_pass_per_head(head, task):
-    import keras
-
-    if task.kind not in HEADS.get(head).tasks:
-        with pytest.raises(ConfigError):
-            check_head(head, task)
-        return
-    base = create_base("cnn", (32, 32, 3))
-    outputs = HEADS.get(head).build(base.output, task)
-    model = keras.Model(base.input, outputs)
-    predictions = model(np.zeros((3, 32, 32, 3), "float32"))
+@pytest.mark.parametrize("name", MODELS.names())
+def test_forward_pass_per_model_and_head(name, head, task):
+    pooling, options = HEAD_SETTINGS[head]
+    check_head(head, task, pooling, options)  # every registered head fits every task kind
+    shape = small_shape(name)
+    model = assemble_model(name, shared_core(name), shape, task, pooling=pooling, head=head, head_options=options)
+    x = np.random.default_rng(1).integers(0, 256, (3, *shape)).astype("float32")
+    predictions = model(x)
     predictions = predictions if isinstance(predictions, (list, tuple)) else [predictions]
-    assert len(predictions) == task.n_outputs
+    main = heads.output_names(task)
+    aux = [n for i in range(1, len(MODELS.get(name).aux_loss_weights) + 1) for n in heads.aux_output_names(task, i)]
+    assert list(model.output_names) == main + aux
     width = 1 if task.kind == "binary" else task.n_classes
-    for p in predictions:
+    for output_name, p in zip(model.output_names, predictions):
         p = np.asarray(p)
-        assert p.shape == (3, width) and np.isfinite(p).all()
-        if width > 1:
+        assert p.shape == (3, width), output_name
+        assert np.isfinite(p).all(), output_name
+        if width > 1 and head != "svm":  # svm outputs are margins, not probabilities
             np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    picked = task_outputs(model, [np.asarray(p) for p in predictions], task)
+    assert len(picked) == task.n_outputs and all(p.shape == (3, width) for p in picked)
+
+
+def test_head_that_does_not_fit_the_task_names_the_ones_that_do(monkeypatch):
+    monkeypatch.setitem(HEADS._entries, "binary_only",
+                        dataclasses.replace(HEADS.get("dense"), tasks=frozenset({"binary"})))
+    with pytest.raises(ConfigError) as err:
+        check_head("binary_only", Task("multiclass", 3))
+    message = str(err.value)
+    assert "'binary_only'" in message and "multiclass" in message
+    assert "dense, gap, svm" in message and "binary_only," not in message
+
+
+@pytest.mark.parametrize("pooling", ["max", "flatten"])
+def test_gap_head_refuses_other_pooling(pooling):
+    with pytest.raises(ConfigError, match=f"'gap'.*pooling '{pooling}'.*accepted: pooling avg"):
+        check_head("gap", Task("multiclass", 3), pooling, HeadOptions())
+    check_head("gap", Task("multiclass", 3), "avg", HeadOptions())
+
+
+def test_gap_head_refuses_a_hidden_layer_and_svm_needs_l2():
+    with pytest.raises(ConfigError, match="'gap'.*head_units 64.*accepted: head_units 0"):
+        check_head("gap", Task("binary", 2), "avg", HeadOptions(units=64))
+    with pytest.raises(ConfigError, match="'svm'.*head_l2 0.0.*accepted: head_l2 > 0"):
+        check_head("svm", Task("binary", 2), "max", HeadOptions(l2=0.0))
+
+
+def test_unknown_pooling_lists_the_choices():
+    with pytest.raises(ConfigError, match="'sum'.*accepted: max, avg, flatten"):
+        pooling_layer("sum")
+
+
+def test_googlenet_matches_the_seed_at_224():
+    """Seed 004's model summary: 10,334,030 parameters with both aux classifiers; aux pools leave 4x4."""
+    shape = (224, 224, 3)
+    model = assemble_model("googlenet", build_core("googlenet", shape), shape, Task("multiclass", 10),
+                           pooling="avg", head="dense", head_options=HeadOptions(dropout=0.4))
+    assert model.count_params() == 10_334_030
+    assert model.get_layer("aux1_pool").output.shape[1:3] == (4, 4)
+    assert model.get_layer("aux2_pool").output.shape[1:3] == (4, 4)
+    assert model.get_layer("aux1_dropout").rate == 0.7 and model.get_layer("head_dropout").rate == 0.4
+    assert list(model.output_names) == ["label", "aux1", "aux2"]
+
+
+def test_task_outputs_drop_aux_and_keep_order():
+    class Fake:
+        name = "fake"
+        output_names = ["head0", "head1", "aux1_head0", "aux1_head1"]
+
+    preds = [np.full((2, 3), i, dtype="float32") for i in range(4)]
+    picked = task_outputs(Fake(), preds, Task("multihead", 3, 2))
+    assert [int(p[0, 0]) for p in picked] == [0, 1]
+    with pytest.raises(ValueError, match="3 predictions"):
+        task_outputs(Fake(), preds[:3], Task("multihead", 3, 2))
+
+    class Single:
+        name = "single"
+        output_names = ["label"]
+
+    alone = np.zeros((2, 1))
+    (picked,) = task_outputs(Single(), alone, Task("binary", 2))  # predict returns a bare array
+    assert picked is alone or np.array_equal(picked, alone)
+
+
+def test_decision_rules_per_head():
+    margins = [np.array([[-0.2], [0.1], [0.7]])]
+    assert HEADS.get("svm").predicted_classes(Task("binary", 2), margins)[:, 0].tolist() == [0, 1, 1]
+    assert HEADS.get("dense").predicted_classes(Task("binary", 2), margins)[:, 0].tolist() == [0, 0, 1]
+    scores = [np.array([[0.1, 0.9, 0.0], [2.0, -1.0, 0.5]])]
+    assert HEADS.get("svm").predicted_classes(Task("multiclass", 3), scores)[:, 0].tolist() == [1, 0]
+
+
+def test_core_layer_count_is_the_core_layers_at_any_size():
+    assert core_layer_count("vgg16") == 19  # seed 003's model.layers[:18] freezes all but block5_pool
+    assert core_layer_count("cnn") == len(build_core("cnn", (64, 80, 3)).layers)
 
 
 def test_image_under_minimum_is_refused():
@@ -65,17 +177,16 @@ def test_caffe_preprocessing_matches_keras_vgg16():
 
 
 def test_weights_file_round_trip_and_mismatch(tmp_path):
-    core = build_core("cnn", (32, 32, 3), "max")
+    core = build_core("cnn", (32, 32, 3))
     path = tmp_path / "cnn.weights.h5"
     core.save_weights(path)
-    fresh = build_core("cnn", (32, 32, 3), "max")
+    fresh = build_core("cnn", (48, 40, 3))  # a core's weights do not depend on the input size
     load_core_weights(fresh, path, "cnn")
     for a, b in zip(core.get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(a, b)
-    # Same architecture at another input size: the Dense layer's shape differs.
-    other = build_core("cnn", (64, 64, 3), "max")
-    with pytest.raises(ConfigError, match="does not fit model 'cnn'"):
-        load_core_weights(other, path, "cnn")
+    other = build_core("vgg16", (32, 32, 3))
+    with pytest.raises(ConfigError, match="does not fit model 'vgg16'"):
+        load_core_weights(other, path, "vgg16")
 
 
 def test_model_with_custom_layer_survives_save_and_load(tmp_path):

@@ -1,4 +1,5 @@
-"""Training: mean-of-heads monitoring, resume after a kill, history and evaluation metrics."""
+"""Training: mean-of-heads monitoring, resume after a kill, history and evaluation metrics;
+GoogLeNet's auxiliary outputs, the SVM head's loss, augmentation in training only."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from stages.evaluate import task_metrics
 from stages.experiments import resolve
 from stages.feed import ArrayBatches
 from stages.train import history_csv
-from stages.training import EpochSummary, fit
+from stages.heads import HEADS, HeadOptions, task_outputs
+from stages.models import build_core
+from stages.training import EpochSummary, assemble_model, compile_model, fit
 
 from conftest import write_prepared_captcha
 
@@ -53,7 +56,7 @@ def test_task_metrics_for_captcha_heads():
     targets = np.array([[0, 1], [1, 1], [0, 0]])
     one_hot = lambda idx: np.eye(3)[idx] * 0.9 + 0.1 / 3  # noqa: E731 - confident, never zero
     predictions = [one_hot(np.array([0, 1, 1])), one_hot(np.array([1, 1, 0]))]
-    metrics = task_metrics(Task("multihead", 3, 2), targets, predictions, "sparse_categorical_crossentropy")
+    metrics = task_metrics(Task("multihead", 3, 2), targets, predictions, HEADS.get("dense"))
     assert metrics["accuracy"] == pytest.approx(5 / 6)
     assert metrics["sequence_accuracy"] == pytest.approx(2 / 3)
     assert metrics["position_accuracy"] == {"head0": pytest.approx(2 / 3), "head1": 1.0}
@@ -68,7 +71,8 @@ def tiny_experiment(params, tmp_path, monkeypatch):
     params["weights"] = "none"
     params["captcha"].update(width=32, height=32, train=24, validation=8, test=8)
     params["experiments"]["captcha"].update(model="cnn", epochs=3, batch_size=8,
-                                            reduce_lr={"factor": 0.5, "patience": 0, "min_lr": 1e-6})
+                                            schedule={"kind": "plateau", "factor": 0.5, "patience": 0,
+                                                      "min_lr": 1e-6})
     monkeypatch.setattr(paths, "PREPARED", tmp_path / "prepared")
     write_prepared_captcha(tmp_path / "prepared" / "captcha", {"train": 24, "validation": 8},
                            params["captcha"])
@@ -114,3 +118,110 @@ def test_killed_training_resumes_from_its_last_epoch(params, tmp_path, monkeypat
     # continue from the rate the killed run had reached, not from the initial 1e-3.
     assert history[2]["learning_rate"] <= history[1]["learning_rate"]
     assert (tmp_path / "work" / "best.keras").exists()
+
+
+def test_epoch_summary_scores_the_main_output_not_the_auxiliary_ones():
+    callback = EpochSummary(["label"])
+
+    class FakeOptimizer:
+        learning_rate = np.float32(0.01)
+
+    class FakeModel:
+        optimizer = FakeOptimizer()
+
+    callback.set_model(FakeModel())
+    logs = {"label_accuracy": 0.8, "aux1_accuracy": 0.2, "aux2_accuracy": 0.5,
+            "val_label_accuracy": 0.7, "val_aux1_accuracy": 0.1, "val_aux2_accuracy": 0.4}
+    callback.on_epoch_end(0, logs)
+    assert logs["accuracy"] == 0.8 and logs["val_accuracy"] == 0.7
+
+
+def photo_experiment(params, dataset: str, size: int, **values):
+    """The real params with one experiment ``x`` on ``dataset`` at size x size, random initialisation."""
+    params["weights"] = "none"
+    params[dataset].update(height=size, width=size)
+    params["experiments"] = {"x": {
+        "dataset": dataset, "model": "cnn", "pooling": "max", "head": "dense", "head_units": 0,
+        "head_dropout": 0.0, "head_l2": 0.0, "strategy": "full", "augment": "none", "optimizer": "sgd",
+        "learning_rate": 0.01, "batch_size": 4, "epochs": 1, "schedule": {"kind": "constant"}, **values}}
+    return resolve(params, "x")
+
+
+def test_googlenet_aux_outputs_weigh_03_and_val_accuracy_is_the_main_heads(params, tmp_path):
+    import keras
+
+    experiment = photo_experiment(params, "cifar10", 32, model="googlenet", pooling="avg", head_dropout=0.4)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    targets = rng.integers(0, 10, 8)
+    history = fit(experiment, None, ArrayBatches(images, targets, 4), ArrayBatches(images, targets, 4),
+                  tmp_path / "work", verbose=0)
+    row = history[0]
+    assert {"val_label_accuracy", "val_aux1_accuracy", "val_aux2_accuracy"} <= set(row)
+    assert row["val_accuracy"] == row["val_label_accuracy"]
+    assert row["accuracy"] == row["label_accuracy"]
+
+    model = keras.saving.load_model(tmp_path / "work" / "best.keras")
+    assert list(model.output_names) == ["label", "aux1", "aux2"]
+    scores = model.evaluate(images, (targets, targets, targets), verbose=0, return_dict=True)
+    weighted = scores["label_loss"] + 0.3 * scores["aux1_loss"] + 0.3 * scores["aux2_loss"]
+    assert scores["loss"] == pytest.approx(weighted, rel=1e-4)
+    assert scores["loss"] != pytest.approx(scores["label_loss"] + scores["aux1_loss"] + scores["aux2_loss"], rel=1e-3)
+
+    predictions = model.predict(images, verbose=0)
+    (main,) = task_outputs(model, predictions, experiment.task)
+    np.testing.assert_array_equal(main, predictions[0])
+
+
+def squared_hinge(margins: np.ndarray, labels: np.ndarray) -> float:
+    signs = np.where(np.eye(margins.shape[1])[labels] > 0, 1.0, -1.0) if margins.shape[1] > 1 else \
+        (2.0 * labels - 1.0)[:, None]
+    return float(np.mean(np.mean(np.maximum(0.0, 1.0 - signs * margins) ** 2, axis=1)))
+
+
+@pytest.mark.parametrize("dataset,size,n_classes", [("pets", 32, 3), ("cats_and_dogs_filtered", 32, 2)])
+def test_svm_head_loss_is_squared_hinge_and_it_trains(params, dataset, size, n_classes):
+    experiment = photo_experiment(params, dataset, size, head="svm", head_l2=0.01)
+    task = experiment.task
+    model = assemble_model("cnn", build_core("cnn", experiment.image_shape), experiment.image_shape, task,
+                           pooling="max", head="svm", head_options=HeadOptions(l2=0.01))
+    compile_model(model, experiment)
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (6, size, size, 3)).astype("float32")
+    y = np.arange(6) % n_classes
+    margins = model.predict(x, verbose=0)
+    kernel = np.asarray(model.get_layer("label").kernel)
+    expected = squared_hinge(margins, y) + 0.01 * float(np.sum(kernel ** 2))
+    scores = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert scores["loss"] == pytest.approx(expected, rel=1e-4)
+    rule = HEADS.get("svm").predicted_classes(task, [margins])[:, 0]
+    assert scores["accuracy"] == pytest.approx(np.mean(rule == y)), "accuracy follows the margin's sign"
+
+    before = kernel.copy()
+    loss = model.train_on_batch(x, y)
+    loss = loss[0] if isinstance(loss, (list, tuple)) else loss
+    assert np.isfinite(loss)
+    assert not np.array_equal(before, np.asarray(model.get_layer("label").kernel))
+
+
+def test_flip_augmentation_acts_in_training_only(params):
+    import keras
+
+    experiment = photo_experiment(params, "cats_and_dogs_filtered", 32, augment="flip", pooling="flatten")
+    from stages.training import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(experiment, None)
+    x = np.random.default_rng(4).integers(0, 256, (16, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_allclose(np.asarray(model(x, training=False)), model.predict(x, verbose=0), rtol=1e-5)
+
+    flipped = np.asarray(model.get_layer("augment")(x, training=True))
+    same = [np.array_equal(flipped[i], x[i]) for i in range(16)]
+    mirrored = [np.array_equal(flipped[i], x[i, :, ::-1]) for i in range(16)]
+    assert all(s or m for s, m in zip(same, mirrored)), "only horizontal flips"
+    assert any(mirrored) and any(same)
+    assert not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=False)))
+
+    plain = photo_experiment(params, "cats_and_dogs_filtered", 32, augment="none")
+    assert "augment" not in [layer.name for layer in build_model(plain, None).layers]

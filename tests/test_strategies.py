@@ -1,0 +1,219 @@
+"""Strategies freeze what they claim, keep frozen BatchNorm in inference mode, and two_phase resumes."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from stages import strategies
+from stages.config import check_params
+from stages.experiments import resolve
+from stages.feed import ArrayBatches
+from stages.io import read_json
+from stages.models import core_of
+from stages.training import build_model, compile_model, fit
+
+
+def entry(**overrides) -> dict:
+    """A complete experiment entry (binary task, small CNN from scratch), changed by ``overrides``."""
+    values = {"dataset": "cats_and_dogs_filtered", "model": "cnn", "pooling": "max", "head": "dense",
+              "head_units": 0, "head_dropout": 0.0, "head_l2": 0.0, "strategy": "full", "augment": "none",
+              "optimizer": "sgd", "learning_rate": 0.01, "batch_size": 4, "epochs": 3,
+              "schedule": {"kind": "constant"}}
+    values.update(overrides)
+    return values
+
+
+def make_experiment(params, size: int = 32, **overrides):
+    """The real params with one experiment ``x`` (checked as a user's would be), images size x size."""
+    params["weights"] = "none"
+    params["cats_and_dogs_filtered"].update(height=size, width=size)
+    params["experiments"] = {"x": entry(**overrides)}
+    check_params(params)
+    return resolve(params, "x")
+
+
+def ids(variables) -> set[int]:
+    return {id(v) for v in variables}
+
+
+def head_weights(model) -> set[int]:
+    return ids(model.weights) - ids(core_of(model).weights)
+
+
+# ---- which layers train ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("strategy,extra,frozen_layers", [
+    ("full", {}, 0),
+    ("partial", {"freeze": 10}, 10),
+    ("partial", {"freeze": 0.5}, 10),  # round(0.5 * 19)
+    ("frozen", {}, 19),
+    ("two_phase", {"head_epochs": 1, "fine_tune_learning_rate": 1e-4, "freeze": 4}, 19),  # phase 1: head only
+])
+def test_each_strategy_freezes_exactly_its_layers(params, strategy, extra, frozen_layers):
+    experiment = make_experiment(params, model="vgg16", strategy=strategy, head_units=8, **extra)
+    model = build_model(experiment, None)
+    core = core_of(model)
+    assert len(core.layers) == 19
+    expected_core = ids(w for layer in core.layers[frozen_layers:] for w in layer.weights)
+    trainable = ids(model.trainable_weights)
+    assert trainable & ids(core.weights) == expected_core
+    assert head_weights(model) <= trainable, "the head always trains"
+    assert len(head_weights(model)) == 4  # hidden Dense(8) + classifier: two kernels, two biases
+    assert ids(model.non_trainable_weights) == ids(core.weights) - expected_core
+
+
+def test_two_phase_second_phase_unfreezes_all_but_freeze_and_batchnorm(params):
+    experiment = make_experiment(params, size=71, model="xception", strategy="two_phase", head_epochs=1,
+                                 fine_tune_learning_rate=1e-4, freeze=20)
+    model = build_model(experiment, None)
+    core = core_of(model)
+    assert not any(layer.trainable for layer in core.layers), "phase 1: the whole core is frozen"
+    head, fine_tune = strategies.phases(experiment.values)
+    assert (head.end, fine_tune.start, fine_tune.learning_rate) == (1, 1, 1e-4)
+    assert strategies.apply(model, fine_tune) is True
+    assert strategies.apply(model, fine_tune) is False, "applying the same phase again changes nothing"
+    for index, layer in enumerate(core.layers):
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        assert layer.trainable == (index >= 20 and not is_bn), (index, layer.name)
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in core.layers[20:])
+
+
+# ---- BatchNormalization of a frozen part stays in inference mode -----------------------------
+
+def moving_means(core) -> dict[str, np.ndarray]:
+    return {layer.name: np.array(layer.moving_mean) for layer in core.layers
+            if isinstance(layer, keras.layers.BatchNormalization)}
+
+
+def kernels(core) -> dict[str, np.ndarray]:
+    return {layer.name: np.array(layer.weights[0]) for layer in core.layers
+            if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)}
+
+
+def train_one_epoch(model, shape, n=4):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, *shape)).astype("float32")
+    model.fit(x, rng.integers(0, 2, n), batch_size=n, epochs=1, verbose=0)
+
+
+def test_partial_keeps_frozen_batchnorm_in_inference_mode_and_trains_the_rest(params):
+    experiment = make_experiment(params, size=71, model="xception", strategy="partial", freeze=60,
+                                 optimizer="adam", learning_rate=0.01)
+    model = build_model(experiment, None)
+    compile_model(model, experiment)
+    core = core_of(model)
+    frozen = {layer.name for layer in core.layers[:60]}
+    means, weights = moving_means(core), kernels(core)
+    train_one_epoch(model, experiment.image_shape)
+    after_means, after_weights = moving_means(core), kernels(core)
+    for name in means:
+        unchanged = np.array_equal(means[name], after_means[name])
+        assert unchanged == (name in frozen), f"moving mean of {name}: frozen part {name in frozen}"
+    for name in weights:
+        unchanged = np.array_equal(weights[name], after_weights[name])
+        assert unchanged == (name in frozen), f"kernel of {name}: frozen part {name in frozen}"
+
+
+def test_two_phase_fine_tuning_trains_the_core_with_batchnorm_in_inference_mode(params):
+    experiment = make_experiment(params, size=71, model="xception", strategy="two_phase", head_epochs=1,
+                                 fine_tune_learning_rate=0.01, freeze=0, optimizer="adam")
+    model = build_model(experiment, None)
+    strategies.apply(model, strategies.phases(experiment.values)[1])
+    compile_model(model, experiment, 0.01)
+    core = core_of(model)
+    means, weights = moving_means(core), kernels(core)
+    train_one_epoch(model, experiment.image_shape)
+    after_means, after_weights = moving_means(core), kernels(core)
+    assert all(np.array_equal(means[n], after_means[n]) for n in means), "BN statistics must not move"
+    assert all(not np.array_equal(weights[n], after_weights[n]) for n in weights), "every conv layer trains"
+
+
+# ---- two_phase over model.fit, killed and resumed -------------------------------------------
+
+class Probe(keras.callbacks.Callback):
+    """Records (epoch, learning rate, trainable weight count) as each epoch begins, and optimizer steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[tuple[int, float, int]] = []
+        self.steps: list[int] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.rows.append((epoch, pytest.approx(rate), len(self.model.trainable_weights)))
+        self.steps.append(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
+
+
+class Kill(Exception):
+    pass
+
+
+class KillAtEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Kill()
+
+
+def batches(experiment, n=8):
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (n, *experiment.image_shape), dtype=np.uint8)
+    targets = rng.integers(0, 2, n)
+    return (ArrayBatches(images, targets, 4, shuffle=True, seed=experiment.seed),
+            ArrayBatches(images[:4], targets[:4], 4))
+
+
+TWO_PHASE = dict(strategy="two_phase", head_epochs=2, fine_tune_learning_rate=0.001, freeze=0, epochs=4,
+                 head_units=4)
+HEAD_ONLY, EVERYTHING = 4, 10  # trainable arrays: head (2 Dense) / head + the CNN's 3 conv layers
+
+
+def test_two_phase_switches_phase_and_rate_at_head_epochs(params, tmp_path):
+    # Step decay every 2 epochs restarts from each phase's own rate.
+    experiment = make_experiment(params, **TWO_PHASE, schedule={"kind": "step", "factor": 0.5, "every": 2})
+    probe = Probe()
+    history = fit(experiment, None, *batches(experiment), tmp_path / "work", extra_callbacks=[probe], verbose=0)
+    assert probe.rows == [(0, 0.01, HEAD_ONLY), (1, 0.005, HEAD_ONLY),
+                          (2, 0.001, EVERYTHING), (3, 0.0005, EVERYTHING)]
+    assert [row["learning_rate"] for row in history] == pytest.approx([0.01, 0.005, 0.001, 0.0005])
+    state = read_json(tmp_path / "work" / "state.json")
+    assert state["phase"] == "fine_tune" and state["epoch"] == 4
+
+
+@pytest.mark.parametrize("kill_at,phase_saved", [(3, "fine_tune"), (2, "head")])
+def test_two_phase_resumes_in_the_right_phase_after_a_kill(params, tmp_path, kill_at, phase_saved):
+    """Killed inside phase 2, or between the phases: the resumed model is unfrozen at the fine-tune rate."""
+    experiment = make_experiment(params, **TWO_PHASE)
+    work = tmp_path / "work"
+    with pytest.raises(Kill):
+        fit(experiment, None, *batches(experiment), work, extra_callbacks=[KillAtEpoch(kill_at)], verbose=0)
+    before = read_json(work / "state.json")
+    assert (before["epoch"], before["phase"]) == (kill_at, phase_saved)
+
+    probe = Probe()
+    history = fit(experiment, None, *batches(experiment), work, extra_callbacks=[probe], verbose=0)
+    assert probe.rows == [(epoch, 0.001, EVERYTHING) for epoch in range(kill_at, 4)]
+    # Inside phase 2 the saved optimizer carries on (2 steps per epoch); between phases a fresh one starts.
+    assert probe.steps[0] == (2 * (kill_at - 2) if phase_saved == "fine_tune" else 0)
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    assert history[:kill_at] == before["history"], "finished epochs are kept, not retrained"
+    assert [row["learning_rate"] for row in history] == pytest.approx([0.01, 0.01, 0.001, 0.001])
+    assert read_json(work / "state.json")["phase"] == "fine_tune"
+
+
+def test_step_schedule_survives_a_kill(params, tmp_path):
+    schedule = {"kind": "step", "factor": 0.5, "every": 1}
+    experiment = make_experiment(params, epochs=3, schedule=schedule)
+    straight = fit(experiment, None, *batches(experiment), tmp_path / "a", verbose=0)
+    with pytest.raises(Kill):
+        fit(experiment, None, *batches(experiment), tmp_path / "b", extra_callbacks=[KillAtEpoch(2)], verbose=0)
+    resumed = fit(experiment, None, *batches(experiment), tmp_path / "b", verbose=0)
+    rates = [row["learning_rate"] for row in straight]
+    # Seed 004's formula: epoch n (from 1) at rate * factor ** floor(n / every).
+    assert rates == pytest.approx([0.005, 0.0025, 0.00125])
+    assert [row["learning_rate"] for row in resumed] == pytest.approx(rates)
