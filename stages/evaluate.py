@@ -19,21 +19,18 @@ from stages import paths, runs, tracking
 from stages.datasets import Task, load_split
 from stages.experiments import Experiment
 from stages.feed import ArrayBatches
-from stages.heads import HEADS, output_names
+from stages.heads import HEADS, HeadSpec, task_outputs
 from stages.io import read_json, write_json, write_text
 from stages.plots import learning_curves
 
 
-def task_metrics(task: Task, targets: np.ndarray, predictions: list[np.ndarray], loss_name: str) -> dict:
-    """Loss (Keras' total: the sum over heads) and accuracies from predicted probabilities."""
-    loss_fn = keras.losses.get(loss_name)
+def task_metrics(task: Task, targets: np.ndarray, predictions: list[np.ndarray], head: HeadSpec) -> dict:
+    """Loss (Keras' total: the sum over heads) and accuracies, classes decided by the head's own rule."""
+    loss_fn = keras.losses.get(head.loss(task))
     columns = targets.reshape(len(targets), -1)
     loss = sum(float(np.mean(keras.ops.convert_to_numpy(loss_fn(columns[:, i], p))))
                for i, p in enumerate(predictions))
-    if task.kind == "binary":
-        correct = (predictions[0].reshape(-1) > 0.5).astype(int)[:, None] == columns
-    else:
-        correct = np.stack([p.argmax(axis=-1) for p in predictions], axis=1) == columns
+    correct = head.predicted_classes(task, predictions) == columns
     metrics = {"loss": loss, "accuracy": float(correct.mean()), "n": int(len(targets))}
     if task.kind == "multihead":
         metrics["sequence_accuracy"] = float(correct.all(axis=1).mean())
@@ -41,22 +38,10 @@ def task_metrics(task: Task, targets: np.ndarray, predictions: list[np.ndarray],
     return metrics
 
 
-def task_predictions(model: keras.Model, predictions, task: Task) -> list[np.ndarray]:
-    """The task's outputs from ``model.predict``, in head order; auxiliary outputs (GoogLeNet's) dropped."""
-    if not isinstance(predictions, (list, tuple, dict)):
-        predictions = [predictions]
-    if isinstance(predictions, dict):
-        return [np.asarray(predictions[name]) for name in output_names(task)]
-    by_name = dict(zip(model.output_names, predictions))
-    return [np.asarray(by_name[name]) for name in output_names(task)]
-
-
-def confusion(task: Task, targets: np.ndarray, prediction: np.ndarray, classes: tuple[str, ...]) -> pd.DataFrame:
+def confusion(targets: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...]) -> pd.DataFrame:
     """Rows: true class, columns: predicted class (single-output tasks)."""
-    predicted = ((prediction.reshape(-1) > 0.5).astype(int) if task.kind == "binary"
-                 else prediction.argmax(axis=-1))
     n = len(classes)
-    counts = np.bincount(targets.reshape(-1) * n + predicted, minlength=n * n).reshape(n, n)
+    counts = np.bincount(targets.reshape(-1) * n + predicted.reshape(-1), minlength=n * n).reshape(n, n)
     return pd.DataFrame(counts, index=pd.Index(classes, name="true"), columns=list(classes))
 
 
@@ -67,11 +52,12 @@ def evaluate(experiment: Experiment, model: keras.Model) -> tuple[dict, pd.DataF
     task = experiment.task
     batches = ArrayBatches(images, targets, experiment.values["batch_size"], n_outputs=task.n_outputs)
     raw = model.predict(batches, verbose=1 if sys.stdout.isatty() else 0)
-    predictions = task_predictions(model, raw, task)
-    metrics = task_metrics(task, targets, predictions, HEADS.get(experiment.values["head"]).loss(task))
+    predictions = task_outputs(model, raw, task)
+    head = HEADS.get(experiment.values["head"])
+    metrics = task_metrics(task, targets, predictions, head)
     table = None
     if task.n_outputs == 1 and experiment.spec.classes:
-        table = confusion(task, targets, predictions[0], experiment.spec.classes)
+        table = confusion(targets, head.predicted_classes(task, predictions), experiment.spec.classes)
     return metrics, table
 
 

@@ -460,6 +460,8 @@ def test_unusable_raw_manifests_fail_before_work(tmp_path, status, label, messag
 
 def test_main_writes_the_prepared_data_and_the_report(raw_dir, reference, tmp_path, monkeypatch, params, capsys):
     params["pets"] = {**params["pets"], "height": H, "width": W, "workers": 1}
+    # Images this small are under Xception's minimum: the pets experiment would (rightly) refuse them.
+    params["experiments"] = {k: v for k, v in params["experiments"].items() if v["dataset"] != "pets"}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "pets").symlink_to(raw_dir)
