@@ -28,8 +28,10 @@ def task_metrics(task: Task, targets: np.ndarray, predictions: list[np.ndarray],
     """Loss (Keras' total: the sum over heads) and accuracies, classes decided by the head's own rule."""
     loss_fn = keras.losses.get(head.loss(task))
     columns = targets.reshape(len(targets), -1)
-    loss = sum(float(np.mean(keras.ops.convert_to_numpy(loss_fn(columns[:, i], p))))
-               for i, p in enumerate(predictions))
+    # A single sigmoid unit predicts (n, 1): give its targets the same rank, as `compile` does in training.
+    loss = sum(float(np.mean(keras.ops.convert_to_numpy(
+        loss_fn(columns[:, i].reshape(np.shape(p)[:-1] + (1,) if np.shape(p)[-1] == 1 else -1), p))))
+        for i, p in enumerate(predictions))
     correct = head.predicted_classes(task, predictions) == columns
     metrics = {"loss": loss, "accuracy": float(correct.mean()), "n": int(len(targets))}
     if task.kind == "multihead":

@@ -65,6 +65,18 @@ def test_task_metrics_for_captcha_heads():
     assert metrics["loss"] == pytest.approx((2 * right + wrong) / 3 + right, rel=1e-5)
 
 
+@pytest.mark.parametrize("head, scores, decided", [
+    ("dense", [0.9, 0.2, 0.6, 0.4], [1, 0, 1, 0]),   # probabilities: threshold 0.5
+    ("svm", [0.3, -0.2, -0.1, 0.8], [1, 0, 0, 1]),    # margins: threshold 0
+])
+def test_task_metrics_for_a_binary_head(head, scores, decided):
+    targets = np.array([1, 0, 0, 0])
+    predictions = [np.array(scores, dtype="float32").reshape(-1, 1)]  # one unit: (n, 1)
+    metrics = task_metrics(Task("binary", 2), targets, predictions, HEADS.get(head))
+    assert metrics["accuracy"] == pytest.approx(np.mean(np.array(decided) == targets))
+    assert np.isfinite(metrics["loss"]) and metrics["loss"] > 0 and metrics["n"] == 4
+
+
 def tiny_experiment(params, tmp_path, monkeypatch):
     from stages import paths
 
