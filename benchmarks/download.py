@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import io
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `stages` without an installed package
+
+import common  # noqa: E402  (benchmarks/common.py)
 
 import boto3  # noqa: E402
 import numpy as np  # noqa: E402
@@ -39,11 +40,7 @@ BUCKET = "open-images-dataset"
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return (f"{len(os.sched_getaffinity(0))} usable cores, {cpu}; Python {platform.python_version()}, "
-            f"boto3 {version('boto3')}, moto {version('moto')} server in its own process")
+    return common.machine(f"boto3 {version('boto3')}", f"moto {version('moto')} server in its own process")
 
 
 def start_server() -> tuple[subprocess.Popen, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -22,21 +21,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `stages` without an installed package
 
+import common  # noqa: E402  (benchmarks/common.py)
+
 from captcha.image import ImageCaptcha  # noqa: E402
 
 from stages import captcha, generate_captcha  # noqa: E402
-from stages.parallel import cpu_count  # noqa: E402
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return (f"{cpu_count()} usable cores ({os.cpu_count()} online), {cpu}; "
-            f"Python {platform.python_version()}, captcha {version('captcha')}, Pillow {version('pillow')}, "
-            f"numpy {version('numpy')}")
+    return common.machine(f"captcha {version('captcha')}", f"Pillow {version('pillow')}", f"numpy {version('numpy')}")
 
 
 def cpu_seconds() -> float:

@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import io
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -33,8 +32,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `stages` without an installed package
 
+import common  # noqa: E402  (benchmarks/common.py)
+
 from stages import images, prepare  # noqa: E402
-from stages.parallel import cpu_count  # noqa: E402
 from stages.raw import write_raw_manifest  # noqa: E402
 
 PETS = {"workers": 1, "tolerance": 0.02,
@@ -43,11 +43,7 @@ PETS = {"workers": 1, "tolerance": 0.02,
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return (f"{cpu_count()} usable cores ({os.cpu_count()} online), {cpu}; Python {platform.python_version()}, "
-            f"{prepare.decoder()}, numpy {version('numpy')}")
+    return common.machine(prepare.decoder(), f"numpy {version('numpy')}")
 
 
 def photo_jpeg(rng: np.random.Generator, width: int = 640, height: int = 480) -> bytes:

@@ -65,6 +65,9 @@ def one_round(experiment, method: str, images: np.ndarray, targets: np.ndarray) 
     batch, task = experiment.values["batch_size"], experiment.task
     timer = EpochTimer()
     if method == "baseline":
+        if len(model.output_names) != task.n_outputs:
+            raise SystemExit(f"{experiment.name}: {experiment.values['model']} has auxiliary outputs; "
+                             "the in-memory baseline feeds the task's targets only: pick another experiment")
         x = np.array(images)  # the whole split in memory, as the seed's generators effectively had
         y = [targets[:, i] for i in range(task.n_outputs)] if task.n_outputs > 1 else targets
         model.fit(x, tuple(y) if isinstance(y, list) else y, batch_size=batch, epochs=2, shuffle=True,
