@@ -1,6 +1,6 @@
 """Stage `report`: the project's answer, pretrained against random initialisation, per experiment.
 
-Reads every run that params.yaml plans (stages.runs: arms x seeds) from reports/<experiment>/runs/<run>/
+Reads every run that params.yaml plans (stages.runs: arms x seeds) from reports/runs/<experiment>/<run>/
 (history.csv, metrics.json, confusion.csv) and writes:
 
 - reports/README.md: the page to read first: tables per experiment and overall, the seeds' published
@@ -501,7 +501,7 @@ def readme(summaries: Mapping[str, Mapping[str, Any]], figures: Mapping[str, Map
         "# Results: how much do ImageNet-pretrained weights help?",
         "",
         "Written by `python -m stages.report` (DVC stage `report`) from every run under "
-        "`reports/<experiment>/runs/`; do not edit by hand. Numbers are the mean ± sample standard "
+        "`reports/runs/<experiment>/`; do not edit by hand. Numbers are the mean ± sample standard "
         "deviation over training seeds (n − 1; no ± with one seed); *difference* is the pretrained mean "
         "minus the random-initialisation mean. The same numbers are in `summary.json`; "
         "`dvc plots show` draws `curves.csv`; `mlflow ui` in the repository root shows every run.",

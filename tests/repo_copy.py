@@ -23,8 +23,11 @@ def run(cmd: list[str], repo: Path, env: dict, stdout_only: bool = False) -> str
     return result.stdout if stdout_only else result.stdout + result.stderr
 
 
-def copy_repository(repo: Path, edit_params: Callable[[dict], None]) -> tuple[Path, dict]:
+def copy_repository(repo: Path, edit_params: Callable[[dict], None],
+                    before_commit: Callable[[Path], None] = lambda repo: None) -> tuple[Path, dict]:
     """Copy tracked and unignored files to ``repo``, let ``edit_params`` shrink params.yaml, commit.
+
+    ``before_commit(repo)`` may add files the params refer to (weights files, say).
 
     Returns the repository and the environment to run it with (the copy's stages/, no MLflow or
     DVC variables of the developer's shell, Keras' cache inside the test's folder).
@@ -38,6 +41,7 @@ def copy_repository(repo: Path, edit_params: Callable[[dict], None]) -> tuple[Pa
             shutil.copy2(source, repo / name)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     edit_params(params)
+    before_commit(repo)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}

@@ -105,3 +105,12 @@ def test_random_init_then_nothing_to_do_then_weights_file(repo):
     by_name = {row["Experiment"]: row for row in table if row.get("Experiment")}
     assert float(by_name["random-init"]["none.test_accuracy"]) == pytest.approx(test["accuracy"])
     assert by_name["from-file"]["file-start.weights.h5.test_accuracy"] not in ("", "-")
+
+    # 5. `--temp` runs in a copy under .dvc/tmp/exps: its MLflow run still lands in this repository's store.
+    dvc(repo, "exp", "run", "--temp", "-S", "weights=none", "-S", "experiments.captcha.learning_rate=0.002",
+        "--name", "in-a-copy", CAPTCHA)
+    _, runs = mlflow_runs(root)
+    temp = [r for r in runs if r.data.tags.get("dvc_experiment") == "in-a-copy"]
+    assert len(temp) == 1 and temp[0].info.status == "FINISHED"
+    assert temp[0].data.params["experiment.learning_rate"] == "0.002" and "test.accuracy" in temp[0].data.metrics
+    assert not list((root / ".dvc" / "tmp").rglob("mlflow.db")), "a store inside DVC's copy is lost with it"
