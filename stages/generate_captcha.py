@@ -20,7 +20,7 @@ from tqdm import tqdm
 from stages import captcha, paths
 from stages.config import integer, load_params
 from stages.parallel import cpu_count, map_chunks
-from stages.io import create_zeros_npy, read_json, replace_dir, write_json, write_text
+from stages.io import create_zeros_npy, open_work_dir, read_json, replace_dir, write_json, write_text
 
 DATASET = "captcha"
 CHUNK_SIZE = 256  # images per task: small enough to lose little on a kill, large enough to amortise IPC
@@ -51,7 +51,7 @@ def generate(out_dir: Path, work_dir: Path, values: Mapping[str, Any], seed: int
     workers = workers or cpu_count()
     started = time.perf_counter()
 
-    _open_work_dir(work_dir, {**_recipe(values, seed), "chunk_size": chunk_size})
+    open_work_dir(work_dir, {**_recipe(values, seed), "chunk_size": chunk_size})
     output, done = work_dir / "output", work_dir / "done"
     counts = {split: values[split] for split in paths.SPLITS}
     labels = captcha.draw_labels(seed, counts, values["alphabet"], values["length"])
@@ -87,13 +87,6 @@ def generate(out_dir: Path, work_dir: Path, values: Mapping[str, Any], seed: int
           f"({remaining / elapsed:,.0f} rendered/s on {workers} worker{'s' * (workers > 1)})")
 
 
-def _open_work_dir(work_dir: Path, recipe: dict) -> None:
-    # A work dir left by other params or another chunk size holds chunks that do not fit: start over.
-    plan = work_dir / "plan.json"
-    if work_dir.exists() and (not plan.exists() or read_json(plan) != recipe):
-        shutil.rmtree(work_dir)
-    if not plan.exists():
-        write_json(plan, recipe)
 
 
 def _plan_chunks(output: Path, done: Path, labels: dict[str, list[str]], shape: tuple[int, int, int], seed: int,

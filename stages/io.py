@@ -42,6 +42,18 @@ def read_json(path: Path | str) -> Any:
         return json.load(f)
 
 
+def open_work_dir(work_dir: Path, recipe: dict) -> None:
+    """Resumable work in ``work_dir`` for ``recipe`` (what its output depends on), kept in plan.json.
+
+    A work dir left by other inputs or another chunk size holds chunks that do not fit: start over.
+    """
+    plan = Path(work_dir) / "plan.json"
+    if Path(work_dir).exists() and (not plan.exists() or read_json(plan) != recipe):
+        shutil.rmtree(work_dir)
+    if not plan.exists():
+        write_json(plan, recipe)
+
+
 def create_zeros_npy(path: Path | str, shape: tuple[int, ...]) -> None:
     """A zero-filled uint8 ``.npy`` of ``shape`` that workers fill row by row through memory maps.
 

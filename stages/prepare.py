@@ -42,7 +42,7 @@ from stages.config import ConfigError, integer
 from stages.datasets import DATASETS, DatasetSpec
 from stages.images import MAX_PIXELS, Chunk
 from stages.parallel import cpu_count, map_chunks
-from stages.io import create_zeros_npy, read_json, replace_dir, write_json, write_text
+from stages.io import create_zeros_npy, open_work_dir, read_json, replace_dir, write_json, write_text
 from stages.raw import read_raw_manifest, sha256_file
 from stages.splits import UNUSED
 
@@ -159,7 +159,7 @@ def prepare(name: str, values: Mapping[str, Any], seed: int, raw_dir: Path, out_
     started = time.perf_counter()
 
     _remove_other_work_dirs(Path(work_root), name, keep=work_dir.name)
-    _open_work_dir(work_dir, {**recipe, "chunk_size": chunk_size})
+    open_work_dir(work_dir, {**recipe, "chunk_size": chunk_size})
     chunks = plan_chunks(items, work_dir, str(raw_dir), loader, shape, chunk_size, max_pixels)
     _forget_lost_work(chunks, work_dir)
     todo = [c for c in chunks if not _marker(work_dir, c).exists()]
@@ -210,15 +210,6 @@ def plan_chunks(items: pd.DataFrame, work_dir: Path, raw_dir: str, loader: str |
 
 
 # ---- work dir --------------------------------------------------------------------------------------
-
-def _open_work_dir(work_dir: Path, recipe: dict) -> None:
-    # A work dir left by other inputs or another chunk size holds chunks that do not fit: start over.
-    plan = work_dir / "plan.json"
-    if work_dir.exists() and (not plan.exists() or read_json(plan) != recipe):
-        shutil.rmtree(work_dir)
-    if not plan.exists():
-        write_json(plan, recipe)
-
 
 def _marker(work_dir: Path, chunk: Chunk) -> Path:
     return work_dir / "done" / f"{chunk.name}.json"
