@@ -17,7 +17,6 @@ import pandas as pd
 
 from stages import paths
 from stages.config import Checker, ConfigError, integer, number, section, text
-from stages.io import read_json
 from stages.registry import Registry
 
 
@@ -68,10 +67,6 @@ def load_split(dataset: str, split: str) -> tuple[np.ndarray, pd.DataFrame]:
         raise ValueError(f"{folder}: {len(images)} images but {len(manifest)} manifest rows; "
                          "the prepared data is inconsistent, rerun its stage")
     return images, manifest
-
-
-def load_meta(dataset: str) -> dict:
-    return read_json(paths.prepared(dataset) / "meta.json")
 
 
 # ---- captcha (seed 000) ---------------------------------------------------------------------

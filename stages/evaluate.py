@@ -28,10 +28,11 @@ def task_metrics(task: Task, targets: np.ndarray, predictions: list[np.ndarray],
     """Loss (Keras' total: the sum over heads) and accuracies, classes decided by the head's own rule."""
     loss_fn = keras.losses.get(head.loss(task))
     columns = targets.reshape(len(targets), -1)
-    # A single sigmoid unit predicts (n, 1): give its targets the same rank, as `compile` does in training.
-    loss = sum(float(np.mean(keras.ops.convert_to_numpy(
-        loss_fn(columns[:, i].reshape(np.shape(p)[:-1] + (1,) if np.shape(p)[-1] == 1 else -1), p))))
-        for i, p in enumerate(predictions))
+    loss = 0.0
+    for i, p in enumerate(predictions):
+        # A single sigmoid unit predicts (n, 1): give its targets that rank, as `compile` does in training.
+        y = columns[:, i:i + 1] if np.ndim(p) == 2 and np.shape(p)[1] == 1 else columns[:, i]
+        loss += float(np.mean(keras.ops.convert_to_numpy(loss_fn(y, p))))
     correct = head.predicted_classes(task, predictions) == columns
     metrics = {"loss": loss, "accuracy": float(correct.mean()), "n": int(len(targets))}
     if task.kind == "multihead":

@@ -255,12 +255,18 @@ def base_outputs(name: str, core: keras.Model, pixels: keras.KerasTensor,
     return features, aux
 
 
-def create_base(name: str, input_shape: tuple[int, int, int], pooling: str | None = "max",
-                weights_file: Path | None = None) -> keras.Model:
-    """Preprocessing + core + pooling: pixels in [0, 255] -> features (+ auxiliary maps). None = random init."""
+def initial_core(name: str, input_shape: tuple[int, int, int], weights_file: Path | None) -> keras.Model:
+    """The registry's core for ``name`` with ``weights_file`` loaded (None: random initialisation)."""
     core = build_core(name, input_shape)
     if weights_file is not None:
         load_core_weights(core, Path(weights_file), name)
+    return core
+
+
+def create_base(name: str, input_shape: tuple[int, int, int], pooling: str | None = "max",
+                weights_file: Path | None = None) -> keras.Model:
+    """Preprocessing + core + pooling: pixels in [0, 255] -> features (+ auxiliary maps). None = random init."""
+    core = initial_core(name, input_shape, weights_file)
     inputs = keras.Input(tuple(input_shape), name="image")
     features, aux = base_outputs(name, core, inputs, pooling)
     return keras.Model(inputs, [features, *aux] if aux else features, name=f"{name}_base")

@@ -23,11 +23,16 @@ def arms(params: Mapping[str, Any], name: str) -> list[str]:
     return ["none" if v is None else str(v) for v in value]
 
 
+def arm_experiments(params: Mapping[str, Any], name: str) -> list[Experiment]:
+    """Experiment ``name`` once per arm, at the first training seed."""
+    base = resolve(params, name)
+    return [dataclasses.replace(base, weights=weights, seed=params["seed"]) for weights in arms(params, name)]
+
+
 def runs(params: Mapping[str, Any], name: str) -> list[Experiment]:
     """Every run of experiment ``name``: arms x seeds, arms in the order given, then seeds."""
-    base = resolve(params, name)
-    return [dataclasses.replace(base, weights=weights, seed=params["seed"] + i)
-            for weights in arms(params, name) for i in range(params["seeds"])]
+    return [dataclasses.replace(arm, seed=params["seed"] + i)
+            for arm in arm_experiments(params, name) for i in range(params["seeds"])]
 
 
 def run_name(experiment: Experiment) -> str:
@@ -57,7 +62,7 @@ def report_dir(experiment: Experiment) -> Path:
 def check_arms(params: Mapping[str, Any]) -> None:
     """Each experiment's arm list is non-empty and names no source twice."""
     for name in params["experiments"]:
-        labels = [dataclasses.replace(resolve(params, name), weights=w).weights_label for w in arms(params, name)]
+        labels = [arm.weights_label for arm in arm_experiments(params, name)]
         if not labels:
             raise ConfigError(f"experiments.{name}: weights is an empty list; accepted: imagenet, none, "
                               "a weights file, or a list of them")

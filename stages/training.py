@@ -21,7 +21,7 @@ from stages.experiments import Experiment
 from stages.feed import ArrayBatches
 from stages.heads import HEADS, HeadOptions, aux_output_names, output_names
 from stages.io import read_json, write_json
-from stages.models import MODELS, base_outputs, build_core, load_core_weights
+from stages.models import MODELS, base_outputs, initial_core
 
 MONITOR = "val_accuracy"  # the task's outputs only: the mean over CAPTCHA heads, no aux (EpochSummary)
 
@@ -80,9 +80,7 @@ def assemble_model(model_name: str, core: keras.Model, image_shape: tuple[int, i
 def build_model(experiment: Experiment, weights_file: Path | None) -> keras.Model:
     """Base (initial weights loaded) + the experiment's head, its layers frozen for the first phase."""
     values = experiment.values
-    core = build_core(values["model"], experiment.image_shape)
-    if weights_file is not None:
-        load_core_weights(core, Path(weights_file), values["model"])
+    core = initial_core(values["model"], experiment.image_shape, weights_file)
     model = assemble_model(values["model"], core, experiment.image_shape, experiment.task,
                            pooling=values["pooling"], head=values["head"], head_options=HeadOptions.of(values),
                            augment=values["augment"], name=experiment.name)

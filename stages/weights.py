@@ -106,10 +106,10 @@ def init_weights_file(init_dir: Path) -> Path | None:
 
 def prepare_arms(params: dict, name: str) -> None:
     """The initial weights of every arm of experiment ``name``, each in its own folder."""
-    from stages.runs import init_dir, runs
+    from stages.runs import arm_experiments, init_dir
 
-    # One run per arm is enough: initial weights do not depend on the training seed.
-    for experiment in runs(params, name)[::params["seeds"]]:
+    # Initial weights do not depend on the training seed: one per arm.
+    for experiment in arm_experiments(params, name):
         try:
             record = prepare_init(experiment, init_dir(experiment))
         except ConfigError as err:

@@ -3,6 +3,8 @@ GoogLeNet's auxiliary outputs, the SVM head's loss, augmentation in training onl
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 from stages.io import read_json
 import pytest
@@ -19,19 +21,18 @@ from stages.training import EpochSummary, assemble_model, compile_model, fit
 from conftest import write_prepared_captcha
 
 
-def test_epoch_summary_means_all_heads_not_the_first():
-    callback = EpochSummary(["head0", "head1", "head2"])
-
-    class FakeOptimizer:
-        learning_rate = np.float32(0.5)
-
-    class FakeModel:
-        optimizer = FakeOptimizer()
-
-    callback.set_model(FakeModel())
-    logs = {"head0_accuracy": 0.9, "head1_accuracy": 0.3, "head2_accuracy": 0.0,
-            "val_head0_accuracy": 1.0, "val_head1_accuracy": 0.5, "val_head2_accuracy": 0.0}
+def summarised(heads: list[str], learning_rate: float, logs: dict) -> dict:
+    """``logs`` after EpochSummary's epoch end, on a model stand-in that has only an optimizer."""
+    callback = EpochSummary(heads)
+    callback.set_model(types.SimpleNamespace(optimizer=types.SimpleNamespace(learning_rate=np.float32(learning_rate))))
     callback.on_epoch_end(0, logs)
+    return logs
+
+
+def test_epoch_summary_means_all_heads_not_the_first():
+    logs = summarised(["head0", "head1", "head2"], 0.5, {
+        "head0_accuracy": 0.9, "head1_accuracy": 0.3, "head2_accuracy": 0.0,
+        "val_head0_accuracy": 1.0, "val_head1_accuracy": 0.5, "val_head2_accuracy": 0.0})
     assert logs["accuracy"] == pytest.approx(0.4) and logs["val_accuracy"] == pytest.approx(0.5)
     assert logs["learning_rate"] == pytest.approx(0.5)
 
@@ -133,18 +134,9 @@ def test_killed_training_resumes_from_its_last_epoch(params, tmp_path, monkeypat
 
 
 def test_epoch_summary_scores_the_main_output_not_the_auxiliary_ones():
-    callback = EpochSummary(["label"])
-
-    class FakeOptimizer:
-        learning_rate = np.float32(0.01)
-
-    class FakeModel:
-        optimizer = FakeOptimizer()
-
-    callback.set_model(FakeModel())
-    logs = {"label_accuracy": 0.8, "aux1_accuracy": 0.2, "aux2_accuracy": 0.5,
-            "val_label_accuracy": 0.7, "val_aux1_accuracy": 0.1, "val_aux2_accuracy": 0.4}
-    callback.on_epoch_end(0, logs)
+    logs = summarised(["label"], 0.01, {
+        "label_accuracy": 0.8, "aux1_accuracy": 0.2, "aux2_accuracy": 0.5,
+        "val_label_accuracy": 0.7, "val_aux1_accuracy": 0.1, "val_aux2_accuracy": 0.4})
     assert logs["accuracy"] == 0.8 and logs["val_accuracy"] == 0.7
 
 
