@@ -139,10 +139,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         sent = body if cut is None else body[:cut]
-        self.wfile.write(sent)
-        self.wfile.flush()
+        # Counted before writing: once the last byte is out the client may return and a test read the
+        # counter before this thread gets to run again (a race CI once lost).
         path = urllib.parse.urlsplit(self.path).path
         self.server_owner.bytes_served[path] += len(sent)
+        self.wfile.write(sent)
+        self.wfile.flush()
         if cut is not None:
             # Promise the whole body, send part of it, hang up: what a dropped connection looks like.
             self.close_connection = True
