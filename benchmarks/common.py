@@ -1,12 +1,15 @@
-"""What every benchmark prints about the machine it ran on, so figures can be compared like for like."""
+"""What the benchmarks share: the machine line printed with every figure, and best-of-interleaved-rounds timing."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import platform
+import resource
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `stages` without an installed package
 
@@ -20,3 +23,34 @@ def machine(*software: str) -> str:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     return ", ".join([f"{cpu_count()} usable cores ({os.cpu_count()} online), {cpu}; Python {platform.python_version()}",
                       *software])
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (a pool's workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def timed(call: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of ``call()``."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    call()
+    return time.perf_counter() - wall, cpu_seconds() - cpu
+
+
+Timing = tuple[float, float]
+
+
+def best_of_rounds(methods: dict[str, Callable[[], Timing]], repeat: int) -> tuple[list[dict[str, Timing]], dict[str, Timing]]:
+    """Every round runs each method once, in turn; each method keeps its fastest round.
+
+    Interleaving makes load from other processes on a shared machine skew all methods alike.
+    Returns the rounds (for the spread) and the best (wall, CPU) per method.
+    """
+    rounds = [{name: run() for name, run in methods.items()} for _ in range(repeat)]
+    return rounds, {name: min((r[name] for r in rounds), key=lambda t: t[0]) for name in methods}
+
+
+def spread(rounds: list[dict[str, Timing]], name: str) -> str:
+    """Wall seconds of every round of one method, for the table's last column."""
+    return " ".join(f"{r[name][0]:.2f}" for r in rounds)

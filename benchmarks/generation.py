@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import resource
 import sys
 import tempfile
-import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -34,44 +32,21 @@ def machine() -> str:
     return common.machine(f"captcha {version('captcha')}", f"Pillow {version('pillow')}", f"numpy {version('numpy')}")
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and of its finished child processes (the pool's workers)."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
-
-
-@contextlib.contextmanager
-def timed(result: list[float]):
-    """Append (wall seconds, CPU seconds) of the block to ``result``."""
-    wall, cpu = time.perf_counter(), cpu_seconds()
-    yield
-    result += [time.perf_counter() - wall, cpu_seconds() - cpu]
-
-
-def stock(texts: list[str], png: bool) -> list[float]:
+def stock(texts: list[str], png: bool) -> common.Timing:
     """The stock generator makes every text in this process (fonts loaded beforehand)."""
     gen = ImageCaptcha(width=160, height=80)
     gen.generate_image("WARMUP")
-    result: list[float] = []
-    with timed(result):
-        for text in texts:
-            if png:
-                gen.generate(text)
-            else:
-                gen.generate_image(text)
-    return result
+    make = gen.generate if png else gen.generate_image
+    return common.timed(lambda: [make(text) for text in texts])
 
 
-def ours(count: int, workers: int) -> list[float]:
+def ours(count: int, workers: int) -> common.Timing:
     """The whole stage function: labels, rendering, hashes, manifests, final move (pool start-up too)."""
     held_out = max(1, count // 20)
     values = {"train": count - 2 * held_out, "validation": held_out, "test": held_out, "width": 160,
               "height": 80, "length": 6, "alphabet": ALPHABET, "workers": workers}
-    result: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="bench-captcha-") as tmp:
-        with timed(result), contextlib.redirect_stdout(sys.stderr):
-            generate_captcha.generate(Path(tmp) / "out", Path(tmp) / "work", values, 0, workers)
-    return result
+    with tempfile.TemporaryDirectory(prefix="bench-captcha-") as tmp, contextlib.redirect_stdout(sys.stderr):
+        return common.timed(lambda: generate_captcha.generate(Path(tmp) / "out", Path(tmp) / "work", values, 0, workers))
 
 
 def main() -> None:
@@ -90,8 +65,7 @@ def main() -> None:
                "stock generate_image(), no PNG, 1 process": lambda: stock(texts, png=False)}
     methods.update({f"our stage, workers={w}": (lambda w=w: ours(args.count, w)) for w in args.workers})
     load_before = os.getloadavg()[0]
-    rounds = [{name: run() for name, run in methods.items()} for _ in range(args.repeat)]
-    best = {name: min((r[name] for r in rounds), key=lambda wall_cpu: wall_cpu[0]) for name in methods}
+    rounds, best = common.best_of_rounds(methods, args.repeat)
 
     print(machine())
     print(f"{args.count} CAPTCHAs of 6 characters, 160x80, per method; best of {args.repeat} interleaved rounds; "
@@ -101,9 +75,8 @@ def main() -> None:
           f"  wall s of every round")
     for name, (seconds, cpu) in best.items():
         rate = args.count / seconds
-        spread = " ".join(f"{r[name][0]:.2f}" for r in rounds)
         print(f"{name:44} {seconds:7.2f} {rate:11.0f} {rate / baseline:12.2f}x {1000 * cpu / args.count:15.2f}"
-              f"  {spread}")
+              f"  {common.spread(rounds, name)}")
 
 
 if __name__ == "__main__":

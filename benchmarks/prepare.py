@@ -19,10 +19,8 @@ import contextlib
 import hashlib
 import io
 import os
-import resource
 import sys
 import tempfile
-import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
@@ -82,19 +80,6 @@ def write_raw(raw_dir: Path, count: int) -> list[Path]:
     return files
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and of its finished child processes (the pool's workers)."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
-
-
-def timed(call: Callable[[], object]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of ``call()``."""
-    wall, cpu = time.perf_counter(), cpu_seconds()
-    call()
-    return time.perf_counter() - wall, cpu_seconds() - cpu
-
-
 def baseline(files: list[Path], side: int) -> None:
     for path in files:
         np.asarray(Image.open(path).convert("RGB").resize((side, side)))
@@ -135,8 +120,8 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         results = {}
         for side in args.sizes:
-            rounds = [{name: timed(lambda: run(side)) for name, run in methods.items()} for _ in range(args.repeat)]
-            results[side] = (rounds, {name: min((r[name] for r in rounds), key=lambda t: t[0]) for name in methods})
+            timings = {name: (lambda run=run: common.timed(lambda: run(side))) for name, run in methods.items()}
+            results[side] = common.best_of_rounds(timings, args.repeat)
 
     print(machine())
     print(f"{args.count} JPEGs, 640x480, quality 90, {mean_kb:.0f} KB on average; best of {args.repeat} interleaved "
@@ -147,9 +132,8 @@ def main() -> None:
         base_rate = args.count / best[next(iter(methods))][0]
         for name, (seconds, cpu) in best.items():
             rate = args.count / seconds
-            spread = " ".join(f"{r[name][0]:.2f}" for r in rounds)
             print(f"| {side}x{side} | {name} | {seconds:.2f} | {rate:,.0f} | {rate / base_rate:.2f}x | "
-                  f"{1000 * cpu / args.count:.2f} | {spread} |")
+                  f"{1000 * cpu / args.count:.2f} | {common.spread(rounds, name)} |")
 
 
 if __name__ == "__main__":
