@@ -13,7 +13,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `stages` without an installed package
 
-from stages.parallel import cpu_count  # noqa: E402
+from transferbench.core.parallel import cpu_count  # noqa: E402
 
 
 def machine(*software: str) -> str:

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from stages.sources import openimages  # noqa: E402
+from transferbench.data.sources import openimages  # noqa: E402
 
 BUCKET = "open-images-dataset"
 

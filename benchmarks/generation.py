@@ -23,7 +23,8 @@ import common  # noqa: E402  (benchmarks/common.py)
 
 from captcha.image import ImageCaptcha  # noqa: E402
 
-from stages import captcha, generate_captcha  # noqa: E402
+from transferbench.data import captcha  # noqa: E402
+from transferbench.data import generation as generate_captcha  # noqa: E402
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 

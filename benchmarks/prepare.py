@@ -5,8 +5,8 @@ Makes ``--count`` photo-like 640x480 JPEGs (quality 90) and prepares them to 100
 
     baseline    Image.open(path).convert("RGB").resize(size) per file, one process (Keras' load_img, less
                 its nearest-neighbour default: Pillow's own default filter)
-    ours, 1     stages.images.prepare_image per file (draft-mode decode, checks, bilinear), one process
-    stage, N    stages.prepare.prepare on N workers: planning, pool start-up, hashes, copies, manifests
+    ours, 1     transferbench.data.images.prepare_image per file (draft-mode decode, checks, bilinear), one process
+    stage, N    transferbench.data.preparation.prepare on N workers: planning, pool start-up, hashes, copies, manifests
 
 Methods take turns for ``--repeat`` rounds and each keeps its best, so load from other processes
 skews them alike and least. Results go to stdout; the stage's own lines go to stderr.
@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `stages` with
 
 import common  # noqa: E402  (benchmarks/common.py)
 
-from stages import images, prepare  # noqa: E402
-from stages.raw import write_raw_manifest  # noqa: E402
+from transferbench.data import images  # noqa: E402
+from transferbench.data import preparation as prepare  # noqa: E402
+from transferbench.data.raw import write_raw_manifest  # noqa: E402
 
 PETS = {"workers": 1, "tolerance": 0.02,
         "source": {"csv_base": "https://example.invalid/", "s3_endpoint": "", "bucket": "b", "limit": 0,

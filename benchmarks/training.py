@@ -6,7 +6,7 @@ Two ways to feed the same model the same images, timed over whole epochs after a
 (the first epoch traces and compiles the train step):
 
 - baseline: ``model.fit(x, y)`` on arrays held in memory (Keras' own NumPy adapter);
-- ours: ``stages.feed.ArrayBatches`` over a memory-mapped ``images.npy``, shuffled per epoch, as
+- ours: ``transferbench.training.batches.ArrayBatches`` over a memory-mapped ``images.npy``, shuffled per epoch, as
   the train stage feeds it.
 
 Equal figures mean the feeder costs nothing next to the model; the train stage cannot be faster.
@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from stages.config import load_params  # noqa: E402
-from stages.experiments import resolve  # noqa: E402
-from stages.feed import ArrayBatches  # noqa: E402
-from stages.training import build_model, compile_model, configure_precision  # noqa: E402
+from transferbench.study.params import load_params  # noqa: E402
+from transferbench.study.experiments import resolve  # noqa: E402
+from transferbench.training.batches import ArrayBatches  # noqa: E402
+from transferbench.training.fit import build_model, compile_model, configure_precision  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -1,7 +1,7 @@
 """Screenshot of the MLflow UI comparing a pretrained and a random-initialisation run: docs/mlflow-ui.png.
 
 Starts `mlflow server` on loopback (127.0.0.2) over a new store in a temporary folder, logs two runs
-of one experiment through stages.tracking (pets, Xception, `imagenet` and `none`, 30 epochs), and has
+of one experiment through transferbench.tracking.mlflow_runs (pets, Xception, `imagenet` and `none`, 30 epochs), and has
 headless Chromium (Debian's `chromium`) capture MLflow's run-comparison page
 (``/#/compare-runs?runs=[...]&experiments=[...]``). Runs in about 20 s; needs no network.
 
@@ -102,8 +102,8 @@ def synthetic_epoch(weights: str, epoch: int) -> dict[str, float]:
 
 def log_runs() -> tuple[str, list[str]]:
     """Two runs of the pets experiment, logged as training would: returns (experiment id, run ids)."""
-    from stages import tracking
-    from stages.experiments import resolve
+    from transferbench.tracking import mlflow_runs as tracking
+    from transferbench.study.experiments import resolve
 
     with open(ROOT / "params.yaml", encoding="utf-8") as f:
         params = yaml.safe_load(f)

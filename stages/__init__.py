@@ -1,9 +1,4 @@
-"""transferbench: how much do ImageNet-pretrained weights help against random initialisation?
+"""DVC stage entry points: ``python -m stages.<name>``, one module per stage in dvc.yaml.
 
-One module per DVC stage (run as ``python -m stages.<name>``) plus small shared modules.
+Each parses its arguments and calls the ``transferbench`` package, where the work is done.
 """
-
-import os
-
-# TensorFlow's C++ INFO lines (CUDA probing, oneDNN notices) bury the stage's own output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

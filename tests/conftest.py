@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from stages import paths
+from transferbench.core import paths
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-"""Small prepared datasets in the layout of stages.datasets, made on the fly for tests and for CI.
+"""Small prepared datasets in the layout of transferbench.data.datasets, made on the fly for tests and for CI.
 
     python -m tests.fixture_data OUT_DIR     # writes OUT_DIR/<dataset>/ for every registered dataset
 
-CI (.ci/run) validates these with the real great-expectations suites (`stages.validate --prepared`),
+CI (.ci/run) validates these with the real great-expectations suites (`transferbench.data.validation --prepared`),
 so a change that breaks a suite's schema fails there even without network or real data.
 """
 
@@ -16,9 +16,9 @@ from typing import Mapping
 import numpy as np
 import yaml
 
-from stages import paths
-from stages.datasets import DATASETS
-from stages.io import write_json, write_text
+from transferbench.core import paths
+from transferbench.data.datasets import DATASETS
+from transferbench.core.files import write_json, write_text
 
 PER_CLASS = {"train": 4, "validation": 2, "test": 2}
 
@@ -77,6 +77,6 @@ def write_all(out_dir: Path, params: Mapping) -> list[str]:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: python -m tests.fixture_data OUT_DIR")
-    from stages.config import load_params
+    from transferbench.study.params import load_params
 
     print(" ".join(write_all(Path(sys.argv[1]), load_params())))

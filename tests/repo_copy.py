@@ -11,7 +11,7 @@ from typing import Callable
 
 import yaml
 
-from stages import paths
+from transferbench.core import paths
 
 
 def run(cmd: list[str], repo: Path, env: dict, stdout_only: bool = False) -> str:
@@ -29,7 +29,7 @@ def copy_repository(repo: Path, edit_params: Callable[[dict], None],
 
     ``before_commit(repo)`` may add files the params refer to (weights files, say).
 
-    Returns the repository and the environment to run it with (the copy's stages/, no MLflow or
+    Returns the repository and the environment to run it with (the copy's code, no MLflow or
     DVC variables of the developer's shell, Keras' cache inside the test's folder).
     """
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=paths.ROOT,
@@ -47,7 +47,7 @@ def copy_repository(repo: Path, edit_params: Callable[[dict], None],
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                KERAS_HOME=str(repo.parent / "keras_home"), DVC_NO_ANALYTICS="1",
-               PYTHONPATH=str(repo))  # the copy's stages/, not the developer checkout's
+               PYTHONPATH=f"{repo / 'src'}{os.pathsep}{repo}")  # the copy's code, not the developer checkout's
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.name", "test"],
                 ["git", "config", "user.email", "test@example.invalid"], ["git", "add", "-A"],
                 ["git", "commit", "-qm", "tiny pipeline"]):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.sources.archives import UnsafeArchive, check_zip, ensure_extracted, extract, extract_member
+from transferbench.data.sources.archives import UnsafeArchive, check_zip, ensure_extracted, extract, extract_member
 
 
 def make_zip(path: Path, entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:

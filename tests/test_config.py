@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from stages.config import ConfigError, check_params, load_params, weights_source
+from transferbench.core.errors import ConfigError
+from transferbench.config.checks import weights_source
+from transferbench.study.params import check_params, load_params
 
 
 def test_repository_params_are_valid():

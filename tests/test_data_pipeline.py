@@ -15,7 +15,7 @@ import yaml
 
 import pytest
 
-from stages.sources import kaggle_dogs_vs_cats, openimages
+from transferbench.data.sources import kaggle_dogs_vs_cats, openimages
 from tests import repo_copy
 from tests.fake_sources import (KAGGLE_KEY, KAGGLE_SECRETS, KAGGLE_USER, MIDS, FakeKaggle, cifar_tar,
                                 filtered_zip, kaggle_bundle, open_images)
@@ -36,7 +36,7 @@ PRETRAINED = {"xception": "xception.weights.h5", "vgg16": "vgg16.weights.h5"}
 
 
 def save_pretrained(repo) -> None:
-    from stages.models import build_core
+    from transferbench.models.backbones import build_core
 
     for model, name in PRETRAINED.items():
         build_core(model, (80, 80, 3), "max").save_weights(repo / name)

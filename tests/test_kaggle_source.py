@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.raw import SourceUnavailable, read_raw_manifest
-from stages.sources import kaggle_dogs_vs_cats as kaggle_source
+from transferbench.data.raw import SourceUnavailable, read_raw_manifest
+from transferbench.data.sources import kaggle_dogs_vs_cats as kaggle_source
 from tests.fake_sources import KAGGLE_DOWNLOAD as DOWNLOAD
 from tests.fake_sources import KAGGLE_KEY as KEY
 from tests.fake_sources import KAGGLE_SECRETS as SECRETS

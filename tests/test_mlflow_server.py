@@ -1,7 +1,7 @@
 """Our tracking code against a real `mlflow server` on loopback, read back through its REST API.
 
 The server is the one a team would run (SQLite backend, proxied artifacts); the run goes through
-stages.tracking exactly as training does (start_run, the per-epoch callback, metrics, an artifact,
+transferbench.tracking.mlflow_runs exactly as training does (start_run, the per-epoch callback, metrics, an artifact,
 end_run), and is read back with plain HTTP, not with MLflow's client.
 """
 
@@ -74,8 +74,8 @@ def test_training_run_through_a_real_server(server, params, monkeypatch, tmp_pat
         monkeypatch.delenv(name, raising=False)
     import keras
 
-    from stages import tracking
-    from stages.experiments import resolve
+    from transferbench.tracking import mlflow_runs as tracking
+    from transferbench.study.experiments import resolve
 
     # A real experiment resolved from params: the CAPTCHA dataset section and a small CNN from scratch.
     params["weights"] = "none"
@@ -94,7 +94,7 @@ def test_training_run_through_a_real_server(server, params, monkeypatch, tmp_pat
                         callbacks=[tracking.MlflowEpochMetrics(run_id)])
     tracking.log_metrics(run_id, {"test.accuracy": 0.625})
     note = tmp_path / "note.txt"
-    note.write_text("logged by stages.tracking")
+    note.write_text("logged by transferbench.tracking.mlflow_runs")
     tracking.log_artifacts(run_id, [note])
     tracking.end_run(run_id)
 
@@ -129,4 +129,4 @@ def test_training_run_through_a_real_server(server, params, monkeypatch, tmp_pat
     files = requests.get(f"{api}/artifacts/list", params={"run_id": run_id}, timeout=30).json()["files"]
     assert [f["path"] for f in files] == ["note.txt"]
     content = requests.get(f"{server}/get-artifact", params={"path": "note.txt", "run_uuid": run_id}, timeout=30)
-    assert content.status_code == 200 and content.text == "logged by stages.tracking"
+    assert content.status_code == 200 and content.text == "logged by transferbench.tracking.mlflow_runs"

@@ -8,13 +8,13 @@ import functools
 import numpy as np
 import pytest
 
-from stages import heads
-from stages.config import ConfigError
-from stages.datasets import Task
-from stages.heads import HEADS, HeadOptions, check_head, task_outputs
-from stages.models import (MODELS, POOLINGS, CaffePreprocess, build_core, core_layer_count, create_base,
-                           load_core_weights, pooling_layer)
-from stages.training import assemble_model
+from transferbench.models import heads
+from transferbench.core.errors import ConfigError
+from transferbench.data.datasets import Task
+from transferbench.models.heads import HEADS, HeadOptions, check_head, task_outputs
+from transferbench.models.backbones import (MODELS, POOLINGS, CaffePreprocess, build_core, core_layer_count,
+                                            create_base, load_core_weights, pooling_layer)
+from transferbench.training.fit import assemble_model
 
 TASKS = [Task("binary", 2), Task("multiclass", 3), Task("multihead", 36, 6)]
 HEAD_SETTINGS = {  # a pooling and settings each head fits; between them every pooling is used
@@ -36,7 +36,7 @@ def shared_core(name: str):
 
 
 def test_every_head_has_settings_here_and_poolings_match_the_schema():
-    from stages.experiments import POOLINGS as ACCEPTED
+    from transferbench.study.experiments import POOLINGS as ACCEPTED
 
     assert sorted(HEAD_SETTINGS) == HEADS.names()
     assert sorted({pooling for pooling, _ in HEAD_SETTINGS.values()}) == sorted(POOLINGS)

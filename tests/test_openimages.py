@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import urllib3
 
-from stages.raw import SourceUnavailable, read_raw_manifest, sha256_file
-from stages.sources import openimages
+from transferbench.data.raw import SourceUnavailable, read_raw_manifest, sha256_file
+from transferbench.data.sources import openimages
 from tests.fake_sources import open_images
 from tests.loopback import free_port
 

@@ -82,7 +82,7 @@ def test_random_init_then_nothing_to_do_then_weights_file(repo):
     assert "up to date" in dvc(repo, "repro", CAPTCHA).lower()
 
     # 3. From a weights file the test saved (the Xception base at the CAPTCHA size).
-    from stages.models import build_core
+    from transferbench.models.backbones import build_core
 
     build_core("xception", (80, 160, 3), "max").save_weights(root / "start.weights.h5")
     out = dvc(repo, "exp", "run", "-S", "weights=start.weights.h5", "--name", "from-file", CAPTCHA)

@@ -18,10 +18,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from stages import images, paths, prepare
-from stages.config import ConfigError
-from stages.datasets import DATASETS, read_manifest
-from stages.raw import write_raw_manifest
+from transferbench.data import images
+from transferbench.core import paths
+from transferbench.data import preparation as prepare
+from transferbench.core.errors import ConfigError
+from transferbench.data.datasets import DATASETS, read_manifest
+from transferbench.data.raw import write_raw_manifest
 
 H, W = 16, 20  # not square, so squashing and EXIF turns are visible
 MAX_PIXELS = 20_000  # "huge" for these tests: the 200x150 image exceeds it, every other image is far below
@@ -229,7 +231,7 @@ def test_converted_images_look_right(reference):
 
 
 def test_output_is_what_validation_reads(reference):
-    from stages.validate import read_frames
+    from transferbench.data.validation import read_frames
 
     out, _ = reference
     frames = read_frames(out)
@@ -248,7 +250,7 @@ def test_output_is_what_validation_reads(reference):
 
 
 def test_validation_stage_passes_the_output(reference, tmp_path):
-    from stages.validate import failure_lines, validate
+    from transferbench.data.validation import failure_lines, validate
 
     summary = validate("pets", reference[0], PETS, tmp_path / "validation")
     assert summary.success, "\n".join(failure_lines(summary))
@@ -373,9 +375,9 @@ def test_pixel_sources_are_loaded_and_enlarged(tmp_path, monkeypatch):
 
 
 def test_source_loader_uses_load_only_where_a_source_defines_it(monkeypatch):
-    monkeypatch.setitem(sys.modules, "stages.sources.cifar10", types.SimpleNamespace(load=lambda raw_dir, key: b""))
-    monkeypatch.setitem(sys.modules, "stages.sources.cats_and_dogs_filtered", types.SimpleNamespace())
-    assert prepare.source_loader(DATASETS.get("cifar10")) == "stages.sources.cifar10"
+    monkeypatch.setitem(sys.modules, "transferbench.data.sources.cifar10", types.SimpleNamespace(load=lambda raw_dir, key: b""))
+    monkeypatch.setitem(sys.modules, "transferbench.data.sources.cats_and_dogs_filtered", types.SimpleNamespace())
+    assert prepare.source_loader(DATASETS.get("cifar10")) == "transferbench.data.sources.cifar10"
     assert prepare.source_loader(DATASETS.get("cats_and_dogs_filtered")) is None
 
 
@@ -468,7 +470,7 @@ def test_main_writes_the_prepared_data_and_the_report(raw_dir, reference, tmp_pa
     for attr, folder in (("PARAMS", "params.yaml"), ("RAW", "raw"), ("PREPARED", "prepared"), ("TMP", "tmp"),
                          ("REPORTS", "reports")):
         monkeypatch.setattr(paths, attr, tmp_path / folder)
-    monkeypatch.setitem(sys.modules, "stages.sources.openimages", types.SimpleNamespace())  # items are files
+    monkeypatch.setitem(sys.modules, "transferbench.data.sources.openimages", types.SimpleNamespace())  # items are files
     monkeypatch.setattr(prepare, "MAX_PIXELS", MAX_PIXELS)
     report = prepare.main(["pets"])
     assert json.loads((tmp_path / "reports" / "pets" / "prepare.json").read_text()) == report

@@ -2,7 +2,7 @@
 
 import re
 
-from stages import paths
+from transferbench.core import paths
 
 
 def test_ci_runs_the_readme_setup_and_test_commands():

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stages import report
-from stages.report import ReportError, epochs_to_stability
+from transferbench.reporting import report
+from transferbench.reporting.report import ReportError, epochs_to_stability
 
 # Validation accuracy per epoch, and the epoch from which each stays within 0.02 of its best.
 PETS_VAL = {

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from stages.config import ConfigError, check_params
-from stages.runs import arms, init_dir, model_dir, report_dir, run_name, runs
+from transferbench.core.errors import ConfigError
+from transferbench.study.params import check_params
+from transferbench.study.runs import arms, init_dir, model_dir, report_dir, run_name, runs
 
 
 def test_default_params_train_both_arms(params):

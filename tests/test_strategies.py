@@ -6,13 +6,13 @@ import keras
 import numpy as np
 import pytest
 
-from stages import strategies
-from stages.config import check_params
-from stages.experiments import resolve
-from stages.feed import ArrayBatches
-from stages.io import read_json
-from stages.models import core_of
-from stages.training import build_model, compile_model, fit
+from transferbench.models import strategies
+from transferbench.study.params import check_params
+from transferbench.study.experiments import resolve
+from transferbench.training.batches import ArrayBatches
+from transferbench.core.files import read_json
+from transferbench.models.backbones import core_of
+from transferbench.training.fit import build_model, compile_model, fit
 
 
 def entry(**overrides) -> dict:

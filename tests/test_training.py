@@ -6,17 +6,17 @@ from __future__ import annotations
 import types
 
 import numpy as np
-from stages.io import read_json
+from transferbench.core.files import read_json
 import pytest
 
-from stages.datasets import Task, load_split
-from stages.evaluate import task_metrics
-from stages.experiments import resolve
-from stages.feed import ArrayBatches
-from stages.train import history_csv
-from stages.heads import HEADS, HeadOptions, task_outputs
-from stages.models import build_core
-from stages.training import EpochSummary, assemble_model, compile_model, fit
+from transferbench.data.datasets import Task, load_split
+from transferbench.training.evaluation import task_metrics
+from transferbench.study.experiments import resolve
+from transferbench.training.batches import ArrayBatches
+from transferbench.training.train import history_csv
+from transferbench.models.heads import HEADS, HeadOptions, task_outputs
+from transferbench.models.backbones import build_core
+from transferbench.training.fit import EpochSummary, assemble_model, compile_model, fit
 
 from conftest import write_prepared_captcha
 
@@ -79,7 +79,7 @@ def test_task_metrics_for_a_binary_head(head, scores, decided):
 
 
 def tiny_experiment(params, tmp_path, monkeypatch):
-    from stages import paths
+    from transferbench.core import paths
 
     params["weights"] = "none"
     params["captcha"].update(width=32, height=32, train=24, validation=8, test=8)
@@ -212,7 +212,7 @@ def test_flip_augmentation_acts_in_training_only(params):
     import keras
 
     experiment = photo_experiment(params, "cats_and_dogs_filtered", 32, augment="flip", pooling="flatten")
-    from stages.training import build_model
+    from transferbench.training.fit import build_model
 
     keras.utils.set_random_seed(0)
     model = build_model(experiment, None)

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import config, paths
-from stages.config import ConfigError
-from stages.expectations import build_suites
-from stages.validate import finish, image_stats, main, validate
+from transferbench.core import paths
+from transferbench.core.errors import ConfigError
+from transferbench.data.expectations import build_suites
+from transferbench.data import validation
+from transferbench.data.validation import finish, image_stats, main, validate
 
 SPLITS = paths.SPLITS
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -200,11 +201,11 @@ def test_manifest_rows_out_of_order(prepared, tmp_path):
 def test_main_reads_params_and_exits_nonzero(prepared, tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "PREPARED", prepared.parent)
     monkeypatch.setattr(paths, "REPORTS", tmp_path / "reports")
-    monkeypatch.setattr(config, "load_params", lambda: {"captcha": VALUES})
+    monkeypatch.setattr(validation, "load_params", lambda: {"captcha": VALUES})
     main(["captcha"])
     assert json.loads((tmp_path / "reports" / "captcha" / "validation" / "summary.json").read_text())["success"]
 
-    monkeypatch.setattr(config, "load_params", lambda: {"captcha": {**VALUES, "train": 9}})
+    monkeypatch.setattr(validation, "load_params", lambda: {"captcha": {**VALUES, "train": 9}})
     with pytest.raises(SystemExit) as exit_info:
         main(["captcha"])
     assert exit_info.value.code == 1

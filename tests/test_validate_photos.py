@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from tests.fixture_data import write_prepared_photos
 
-from stages.io import read_json, write_json
-from stages.validate import validate
+from transferbench.core.files import read_json, write_json
+from transferbench.data.validation import validate
 
 VALUES = {"height": 24, "width": 32, "workers": 0, "tolerance": 0.25,
           "source": {"competition": "dogs-vs-cats"}, "train": 8, "validation": 4, "test": 4}
@@ -88,7 +88,7 @@ def test_meta_without_expected_counts_fails_rather_than_passing_vacuously(prepar
 
 
 def test_cli_validates_data_outside_the_pipeline(prepared, tmp_path, capsys):
-    from stages.validate import main
+    from transferbench.data.validation import main
 
     values_file = tmp_path / "values.yaml"
     values_file.write_text(json.dumps(VALUES))  # JSON is YAML

@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from stages import models, weights
-from stages.config import ConfigError
-from stages.experiments import resolve
+from transferbench.models import backbones as models
+from transferbench.models import pretrained as weights
+from transferbench.core.errors import ConfigError
+from transferbench.study.experiments import resolve
 
 
 @pytest.fixture

@@ -1,0 +1,163 @@
+"""DVC stage: render the seeded CAPTCHA dataset into data/prepared/captcha, on every core, resumably.
+
+Work happens in tmp/generate_captcha/<fingerprint>/: each finished chunk leaves a marker there, so
+a killed run resumes where it stopped. The finished folder replaces the output in one move.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from tqdm import tqdm
+
+from transferbench.data import captcha
+from transferbench.core import paths
+from transferbench.config.checks import integer
+from transferbench.study.params import load_params
+from transferbench.core.parallel import cpu_count, map_chunks
+from transferbench.core.files import create_zeros_npy, open_work_dir, read_json, replace_dir, write_json, write_text
+
+DATASET = "captcha"
+CHUNK_SIZE = 256  # images per task: small enough to lose little on a kill, large enough to amortise IPC
+
+
+def fingerprint(values: Mapping[str, Any], seed: int) -> str:
+    """Short hash of everything the output bytes depend on (not ``workers``: it changes only the speed)."""
+    return hashlib.sha256(json.dumps(_recipe(values, seed), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _recipe(values: Mapping[str, Any], seed: int) -> dict:
+    return {"captcha": {k: v for k, v in values.items() if k != "workers"}, "seed": seed,
+            "generator": captcha.GENERATOR}
+
+
+
+
+def generate(out_dir: Path, work_dir: Path, values: Mapping[str, Any], seed: int, workers: int,
+             *, chunk_size: int = CHUNK_SIZE) -> None:
+    """Write the dataset for the params ``captcha`` section ``values`` to ``out_dir``, resuming from ``work_dir``."""
+    from transferbench.data.datasets import DATASETS  # pandas: kept out of the worker processes' imports
+
+    DATASETS.get(DATASET).check_params(DATASET, values)
+    integer(0, 2**32 - 1)("seed", seed)
+    integer(1)("chunk_size", chunk_size)
+    captcha.check_captcha_version()
+    out_dir, work_dir = Path(out_dir), Path(work_dir)
+    workers = workers or cpu_count()
+    started = time.perf_counter()
+
+    open_work_dir(work_dir, {**_recipe(values, seed), "chunk_size": chunk_size})
+    output, done = work_dir / "output", work_dir / "done"
+    counts = {split: values[split] for split in paths.SPLITS}
+    labels = captcha.draw_labels(seed, counts, values["alphabet"], values["length"])
+    shape = (values["height"], values["width"], 3)
+
+    chunks = _plan_chunks(output, done, labels, shape, seed, chunk_size)
+    todo = [c for c in chunks if _read_marker(done, c) is None]
+    total = sum(counts.values())
+    workers = max(1, min(workers, len(todo)))
+    print(f"generate_captcha: {total:,} CAPTCHAs ({', '.join(f'{s} {n:,}' for s, n in counts.items())}), "
+          f"{values['width']}x{values['height']}, seed {seed} -> {_shown(out_dir)}")
+    if len(todo) < len(chunks):
+        print(f"resuming {_shown(work_dir)}: {len(chunks) - len(todo)} of {len(chunks)} chunks already done")
+
+    remaining = sum(len(c.labels) for c in todo)
+    with tqdm(total=total, initial=total - remaining, unit="img", desc="rendering", mininterval=1.0) as bar:
+        for chunk, hashes in map_chunks(captcha.render_chunk, todo, workers):
+            write_json(_marker_path(done, chunk), hashes)
+            bar.update(len(chunk.labels))
+
+    for split in counts:
+        hashes = [h for c in chunks if c.split == split for h in _read_marker(done, c)]
+        write_text(output / split / "manifest.csv", _manifest(labels[split], hashes))
+    write_json(output / "meta.json", {
+        "dataset": DATASET, "image_shape": list(shape), "splits": counts,
+        "alphabet": values["alphabet"], "length": values["length"], "seed": seed, "generator": captcha.GENERATOR,
+    })
+    # The only step that touches out_dir: before it the old output (if any) is untouched.
+    replace_dir(output, out_dir)
+    shutil.rmtree(work_dir)
+    elapsed = time.perf_counter() - started
+    print(f"generate_captcha: wrote {_shown(out_dir)} in {elapsed:.1f} s "
+          f"({remaining / elapsed:,.0f} rendered/s on {workers} worker{'s' * (workers > 1)})")
+
+
+
+
+def _plan_chunks(output: Path, done: Path, labels: dict[str, list[str]], shape: tuple[int, int, int], seed: int,
+                 chunk_size: int) -> list[captcha.Chunk]:
+    """Every chunk of every split, creating each split's zero-filled images.npy if it is missing."""
+    chunks = []
+    for split, split_labels in labels.items():
+        images_path = output / split / "images.npy"
+        if not images_path.exists():
+            _create_images(images_path, (len(split_labels), *shape), stale_markers=done.glob(f"{split}-*.json"))
+        for start in range(0, len(split_labels), chunk_size):
+            chunks.append(captcha.Chunk(str(images_path), split, start, tuple(split_labels[start:start + chunk_size]),
+                                        seed, width=shape[1], height=shape[0]))
+    return chunks
+
+
+def _create_images(path: Path, shape: tuple[int, ...], stale_markers: Iterator[Path]) -> None:
+    # Markers describe rows of a file that is gone; a new file means every chunk of the split is redone.
+    for marker in stale_markers:
+        marker.unlink()
+    create_zeros_npy(path, shape)
+
+
+def _marker_path(done: Path, chunk: captcha.Chunk) -> Path:
+    return done / f"{chunk.split}-{chunk.start:09d}-{chunk.end:09d}.json"
+
+
+def _read_marker(done: Path, chunk: captcha.Chunk) -> list[str] | None:
+    """The chunk's image hashes if it finished in an earlier (or this) run, else None."""
+    path = _marker_path(done, chunk)
+    if not path.exists():
+        return None
+    hashes = read_json(path)
+    return hashes if len(hashes) == len(chunk.labels) else None
+
+
+def _manifest(labels: list[str], hashes: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")  # one fixed dialect: identical bytes on every OS
+    writer.writerow(["label", "sha256"])
+    writer.writerows(zip(labels, hashes, strict=True))
+    return buffer.getvalue()
+
+
+def _shown(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(paths.ROOT)) if path.is_relative_to(paths.ROOT) else str(path)
+
+
+def _remove_other_work_dirs(root: Path, keep: str) -> None:
+    # Partial runs of other params can never be resumed by this one and may hold gigabytes.
+    if root.exists():
+        for stale in sorted(p for p in root.iterdir() if p.is_dir() and p.name != keep):
+            print(f"removing partial run of other params: {_shown(stale)}")
+            shutil.rmtree(stale)
+
+
+def main() -> None:
+    params = load_params()
+    values, seed = params[DATASET], params["seed"]
+    key = fingerprint(values, seed)
+    work_root = paths.tmp_dir("generate_captcha")
+    _remove_other_work_dirs(work_root, keep=key)
+    try:
+        generate(paths.prepared(DATASET), work_root / key, values, seed, values["workers"] or cpu_count())
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished chunks are kept in {_shown(work_root / key)}; rerun to resume")
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

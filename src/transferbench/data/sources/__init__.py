@@ -1,0 +1,1 @@
+"""One module per photo source; the interface every source implements is described in transferbench.data.raw."""

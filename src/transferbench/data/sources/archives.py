@@ -1,0 +1,180 @@
+"""Safe extraction of zip and tar(.gz) archives.
+
+Every entry is checked before anything is written: none may land outside the target (absolute names, ``..``,
+links pointing out, writing through a link) and only files, folders and (tar) links inside are accepted.
+Extraction goes to a temporary sibling that is renamed into place, so a killed run never looks finished.
+Reading a zip entry to its end checks its CRC, which is how zips without a published checksum are verified.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shutil
+import stat
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from transferbench.core.files import atomic_path, read_json, replace_dir, write_json
+
+# Written inside a finished extraction: which archive (by sha256) it came from.
+STAMP = ".archive.json"
+BLOCK = 1 << 20
+
+
+class UnsafeArchive(ValueError):
+    """An entry would be written outside the target, or is a kind of file we do not extract."""
+
+
+def check_zip(path: Path | str) -> None:
+    """Raise ValueError naming the first entry whose CRC fails (or saying the file is not a zip)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable zip: {err}") from err
+    if bad is not None:
+        raise ValueError(f"{path}: entry {bad!r} fails its CRC check; the archive is corrupt")
+
+
+def ensure_extracted(archive: Path | str, target: Path | str, archive_sha256: str) -> Path:
+    """``target`` holding ``archive``'s content; extracted again only if it came from other bytes (or not at all)."""
+    target = Path(target)
+    stamp = target / STAMP
+    if stamp.is_file() and read_json(stamp).get("sha256") == archive_sha256:
+        return target
+    return extract(archive, target, {"archive": Path(archive).name, "sha256": archive_sha256})
+
+
+def extract(archive: Path | str, target: Path | str, stamp: dict[str, Any] | None = None) -> Path:
+    """Extract ``archive`` into ``target`` (replacing it) through a temporary sibling renamed into place."""
+    archive, target = Path(archive), Path(target)
+    tmp = target.with_name(f".{target.name}.extracting")
+    if tmp.exists():
+        shutil.rmtree(tmp)  # left by a killed run
+    tmp.mkdir(parents=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            _extract_zip(archive, tmp)
+        elif tarfile.is_tarfile(archive):
+            _extract_tar(archive, tmp)
+        else:
+            raise ValueError(f"{archive} is neither a zip nor a tar archive")
+        if stamp is not None:
+            write_json(tmp / STAMP, stamp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, target)
+    return target
+
+
+def extract_member(archive: Path | str, basename: str, dest: Path | str) -> Path:
+    """Copy the one zip entry named ``basename`` (in any folder) to ``dest`` atomically, its CRC checked."""
+    with zipfile.ZipFile(archive) as bundle:
+        matches = [i for i in bundle.infolist() if PurePosixPath(i.filename).name == basename and not i.is_dir()]
+        if len(matches) != 1:
+            names = ", ".join(i.filename for i in bundle.infolist()[:20])
+            raise ValueError(f"{archive} has {len(matches)} entries named {basename!r}, expected 1; entries: {names}")
+        with atomic_path(dest) as tmp:
+            _copy_entry(bundle, matches[0], tmp)
+    return Path(dest)
+
+
+def _inside(root: Path, name: str) -> Path:
+    """Where entry ``name`` goes under ``root``; UnsafeArchive if it is absolute, climbs out or resolves outside."""
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchive(f"entry {name!r} has an absolute path; only paths inside the archive are accepted")
+    if ".." in pure.parts:
+        raise UnsafeArchive(f"entry {name!r} climbs out with '..'")
+    path = (root / pure).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise UnsafeArchive(f"entry {name!r} resolves to {path}, outside {root}")
+    return path
+
+
+def _extract_zip(archive: Path, root: Path) -> None:
+    with zipfile.ZipFile(archive) as bundle:
+        entries = [(info, _zip_destination(root, info)) for info in bundle.infolist()]
+        for info, path in entries:
+            if info.is_dir():
+                path.mkdir(parents=True, exist_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _copy_entry(bundle, info, path)
+
+
+def _zip_destination(root: Path, info: zipfile.ZipInfo) -> Path:
+    path = _inside(root, info.filename)
+    # Unix zips keep the file type in the high bits; zipfile would write a symlink as a text file.
+    kind = stat.S_IFMT(info.external_attr >> 16)
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        raise UnsafeArchive(f"entry {info.filename!r} is a {_kind_name(kind)}; accepted: files and folders")
+    return path
+
+
+def _copy_entry(bundle: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) -> None:
+    # Reading an entry to its end makes zipfile compare its CRC, so this also verifies it.
+    try:
+        with bundle.open(info) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, BLOCK)
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        raise ValueError(f"{bundle.filename}: entry {info.filename!r} is corrupt: {err}") from err
+
+
+def _extract_tar(archive: Path, root: Path) -> None:
+    with tarfile.open(archive) as bundle:
+        members = bundle.getmembers()
+        links: set[str] = set()
+        for member in members:
+            _check_tar_member(root, member, links)
+        if hasattr(tarfile, "data_filter"):
+            # Python's own check (3.11.4+) on top of ours: it also resolves links on disk as it goes.
+            bundle.extractall(root, members=members, filter="data")
+        else:
+            bundle.extractall(root, members=members)
+
+
+def _check_tar_member(root: Path, member: tarfile.TarInfo, links: set[str]) -> None:
+    """UnsafeArchive unless ``member`` is a file, folder or link that stays inside ``root``."""
+    name = member.name
+    _inside(root, name)
+    normal = posixpath.normpath(name)
+    # A link extracted earlier could redirect a later entry: refuse paths that go through one.
+    parents = {str(p) for p in PurePosixPath(normal).parents}
+    if parents & links:
+        raise UnsafeArchive(f"entry {name!r} would be written through the link {sorted(parents & links)[0]!r}")
+    if member.issym() or member.islnk():
+        base = posixpath.dirname(normal) if member.issym() else ""  # hard links are relative to the archive root
+        target = member.linkname
+        if PurePosixPath(target).is_absolute() or not _stays_inside(posixpath.join(base, target)):
+            kind = "symlink" if member.issym() else "hard link"
+            raise UnsafeArchive(f"entry {name!r} is a {kind} to {target!r}, outside the archive")
+        links.add(normal)
+    elif not (member.isfile() or member.isdir()):
+        raise UnsafeArchive(f"entry {name!r} is a {_tar_kind(member)}; accepted: files, folders and links inside")
+
+
+def _stays_inside(relative: str) -> bool:
+    normal = posixpath.normpath(relative)
+    return normal != ".." and not normal.startswith("../")
+
+
+def _kind_name(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "symlink"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "fifo"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return f"file of type {oct(mode)}"
+
+
+def _tar_kind(member: tarfile.TarInfo) -> str:
+    if member.ischr():
+        return "character device"
+    if member.isblk():
+        return "block device"
+    if member.isfifo():
+        return "fifo"
+    return f"entry of type {member.type!r}"

@@ -1,0 +1,243 @@
+"""Download one file from a list of addresses (current first, older ones as fallbacks), resumably and verified.
+
+The file grows as ``<name>.partial`` beside its final path; an interrupted run leaves it there and the next
+run continues it with an HTTP Range request (or starts it again where the server ignores ranges). Only a
+verified file is renamed to the final name, so a file under that name is always a good one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import requests
+import urllib3
+from tqdm import tqdm
+
+from transferbench.data.raw import SourceUnavailable, retry, sha256_file
+
+# A dead or blackholed address should cost seconds, not the operating system's two-minute connect timeout.
+CONNECT_TIMEOUT_S = 5.0
+# Between two blocks of a transfer; a slow mirror is fine, a stalled one is retried.
+READ_TIMEOUT_S = 60.0
+ATTEMPTS = 4
+BLOCK = 1 << 20
+
+
+class Transient(Exception):
+    """Worth another try at the same address: a dropped connection, a 5xx or 429, a stalled read."""
+
+
+class RestartNeeded(Transient):
+    """The partial file cannot be continued from this server: the next try starts it from byte 0."""
+
+
+class AddressRefused(Exception):
+    """This address cannot give the file (unreachable, 4xx, bad content): go on to the next one."""
+
+
+def partial_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".partial")
+
+
+def download(urls: Sequence[str], dest: Path | str, *, param: str, sha256: str | None = None,
+             size: int | None = None, check: Callable[[Path], None] | None = None,
+             attempts: int = ATTEMPTS, base_delay: float = 1.0, connect_timeout: float = CONNECT_TIMEOUT_S,
+             read_timeout: float = READ_TIMEOUT_S) -> Path:
+    """``dest``, verified (size, sha256, then ``check``, each if given), downloaded from the first address that works.
+
+    ``check(path)`` raises ValueError for bad content. ``param`` names the setting that lists the addresses,
+    for the error that says how to use a mirror. Raises SourceUnavailable naming every address tried.
+    """
+    dest = Path(dest)
+    if _present(dest, size, sha256, check):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    errors: list[tuple[str, str]] = []
+    for url in urls:
+        try:
+            _fetch_verified(url, dest, size=size, sha256=sha256, check=check, attempts=attempts,
+                            base_delay=base_delay, timeout=(connect_timeout, read_timeout))
+            return dest
+        except (AddressRefused, Transient) as err:
+            errors.append((url, str(err)))
+            print(f"{url}: {err}", file=sys.stderr)
+    raise SourceUnavailable(_unavailable_message(dest, errors, param, size, sha256))
+
+
+def _present(dest: Path, size: int | None, sha256: str | None, check: Callable[[Path], None] | None) -> bool:
+    """True when ``dest`` is already there and verified; a bad one is moved aside so it is never trusted."""
+    if not dest.is_file():
+        return False
+    problem = verify(dest, size=size, sha256=sha256, check=check)
+    if problem is None:
+        return True
+    rejected = dest.with_name(dest.name + ".rejected")
+    os.replace(dest, rejected)
+    print(f"{dest}: {problem}; moved to {rejected} and downloading it again", file=sys.stderr)
+    return False
+
+
+def verify(path: Path, *, size: int | None = None, sha256: str | None = None,
+           check: Callable[[Path], None] | None = None) -> str | None:
+    """What is wrong with ``path`` (size, then sha256, then ``check``), or None when it passes."""
+    got_size = path.stat().st_size
+    if size is not None and got_size != size:
+        return f"size mismatch: expected {size} bytes, got {got_size}"
+    if sha256 is not None:
+        got = sha256_file(path)
+        if got != sha256:
+            return f"sha256 mismatch: expected {sha256}, got {got}"
+    if check is not None:
+        try:
+            check(path)
+        except ValueError as err:
+            return str(err)
+    return None
+
+
+def _fetch_verified(url: str, dest: Path, *, size, sha256, check, attempts, base_delay, timeout) -> None:
+    """Download ``url`` into the partial file, verify it, and only then give it the final name."""
+    partial = partial_path(dest)
+    resumed = partial.is_file() and partial.stat().st_size > 0
+
+    def transfer() -> None:
+        retry(lambda: _transfer(url, partial, size, timeout, dest.name), what=f"download {url}",
+              attempts=attempts, base_delay=base_delay, retry_on=(Transient,))
+
+    transfer()
+    problem = verify(partial, size=size, sha256=sha256, check=check)
+    if problem is not None and resumed:
+        # The partial may have come from an older version of the file: one fresh start before giving up.
+        print(f"{url}: resumed download is bad ({problem}); starting it again from byte 0", file=sys.stderr)
+        partial.unlink()
+        transfer()
+        problem = verify(partial, size=size, sha256=sha256, check=check)
+    if problem is not None:
+        partial.unlink()
+        raise AddressRefused(problem)
+    os.replace(partial, dest)
+
+
+def _transfer(url: str, partial: Path, size: int | None, timeout: tuple[float, float], name: str) -> None:
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme == "file":
+        _copy_file(url, partial, name)
+    elif scheme in ("http", "https"):
+        _http_get(url, partial, size, timeout, name)
+    else:
+        raise AddressRefused(f"unsupported address scheme {scheme!r}; accepted: http, https, file")
+
+
+def _http_get(url: str, partial: Path, size: int | None, timeout: tuple[float, float], name: str) -> None:
+    """Append the rest of ``url`` to ``partial`` (Range from its current size), or restart it from byte 0."""
+    offset = partial.stat().st_size if partial.is_file() else 0
+    if size is not None and offset >= size:
+        offset = 0  # a partial as long as the file failed verification before: nothing to continue
+    # identity: a server's gzip Content-Encoding would change the bytes and the offsets a Range refers to.
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = requests.get(url, headers=headers, stream=True, timeout=timeout)
+    except requests.ConnectionError as err:
+        if _unreachable(err):
+            raise AddressRefused(f"cannot connect: {_reason(err)}") from err
+        raise Transient(f"connection failed: {_reason(err)}") from err
+    except requests.Timeout as err:
+        raise Transient(f"timed out: {err}") from err
+    with response:
+        try:
+            offset = _start_offset(response, offset)
+        except RestartNeeded:
+            partial.unlink(missing_ok=True)
+            raise
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        if size is not None and total is not None and total != size:
+            raise AddressRefused(f"server says the file has {total} bytes, expected {size}")
+        with open(partial, "ab" if offset else "wb") as out, _progress(name, total, offset) as bar:
+            for block in _blocks(response):
+                out.write(block)
+                bar.update(len(block))
+            got = out.tell()
+    if total is not None and got != total:
+        raise Transient(f"connection closed after {got} of {total} bytes")
+
+
+def _start_offset(response: requests.Response, offset: int) -> int:
+    """Where the body starts in the file: ``offset`` for a matching 206, 0 when the server sent it whole."""
+    status = response.status_code
+    if status == 206:
+        content_range = response.headers.get("Content-Range", "")
+        start = content_range.removeprefix("bytes ").split("-")[0]
+        if not offset or start != str(offset):
+            raise RestartNeeded(f"server answered Range bytes={offset}- with Content-Range {content_range!r}")
+        return offset
+    if status == 416:
+        raise RestartNeeded("server cannot continue the partial file (HTTP 416)")
+    if status == 429 or status >= 500:
+        raise Transient(f"HTTP {status} {response.reason}")
+    if status >= 400:
+        raise AddressRefused(f"HTTP {status} {response.reason}")
+    return 0  # 200: the server ignored Range (or none was sent); the body is the whole file
+
+
+def _blocks(response: requests.Response) -> Iterator[bytes]:
+    """The raw body (undecoded), turning a dropped or stalled connection into a retryable error."""
+    try:
+        yield from response.raw.stream(BLOCK, decode_content=False)
+    except (urllib3.exceptions.HTTPError, OSError) as err:
+        raise Transient(f"transfer broke off: {type(err).__name__}: {err}") from err
+
+
+def _unreachable(err: requests.ConnectionError) -> bool:
+    """True when no connection was made at all (refused, no route, unknown host, connect timeout, TLS)."""
+    if isinstance(err, (requests.ConnectTimeout, requests.exceptions.SSLError, requests.exceptions.ProxyError)):
+        return True
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    # NewConnectionError and NameResolutionError are ConnectTimeoutError subclasses in urllib3 2.
+    return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
+
+
+def _reason(err: requests.RequestException) -> str:
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    return str(reason or err)
+
+
+def _copy_file(url: str, partial: Path, name: str) -> None:
+    """A file:// mirror (a shared disk): copied, continuing the partial like a Range request would."""
+    source = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+    if not source.is_file():
+        raise AddressRefused(f"no such file: {source}")
+    total = source.stat().st_size
+    offset = partial.stat().st_size if partial.is_file() else 0
+    if offset > total:
+        offset = 0
+    with open(source, "rb") as src, open(partial, "ab" if offset else "wb") as out, \
+            _progress(name, total, offset) as bar:
+        src.seek(offset)
+        for block in iter(lambda: src.read(BLOCK), b""):
+            out.write(block)
+            bar.update(len(block))
+
+
+def _progress(name: str, total: int | None, initial: int) -> tqdm:
+    # mininterval keeps logs of non-interactive runs (DVC, CI) to a line a second.
+    return tqdm(total=total, initial=initial, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
+                mininterval=1.0, file=sys.stderr, leave=False)
+
+
+def _unavailable_message(dest: Path, errors: list[tuple[str, str]], param: str, size: int | None,
+                         sha256: str | None) -> str:
+    tried = "\n".join(f"  - {url}: {error}" for url, error in errors) or "  (no addresses given)"
+    expect = ", ".join(part for part in (f"{size} bytes" if size is not None else "",
+                                         f"sha256 {sha256}" if sha256 else "") if part)
+    return (f"could not get a verified {dest.name} from any address; tried:\n{tried}\n"
+            f"To provide it by hand, put the file at {dest}" + (f" ({expect})" if expect else "") +
+            f" and run again. To use a mirror, list its address first in `{param}` in params.yaml "
+            f"(http://, https:// or file://).")

@@ -1,0 +1,200 @@
+"""The head registry: what sits on a base's features and turns them into predictions + a loss.
+
+A head is the optional hidden layer and dropout every head shares (``head_units``, ``head_dropout``)
+plus its own classifier, one per output of the task. Every head also says how to read its outputs
+(``HeadSpec.predicted_classes``), so evaluation scores probabilities and SVM margins alike, and
+:func:`task_outputs` picks the task's outputs out of ``model.predict``, dropping auxiliary ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import keras
+import numpy as np
+from keras import layers
+
+from transferbench.core.errors import ConfigError
+from transferbench.data.datasets import Task
+from transferbench.core.registry import Registry
+
+
+@dataclass(frozen=True)
+class HeadOptions:
+    """The experiment's head settings: hidden Dense(relu) units (0 = none), dropout, classifier L2."""
+
+    units: int = 0
+    dropout: float = 0.0
+    l2: float = 0.0
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> HeadOptions:
+        return cls(units=values["head_units"], dropout=values["head_dropout"], l2=values["head_l2"])
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    # (features, task, options, name) -> one output layer named ``name``
+    classifier: Callable[[keras.KerasTensor, Task, HeadOptions, str], keras.KerasTensor]
+    loss: Callable[[Task], Any]  # a Keras loss (name or object) for one output
+    tasks: frozenset[str]  # task kinds this head can serve
+    # Binary decision rule: class 1 where the output exceeds this (probabilities 0.5, margins 0).
+    threshold: float = 0.5
+    # (name, pooling, options) -> None, or ConfigError for settings the head cannot take
+    check: Callable[[str, str | None, HeadOptions], None] = field(default=lambda name, pooling, options: None)
+
+    def build(self, features: keras.KerasTensor, task: Task,
+              options: HeadOptions = HeadOptions()) -> list[keras.KerasTensor]:
+        """Outputs named ``output_names(task)`` on ``features`` (a pooled base's vector)."""
+        x = features
+        if options.units:
+            x = layers.Dense(options.units, activation="relu", name="head_hidden")(x)
+        if options.dropout:
+            x = layers.Dropout(options.dropout, name="head_dropout")(x)
+        return [self.classifier(x, task, options, name) for name in output_names(task)]
+
+    def metric(self, task: Task) -> Any:
+        """Accuracy that follows the decision rule (Keras' "accuracy" thresholds binary outputs at 0.5)."""
+        if task.kind == "binary" and self.threshold != 0.5:
+            return keras.metrics.BinaryAccuracy(name="accuracy", threshold=self.threshold)
+        return "accuracy"
+
+    def predicted_classes(self, task: Task, predictions: Sequence[np.ndarray]) -> np.ndarray:
+        """Class indices (n, n_outputs) from the task's outputs (see task_outputs)."""
+        if task.kind == "binary":
+            return np.stack([(np.asarray(p).reshape(-1) > self.threshold).astype(int) for p in predictions], axis=1)
+        return np.stack([np.asarray(p).argmax(axis=-1) for p in predictions], axis=1)
+
+
+HEADS: Registry[HeadSpec] = Registry("head")
+
+
+def output_names(task: Task) -> list[str]:
+    """One name per output; multi-head tasks number them (head0..head5 for CAPTCHAs)."""
+    if task.kind == "multihead":
+        return [f"head{i}" for i in range(task.n_outputs)]
+    return ["label"]
+
+
+def aux_output_names(task: Task, index: int) -> list[str]:
+    """Outputs of auxiliary classifier ``index`` (1-based): ``aux1``, or ``aux1_head0``.. for multi-head tasks."""
+    if task.kind == "multihead":
+        return [f"aux{index}_{name}" for name in output_names(task)]
+    return [f"aux{index}"]
+
+
+def task_outputs(model: keras.Model, predictions: Any, task: Task) -> list[np.ndarray]:
+    """The task's predictions from ``model.predict(...)``, in ``output_names(task)`` order.
+
+    Auxiliary outputs (GoogLeNet's aux1, aux2) are training aids and are dropped; a single-output
+    model's array comes back as a one-element list.
+    """
+    if isinstance(predictions, Mapping):
+        return [np.asarray(predictions[name]) for name in output_names(task)]
+    listed = list(predictions) if isinstance(predictions, (list, tuple)) else [predictions]
+    names = list(model.output_names)
+    if len(names) != len(listed):
+        raise ValueError(f"model {model.name!r} has outputs {names} but {len(listed)} predictions were given")
+    if len(names) == 1:
+        return [np.asarray(listed[0])]
+    return [np.asarray(listed[names.index(name)]) for name in output_names(task)]
+
+
+# ---- the heads ------------------------------------------------------------------------------
+
+def _softmax_or_sigmoid(features: keras.KerasTensor, task: Task, options: HeadOptions, name: str):
+    # float32 outputs keep the softmax/sigmoid stable under mixed precision.
+    regulariser = keras.regularizers.L2(options.l2) if options.l2 else None
+    if task.kind == "binary":
+        return layers.Dense(1, activation="sigmoid", kernel_regularizer=regulariser, dtype="float32",
+                            name=name)(features)
+    return layers.Dense(task.n_classes, activation="softmax", kernel_regularizer=regulariser, dtype="float32",
+                        name=name)(features)
+
+
+def _cross_entropy(task: Task) -> str:
+    return "binary_crossentropy" if task.kind == "binary" else "sparse_categorical_crossentropy"
+
+
+ALL_TASKS = frozenset({"binary", "multiclass", "multihead"})
+
+HEADS.register("dense")(HeadSpec(
+    classifier=_softmax_or_sigmoid,
+    loss=_cross_entropy,
+    tasks=ALL_TASKS,
+))
+
+
+def _check_gap(name: str, pooling: str | None, options: HeadOptions) -> None:
+    if pooling is not None and pooling != "avg":
+        raise ConfigError(f"head {name!r} is global average pooling + softmax; pooling {pooling!r} does not "
+                          "fit it; accepted: pooling avg (or head dense for max / flatten)")
+    if options.units:
+        raise ConfigError(f"head {name!r} feeds the pooled features straight into the classifier; "
+                          f"head_units {options.units} does not fit it; accepted: head_units 0 "
+                          "(or head dense for a hidden layer)")
+
+
+# Seed 001's "global average pooling + softmax": the averaged feature maps go straight into the
+# classifier. The base does the averaging (pooling: avg), so the head refuses any other pooling.
+HEADS.register("gap")(HeadSpec(
+    classifier=_softmax_or_sigmoid,
+    loss=_cross_entropy,
+    tasks=ALL_TASKS,
+    check=_check_gap,
+))
+
+
+@keras.saving.register_keras_serializable(package="transferbench")
+class OneVsRestSquaredHinge(keras.losses.Loss):
+    """Squared hinge on integer labels: class c -> +1 for its own margin, -1 for the others.
+
+    Binary outputs have one margin (label 1 -> +1, label 0 -> -1). The mapping happens here, so
+    the data feed keeps integer labels for every head.
+    """
+
+    def __init__(self, name: str = "one_vs_rest_squared_hinge", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        y_pred = keras.ops.cast(y_pred, "float32")
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        n_margins = y_pred.shape[-1]
+        if n_margins == 1:
+            signs = keras.ops.reshape(keras.ops.cast(labels, "float32") * 2.0 - 1.0, (-1, 1))
+        else:
+            signs = keras.ops.one_hot(labels, n_margins, dtype="float32") * 2.0 - 1.0
+        return keras.ops.mean(keras.ops.square(keras.ops.relu(1.0 - signs * y_pred)), axis=-1)
+
+
+def _linear_svm(features: keras.KerasTensor, task: Task, options: HeadOptions, name: str):
+    width = 1 if task.kind == "binary" else task.n_classes
+    return layers.Dense(width, activation=None, kernel_regularizer=keras.regularizers.L2(options.l2),
+                        dtype="float32", name=name)(features)
+
+
+def _check_svm(name: str, pooling: str | None, options: HeadOptions) -> None:
+    if options.l2 <= 0:
+        raise ConfigError(f"head {name!r} is a linear SVM, whose margin needs an L2 penalty; head_l2 "
+                          f"{options.l2!r} does not fit it; accepted: head_l2 > 0 (e.g. 0.0001)")
+
+
+# Seed 001's linear SVM: one linear margin per class (one-vs-rest), squared hinge loss and an L2
+# penalty on the weights. Outputs are margins: class 1 of a binary task where the margin is > 0.
+HEADS.register("svm")(HeadSpec(
+    classifier=_linear_svm,
+    loss=lambda task: OneVsRestSquaredHinge(),
+    tasks=ALL_TASKS,
+    threshold=0.0,
+    check=_check_svm,
+))
+
+
+def check_head(name: str, task: Task, pooling: str | None = None, options: HeadOptions | None = None) -> None:
+    """ConfigError unless head ``name`` fits the task (and, when given, the pooling and head settings)."""
+    spec = HEADS.get(name)
+    if task.kind not in spec.tasks:
+        fitting = [n for n in HEADS.names() if task.kind in HEADS.get(n).tasks]
+        raise ConfigError(f"head {name!r} does not fit a {task.kind} task; heads for {task.kind}: {', '.join(fitting)}")
+    spec.check(name, pooling, options or HeadOptions())

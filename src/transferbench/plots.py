@@ -1,0 +1,118 @@
+"""Figures: learning curves (one run, or pretrained vs random over seeds) and confusion matrices.
+
+Every PNG is written without metadata, so equal data gives equal bytes (DVC and tests compare them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; stages run without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from transferbench.core.files import atomic_path  # noqa: E402
+
+
+def learning_curves(histories: Mapping[str, pd.DataFrame], title: str, out: Path) -> None:
+    """Two panels (accuracy, loss); each run in ``histories`` drawn solid for validation, dashed for train."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for (label, history), color in zip(histories.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        for ax, metric in zip(axes, ("accuracy", "loss")):
+            if metric in history:
+                ax.plot(history["epoch"], history[metric], "--", color=color, label=f"{label} train")
+            if f"val_{metric}" in history:
+                ax.plot(history["epoch"], history[f"val_{metric}"], "-", color=color, label=f"{label} validation")
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    save(fig, out)
+
+
+def save(fig, out: Path) -> None:
+    """Write ``fig`` as a PNG atomically and close it."""
+    # PNG metadata would carry matplotlib's version/date; drop it so equal curves give equal bytes.
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+# Pretrained blue, random orange, in every figure; other arms (weights files) take the next colours.
+ARM_COLORS = {"imagenet": "tab:blue", "none": "tab:orange"}
+OTHER_COLORS = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+def arm_colors(arms: list[str]) -> dict[str, str]:
+    others = iter(OTHER_COLORS * (1 + len(arms) // len(OTHER_COLORS)))
+    return {arm: ARM_COLORS.get(arm) or next(others) for arm in arms}
+
+
+def comparison_curves(curves: pd.DataFrame, title: str, out: Path,
+                      stability: Mapping[str, float] | None = None) -> None:
+    """Accuracy and loss per epoch, every arm on one figure: validation solid, train dashed.
+
+    ``curves`` is long format (weights, seed, split in {train, validation}, epoch, accuracy, loss).
+    Lines are the mean over seeds; with several seeds a band shows mean +- one standard deviation.
+    ``stability`` (arm -> epoch) draws a dotted vertical line where the arm's validation accuracy settled.
+    """
+    arms = list(dict.fromkeys(curves["weights"]))
+    colors = arm_colors(arms)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    for arm in arms:
+        rows = curves[curves["weights"] == arm]
+        seeds = rows["seed"].nunique()
+        for split, style in (("validation", "-"), ("train", "--")):
+            part = rows[rows["split"] == split]
+            if part.empty:
+                continue
+            for ax, metric in zip(axes, ("accuracy", "loss")):
+                stats = part.groupby("epoch")[metric].agg(["mean", "std", "count"]).sort_index()
+                label = f"{arm} {split}" + (f" (mean of {seeds} seeds)" if seeds > 1 else "")
+                ax.plot(stats.index, stats["mean"], style, color=colors[arm], label=label)
+                spread = stats[stats["count"] > 1]
+                if not spread.empty:
+                    ax.fill_between(spread.index, spread["mean"] - spread["std"], spread["mean"] + spread["std"],
+                                    color=colors[arm], alpha=0.15 if split == "validation" else 0.08, linewidth=0)
+        if stability and arm in stability:
+            axes[0].axvline(stability[arm], linestyle=":", color=colors[arm],
+                            label=f"{arm}: stable from epoch {stability[arm]:g}")
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title)
+    save(fig, out)
+
+
+def confusion_matrices(matrices: Mapping[str, pd.DataFrame], title: str, out: Path) -> None:
+    """One panel per arm: rows true class, columns predicted; colour = share of the true class, text = count."""
+    fig, axes = plt.subplots(1, len(matrices), figsize=(1.2 + 4.6 * len(matrices), 4.6),
+                             constrained_layout=True, squeeze=False)
+    for ax, (label, matrix) in zip(axes[0], matrices.items()):
+        counts = matrix.to_numpy(dtype=float)
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        image = ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
+        n = len(matrix.columns)
+        slanted = n > 3  # long class names overlap when level
+        ax.set_xticks(range(n), [str(c) for c in matrix.columns], rotation=45 if slanted else 0,
+                      ha="right" if slanted else "center")
+        ax.set_yticks(range(len(matrix.index)), [str(c) for c in matrix.index])
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{label}: accuracy {np.trace(counts) / max(counts.sum(), 1):.4f}", fontsize="medium")
+        if n <= 15:
+            for (i, j), value in np.ndenumerate(counts):
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize="small",
+                        color="white" if share[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="share of the true class")
+    fig.suptitle(title)
+    save(fig, out)

@@ -1,0 +1,700 @@
+"""Stage `report`: the project's answer, pretrained against random initialisation, per experiment.
+
+Reads every run that params.yaml plans (transferbench.study.runs: arms x seeds) from reports/runs/<experiment>/<run>/
+(history.csv, metrics.json, confusion.csv) and writes:
+
+- reports/README.md: the page to read first: tables per experiment and overall, the seeds' published
+  figures beside ours, missing runs, links to the figures;
+- reports/summary.json: the same numbers as data (sorted keys, no timestamps);
+- reports/curves.csv: every run's curves in long format, for `dvc plots` (template
+  .dvc/plots/pretrained_vs_random.json: pretrained and random as separate lines);
+- reports/figures/<experiment>-curves.png (and -confusion.png for single-output tasks): one folder,
+  so dvc.yaml names it once whatever the experiments are.
+
+Then it logs each experiment's figures to its runs in MLflow, under ``report/``; when MLflow is
+unreachable or a run id is unknown it warns and goes on: the files are the product.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import pandas as pd
+
+from transferbench.core import paths
+from transferbench.study import runs
+from transferbench.core.errors import ConfigError
+from transferbench.study.params import load_params
+from transferbench.core.files import read_json, write_json, write_text
+from transferbench.plots import comparison_curves, confusion_matrices
+from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
+from transferbench.reporting.reference_studies import PUBLISHED
+
+RANDOM = "none"  # the weights label of random initialisation; every other arm counts as pretrained
+STABILITY_TOLERANCE = 0.02
+FIGURES = "figures"  # reports/figures/<experiment>-curves.png, -confusion.png
+STABILITY_DEFINITION = (
+    "the first epoch from which validation accuracy never again falls more than "
+    f"{STABILITY_TOLERANCE} below the run's best validation accuracy"
+)
+HISTORY_COLUMNS = ("epoch", "accuracy", "val_accuracy", "loss", "val_loss")
+# Loss may legitimately be NaN (a diverged epoch); accuracies and epochs never are.
+NO_NAN_COLUMNS = ("epoch", "accuracy", "val_accuracy")
+METRICS_KEYS = ("test.accuracy", "test.loss", "best_val_accuracy", "epochs", "seconds")
+
+
+class ReportError(ValueError):
+    """An input file is missing a column or key, or holds a value that is not a number."""
+
+
+def epochs_to_stability(epochs: Sequence[int], val_accuracy: Sequence[float],
+                        tolerance: float = STABILITY_TOLERANCE) -> int:
+    """The first epoch from which validation accuracy never again falls more than ``tolerance`` below the
+    run's best validation accuracy.
+
+    Absolute, not relative, and measured from the best epoch (the checkpoint the run keeps), so a run that
+    dips late is not called stable early; 0.02 is well above the epoch-to-epoch sampling noise of the
+    seeds' validation sets (binomial standard error ~0.004 at 95% on pets' 2,835 images) and below the
+    gap the seed reports between the arms (0.023), so it separates "still moving" from "noise".
+    """
+    if len(epochs) != len(val_accuracy) or not epochs:
+        raise ValueError(f"need one validation accuracy per epoch, got {len(epochs)} epochs and "
+                         f"{len(val_accuracy)} values")
+    floor = max(val_accuracy) - tolerance
+    below = [i for i, value in enumerate(val_accuracy) if value < floor]
+    return int(epochs[below[-1] + 1]) if below else int(epochs[0])
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+def read_history(path: Path) -> pd.DataFrame:
+    """history.csv with its required columns checked: numbers only, epochs increasing from >= 1."""
+    try:
+        # Only a literal nan (what Keras writes for a diverged loss) is NaN; empty cells and text are errors.
+        history = pd.read_csv(path, keep_default_na=False, na_values=["nan", "NaN"])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ReportError(f"{path}: not a readable CSV file ({err})") from None
+    for column in HISTORY_COLUMNS:
+        if column not in history.columns:
+            raise ReportError(f"{path}: no column {column!r}; found: {', '.join(map(str, history.columns))}; "
+                              f"required: {', '.join(HISTORY_COLUMNS)}")
+    if history.empty:
+        raise ReportError(f"{path}: no rows (no epoch was recorded)")
+    for column in HISTORY_COLUMNS:
+        values = pd.to_numeric(history[column], errors="coerce")
+        bad = values.isna() & (history[column].notna() | (column in NO_NAN_COLUMNS))
+        if bad.any():
+            row = int(bad.idxmax())
+            raise ReportError(f"{path}: column {column!r} has {str(history[column].iloc[row])!r} at data row "
+                              f"{row + 1}; expected a number")
+        history[column] = values
+    epochs = history["epoch"]
+    increasing = epochs.is_monotonic_increasing and not epochs.duplicated().any()
+    if (epochs % 1 != 0).any() or epochs.iloc[0] < 1 or not increasing:
+        raise ReportError(f"{path}: column 'epoch' must be whole numbers increasing from 1 or more, "
+                          f"got {epochs.tolist()[:10]}")
+    history["epoch"] = epochs.astype(int)
+    return history
+
+
+def read_metrics(path: Path) -> dict:
+    """metrics.json with the keys the report uses checked."""
+    try:
+        metrics = read_json(path)
+    except ValueError as err:
+        raise ReportError(f"{path}: not valid JSON ({err})") from None
+    for key in METRICS_KEYS:
+        value: Any = metrics
+        for part in key.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                raise ReportError(f"{path}: no key {key!r}; required: {', '.join(METRICS_KEYS)}")
+            value = value[part]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ReportError(f"{path}: {key} is {value!r}; expected a number")
+    return metrics
+
+
+def read_confusion(path: Path) -> pd.DataFrame:
+    """confusion.csv: rows true class (first column ``true``), columns predicted, counts."""
+    table = pd.read_csv(path, index_col=0)
+    if list(map(str, table.index)) != list(map(str, table.columns)):
+        raise ReportError(f"{path}: rows {list(table.index)} and columns {list(table.columns)} must name the "
+                          "same classes in the same order")
+    numeric = table.apply(pd.to_numeric, errors="coerce")
+    if numeric.isna().any().any():
+        raise ReportError(f"{path}: every cell must be a count")
+    numeric.index = numeric.index.map(str)
+    return numeric
+
+
+@dataclass
+class Run:
+    """One training run's results as read from its report folder."""
+
+    name: str  # e.g. imagenet-s42
+    weights: str
+    seed: int
+    history: pd.DataFrame
+    metrics: dict
+    confusion: pd.DataFrame | None
+
+    @property
+    def stability(self) -> int:
+        return epochs_to_stability(self.history["epoch"].tolist(), self.history["val_accuracy"].tolist())
+
+    def values(self) -> dict[str, float]:
+        """Every per-run number the report aggregates over seeds."""
+        test = self.metrics["test"]
+        out = {
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "best_val_accuracy": self.metrics["best_val_accuracy"],
+            "last_val_accuracy": float(self.history["val_accuracy"].iloc[-1]),
+            "last_train_accuracy": float(self.history["accuracy"].iloc[-1]),
+            "epochs_to_stability": self.stability,
+            "epochs": self.metrics["epochs"],
+            "seconds": self.metrics["seconds"],
+        }
+        if "sequence_accuracy" in test:
+            out["test_sequence_accuracy"] = test["sequence_accuracy"]
+        return {k: float(v) for k, v in out.items()}
+
+
+@dataclass
+class ExperimentRuns:
+    """What params plan for one experiment and what was found of it."""
+
+    name: str
+    dataset: str
+    model: str
+    arms: list[str]  # weights labels, in params order
+    seeds: list[int]
+    runs: list[Run] = field(default_factory=list)
+    missing: list[dict] = field(default_factory=list)  # {"run", "reason"}
+    ignored: list[str] = field(default_factory=list)  # run folders params do not plan
+
+    def by_arm(self, arm: str) -> list[Run]:
+        return [r for r in self.runs if r.weights == arm]
+
+
+def collect(params: Mapping[str, Any], reports_root: Path) -> list[ExperimentRuns]:
+    """Read every planned run of every experiment; absent runs are recorded as missing, with why."""
+    collected = []
+    for name, values in params["experiments"].items():
+        planned = runs.runs(params, name)
+        found = ExperimentRuns(name=name, dataset=values["dataset"], model=values["model"],
+                               arms=list(dict.fromkeys(e.weights_label for e in planned)),
+                               seeds=sorted({e.seed for e in planned}))
+        runs_dir = reports_root / "runs" / name
+        for experiment in planned:
+            run_name = runs.run_name(experiment)
+            folder = reports_root / runs.report_dir(experiment).relative_to(paths.REPORTS)
+            absent = [f for f in ("metrics.json", "history.csv") if not (folder / f).is_file()]
+            if not folder.is_dir() or absent:
+                reason = "no run folder" if not folder.is_dir() else f"no {' or '.join(absent)}"
+                found.missing.append({"run": run_name, "reason": f"{reason} in {folder.relative_to(reports_root)}"})
+                continue
+            confusion = folder / "confusion.csv"
+            found.runs.append(Run(
+                name=run_name, weights=experiment.weights_label, seed=experiment.seed,
+                history=read_history(folder / "history.csv"), metrics=read_metrics(folder / "metrics.json"),
+                confusion=read_confusion(confusion) if confusion.is_file() else None))
+        planned_names = {runs.run_name(e) for e in planned}
+        if runs_dir.is_dir():
+            found.ignored = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and p.name not in planned_names)
+        collected.append(found)
+    return collected
+
+
+# ---- numbers ------------------------------------------------------------------------------------
+
+def mean_std(values: Sequence[float]) -> dict:
+    """Mean and sample standard deviation (n - 1; None for one value) of the seeds' values."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return {"mean": mean, "std": std, "n": n}
+
+
+def pretrained_arm(arms: Sequence[str]) -> str | None:
+    """The arm compared against random initialisation: ImageNet if planned, else the first weights file."""
+    others = [a for a in arms if a != RANDOM]
+    return "imagenet" if "imagenet" in others else (others[0] if others else None)
+
+
+def missing_arm_reason(experiment: ExperimentRuns, which: str) -> str | None:
+    """Why the experiment has no pretrained (or no random) result; None when it has one."""
+    if which == "pretrained":
+        arm = pretrained_arm(experiment.arms)
+    else:
+        arm = RANDOM if RANDOM in experiment.arms else None
+    if arm is None:
+        if which == "random":
+            return "params.yaml trains only pretrained weights for this experiment (weights: none is not listed)"
+        why = "" if has_imagenet(experiment.model) else f" ({experiment.model} has no ImageNet weights in Keras)"
+        return f"params.yaml trains {experiment.model} from random initialisation only{why}"
+    if not experiment.by_arm(arm):
+        return f"every {arm} run is missing (listed below)"
+    return None
+
+
+def has_imagenet(model: str) -> bool:
+    from transferbench.models.backbones import MODELS  # imports Keras: only asked for single-arm experiments
+
+    try:
+        return MODELS.get(model).imagenet is not None
+    except ConfigError:
+        return False
+
+
+def summarise(experiment: ExperimentRuns) -> dict:
+    """Per arm: mean/std/n of every number; pretrained minus random; missing runs; the seed's figures."""
+    results = {}
+    for arm in experiment.arms:
+        arm_runs = experiment.by_arm(arm)
+        entry: dict[str, Any] = {"runs": [r.name for r in arm_runs], "n": len(arm_runs),
+                                 "seeds": [r.seed for r in arm_runs]}
+        if arm_runs:
+            per_run = [r.values() for r in arm_runs]
+            for key in per_run[0]:
+                entry[key] = mean_std([v[key] for v in per_run if key in v])
+        results[arm] = entry
+    pretrained = pretrained_arm(experiment.arms)
+    differences = {}
+    for arm in experiment.arms:
+        if arm != RANDOM and results[arm]["n"] and RANDOM in results and results[RANDOM]["n"]:
+            differences[f"{arm} - {RANDOM}"] = {
+                key: results[arm][key]["mean"] - results[RANDOM][key]["mean"]
+                for key in results[arm] if isinstance(results[arm][key], dict) and key in results[RANDOM]}
+    published = PUBLISHED.get(experiment.dataset)
+    summary = {
+        "dataset": experiment.dataset,
+        "model": experiment.model,
+        "arms": experiment.arms,
+        "planned_seeds": experiment.seeds,
+        "pretrained_arm": pretrained,
+        "results": results,
+        "difference": differences,
+        "no_result": {which: reason for which in ("pretrained", "random")
+                      if (reason := missing_arm_reason(experiment, which))},
+        "missing": experiment.missing,
+        "ignored_run_folders": experiment.ignored,
+        "published": None if published is None else {
+            "source": published.source,
+            "recipe": published.recipe,
+            "figures": [{"weights": f.weights, "metric": f.metric, "values": list(f.values), "note": f.note,
+                         "ours": results.get(f.weights, {}).get(f.metric)} for f in published.figures],
+        },
+    }
+    return summary
+
+
+def curves_frame(experiment: ExperimentRuns) -> pd.DataFrame:
+    """Long format: experiment, weights, seed, split (train, validation), epoch, accuracy, loss."""
+    frames = []
+    for run in experiment.runs:
+        h = run.history
+        for split, acc, loss in (("train", "accuracy", "loss"), ("validation", "val_accuracy", "val_loss")):
+            frames.append(pd.DataFrame({"experiment": experiment.name, "weights": run.weights, "seed": run.seed,
+                                        "split": split, "epoch": h["epoch"], "accuracy": h[acc], "loss": h[loss]}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({
+        "experiment": [], "weights": [], "seed": pd.Series(dtype=int), "split": [],
+        "epoch": pd.Series(dtype=int), "accuracy": pd.Series(dtype=float), "loss": pd.Series(dtype=float)})
+
+
+def summed_confusion(experiment: ExperimentRuns) -> dict[str, pd.DataFrame]:
+    """Per arm, the confusion counts summed over its seeds (arms without any matrix left out)."""
+    out = {}
+    for arm in experiment.arms:
+        tables = [r.confusion for r in experiment.by_arm(arm) if r.confusion is not None]
+        if tables:
+            total = tables[0].copy()
+            for table in tables[1:]:
+                total = total.add(table, fill_value=0)
+            out[arm] = total
+    return out
+
+
+# ---- README -------------------------------------------------------------------------------------
+
+ROWS = (  # (summary key, label, kind)
+    ("test_accuracy", "test accuracy", "number"),
+    ("test_sequence_accuracy", "test accuracy, whole CAPTCHA (all characters right)", "number"),
+    ("test_loss", "test loss", "number"),
+    ("best_val_accuracy", "best validation accuracy", "number"),
+    ("last_val_accuracy", "validation accuracy, last epoch", "number"),
+    ("last_train_accuracy", "train accuracy, last epoch", "number"),
+    ("epochs_to_stability", "epochs to stability", "epochs"),
+    ("epochs", "epochs trained", "epochs"),
+    ("seconds", "training time (wall clock)", "seconds"),
+)
+KINDS = {key: kind for key, _, kind in ROWS}
+
+
+def time_unit(seconds: float) -> tuple[str, float]:
+    magnitude = abs(seconds)
+    return ("s", 1) if magnitude < 120 else ("min", 60) if magnitude < 7200 else ("h", 3600)
+
+
+def fmt_value(value: float, kind: str, signed: bool = False, unit: tuple[str, float] | None = None) -> str:
+    sign = "+" if signed and value > 0 else ""
+    if kind == "seconds":
+        name, scale = unit or time_unit(value)
+        return f"{sign}{value / scale:.1f} {name}"
+    if kind == "epochs":
+        return f"{sign}{value:.0f}" if float(value).is_integer() else f"{sign}{value:.1f}"
+    return f"{sign}{value:.4f}"
+
+
+def fmt_stat(stat: Mapping[str, Any] | None, kind: str) -> str:
+    """``mean ± std`` (std in the mean's unit), or the mean alone for one seed; a dash for no value."""
+    if not stat:
+        return "—"
+    text = fmt_value(stat["mean"], kind)
+    if stat["std"] is not None:
+        text += f" ± {fmt_value(stat['std'], kind, unit=time_unit(stat['mean']))}"
+    return text
+
+
+def arm_title(arm: str) -> str:
+    return "random init (none)" if arm == RANDOM else f"pretrained ({arm})"
+
+
+def verdict(summary: Mapping[str, Any], key: str = "test_accuracy") -> str:
+    """One honest sentence on the difference: is it bigger than the seeds' own spread?"""
+    pretrained = summary["pretrained_arm"]
+    diff = summary["difference"].get(f"{pretrained} - {RANDOM}", {}).get(key)
+    if diff is None:
+        return ""
+    a, b = summary["results"][pretrained][key], summary["results"][RANDOM][key]
+    if a["std"] is None or b["std"] is None:
+        spread = "one seed per arm, so no seed-to-seed spread to compare with"
+    elif abs(diff) > a["std"] + b["std"]:
+        spread = "larger than the two arms' standard deviations added"
+    else:
+        spread = "within the seed-to-seed spread (the two standard deviations added): not a clear difference"
+    return f"{fmt_value(diff, KINDS[key], signed=True)} ({spread})"
+
+
+def experiment_section(name: str, summary: Mapping[str, Any], figures: Mapping[str, str]) -> list[str]:
+    results, arms = summary["results"], summary["arms"]
+    pretrained = summary["pretrained_arm"]
+    diff_key = f"{pretrained} - {RANDOM}"
+    has_diff = diff_key in summary["difference"]
+    lines = [f"## {name}", "", f"Dataset `{summary['dataset']}`, model `{summary['model']}`; "
+             f"arms {', '.join(f'`{a}`' for a in arms)}; seeds {', '.join(map(str, summary['planned_seeds']))}.", ""]
+    for which, reason in summary["no_result"].items():
+        lines += [f"**No {which} run:** {reason}.", ""]
+    if has_diff:
+        lines += [f"**Pretrained minus random, test accuracy:** {verdict(summary)}.", ""]
+    if any(results[a]["n"] for a in arms):
+        header = ["", *map(arm_title, arms), *([f"difference ({pretrained} − {RANDOM})"] if has_diff else [])]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        multihead = any("test_sequence_accuracy" in results[a] for a in arms)
+        for key, label, kind in ROWS:
+            if not any(key in results[a] for a in arms):
+                continue
+            if key == "test_accuracy" and multihead:
+                label = "test accuracy, per character"
+            cells = [fmt_stat(results[a].get(key), kind) for a in arms]
+            if has_diff:
+                d = summary["difference"][diff_key].get(key)
+                cells.append("—" if d is None else fmt_value(d, kind, signed=True))
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        runs_cells = [f"{results[a]['n']} (seeds {', '.join(map(str, results[a]['seeds'])) or '—'})" for a in arms]
+        lines += ["| runs | " + " | ".join(runs_cells) + (" | |" if has_diff else " |"), ""]
+    published = summary["published"]
+    if published:
+        lines += [f"Published by {published['source']} ({published['recipe']}), beside ours for the same metric:", "",
+                  "| seed's figure | arm | published | ours | note |", "|---|---|---|---|---|"]
+        for figure in published["figures"]:
+            kind = KINDS.get(figure["metric"], "number")
+            shown = " and ".join(fmt_value(v, kind) for v in figure["values"])
+            lines.append(f"| {PUBLISHED_METRICS[figure['metric']]} | {arm_title(figure['weights'])} | {shown} | "
+                         f"{fmt_stat(figure['ours'], kind) if figure['ours'] else 'no run'} | {figure['note']} |")
+        lines.append("")
+    for label, path in figures.items():
+        lines += [f"![{name}: {label}]({path})", ""]
+    if summary["missing"]:
+        lines += [f"Missing runs ({len(summary['missing'])}): " +
+                  "; ".join(f"`{m['run']}` ({m['reason']})" for m in summary["missing"]) + ".", ""]
+    if summary["ignored_run_folders"]:
+        lines += ["Run folders not planned by params.yaml, left out: " +
+                  ", ".join(f"`{r}`" for r in summary["ignored_run_folders"]) + ".", ""]
+    return lines
+
+
+def overall_rows(summaries: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+    """One row per experiment: pretrained and random test accuracy, loss, stability, and the differences."""
+    rows = []
+    for name, s in summaries.items():
+        pretrained = s["pretrained_arm"]
+        row: dict[str, Any] = {"experiment": name, "dataset": s["dataset"], "model": s["model"],
+                               "pretrained_arm": pretrained}
+        for which, arm in (("pretrained", pretrained), ("random", RANDOM)):
+            result = s["results"].get(arm) if arm else None
+            if result and result["n"]:
+                row[which] = {key: result[key] for key in ("test_accuracy", "test_sequence_accuracy", "test_loss",
+                                                           "epochs_to_stability", "seconds", "n") if key in result}
+            else:
+                row[which] = {"n": 0, "no_result": s["no_result"].get(which, "no run")}
+        row["difference"] = {k: v for k, v in s["difference"].get(f"{pretrained} - {RANDOM}", {}).items()
+                             if k in ("test_accuracy", "test_sequence_accuracy", "test_loss", "epochs_to_stability",
+                                      "seconds")}
+        rows.append(row)
+    return rows
+
+
+def overall_table(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    def difference(d: Mapping[str, float]) -> str:
+        if "test_accuracy" not in d:
+            return "—"
+        text = fmt_value(d["test_accuracy"], "number", signed=True)
+        if "test_sequence_accuracy" in d:
+            text += f" per character, {fmt_value(d['test_sequence_accuracy'], 'number', signed=True)} whole"
+        return text
+
+    lines = ["| experiment | dataset, model | test accuracy: pretrained | random | difference | test loss: "
+             "pretrained / random | epochs to stability: pretrained / random | training time: pretrained / random "
+             "| runs | seed's figure |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in overall_rows(summaries):
+        name, s = row["experiment"], summaries[row["experiment"]]
+        p, r, d = row["pretrained"], row["random"], row["difference"]
+
+        def cell(side: Mapping[str, Any], key: str) -> str:
+            if key not in side:
+                return "no run"
+            if key == "test_accuracy" and "test_sequence_accuracy" in side:
+                return (f"{fmt_stat(side[key], 'number')} per character, "
+                        f"{fmt_stat(side['test_sequence_accuracy'], 'number')} whole CAPTCHA")
+            return fmt_stat(side[key], KINDS[key])
+
+        published = s["published"]
+        headline = "—"
+        if published:
+            first = {}
+            for f in published["figures"]:
+                first.setdefault(f["weights"], f)
+            headline = "; ".join(f"{'pretrained' if w != RANDOM else 'random'} {PUBLISHED_METRICS[f['metric']]} "
+                                 f"{' / '.join(fmt_value(v, 'number') for v in f['values'])}"
+                                 for w, f in first.items()) + f" ({published['source']})"
+        lines.append(
+            f"| [{name}](#{name.lower()}) | {s['dataset']}, {s['model']} | {cell(p, 'test_accuracy')} | "
+            f"{cell(r, 'test_accuracy')} | "
+            f"{difference(d)} | "
+            f"{cell(p, 'test_loss')} / {cell(r, 'test_loss')} | "
+            f"{cell(p, 'epochs_to_stability')} / {cell(r, 'epochs_to_stability')} | "
+            f"{cell(p, 'seconds')} / {cell(r, 'seconds')} | {p.get('n', 0)} / {r.get('n', 0)} | {headline} |")
+    return lines
+
+
+def readme(summaries: Mapping[str, Mapping[str, Any]], figures: Mapping[str, Mapping[str, str]]) -> str:
+    """reports/README.md from the summaries (pure: the same summaries give the same text)."""
+    missing = [(name, m) for name, s in summaries.items() for m in s["missing"]]
+    lines = [
+        "# Results: how much do ImageNet-pretrained weights help?",
+        "",
+        "Written by `python -m stages.report` (DVC stage `report`) from every run under "
+        "`reports/runs/<experiment>/`; do not edit by hand. Numbers are the mean ± sample standard "
+        "deviation over training seeds (n − 1; no ± with one seed); *difference* is the pretrained mean "
+        "minus the random-initialisation mean. The same numbers are in `summary.json`; "
+        "`dvc plots show` draws `curves.csv`; `mlflow ui` in the repository root shows every run.",
+        "",
+        "## Overall",
+        "",
+        *overall_table(summaries),
+        "",
+        "**How to read it.** *Test accuracy* is on the held-out test split; for CAPTCHAs it is per "
+        "character (the figure seed 000 most likely published), and the experiment's table adds whole-CAPTCHA "
+        "accuracy (all six characters right). *Test loss* is Keras' total loss (for CAPTCHAs the sum over "
+        "the six heads). *Best validation accuracy* is the best epoch's, the checkpoint that is tested. "
+        f"*Epochs to stability* is {STABILITY_DEFINITION} (`transferbench.reporting.report.epochs_to_stability`), per run, then "
+        "averaged over seeds. The tolerance is absolute: well above the epoch-to-epoch sampling noise of "
+        "the validation sets (binomial standard error about 0.004 at 95% accuracy on pets' 2,835 images) "
+        "and below the gap seed 000 reports between its arms (0.023). Seed 000's 8 and 17 epochs were read "
+        "off its curves by eye, so they compare only roughly. *Training time* is the training stage's wall "
+        "clock (hardware dependent). The seeds' figures are not all the same metric: each is labelled.",
+        "",
+    ]
+    if missing:
+        lines += [f"**Missing runs ({len(missing)})**, planned by params.yaml but not found; they are left out of "
+                  "every number above:", "", "| experiment | run | reason |", "|---|---|---|"]
+        lines += [f"| {name} | `{m['run']}` | {m['reason']} |" for name, m in missing]
+        lines.append("")
+    for name, summary in summaries.items():
+        lines += experiment_section(name, summary, figures.get(name, {}))
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# ---- the stage ----------------------------------------------------------------------------------
+
+def rounded(value: Any, digits: int = 6) -> Any:
+    """Floats rounded for summary.json, so float noise in the last bits cannot change its bytes."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, Mapping):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+@dataclass
+class Report:
+    experiments: list[ExperimentRuns]
+    summary: dict
+    figures: dict[str, dict[str, Path]]  # experiment -> {label: png}
+
+
+def build(params: Mapping[str, Any], reports_root: Path) -> Report:
+    """Read the runs under ``reports_root`` and write README.md, summary.json, curves.csv and the PNGs there."""
+    experiments = collect(params, reports_root)
+    summaries: dict[str, dict] = {}
+    figures: dict[str, dict[str, Path]] = {}
+    curves = []
+    for experiment in experiments:
+        summaries[experiment.name] = summarise(experiment)
+        figures[experiment.name] = {}
+        frame = curves_frame(experiment)
+        curves.append(frame)
+        if experiment.runs:
+            stability = {arm: s["epochs_to_stability"]["mean"]
+                         for arm, s in summaries[experiment.name]["results"].items() if s["n"]}
+            out = reports_root / FIGURES / f"{experiment.name}-curves.png"
+            comparison_curves(frame, f"{experiment.name}: {experiment.model}, "
+                              + " vs ".join(arm_title(a) for a in experiment.arms), out, stability)
+            figures[experiment.name]["learning curves"] = out
+        matrices = summed_confusion(experiment)
+        if matrices:
+            out = reports_root / FIGURES / f"{experiment.name}-confusion.png"
+            confusion_matrices({arm_title(a): m for a, m in matrices.items()},
+                               f"{experiment.name}: test confusion matrices (summed over seeds)", out)
+            figures[experiment.name]["confusion matrices"] = out
+
+    links = {name: {label: path.relative_to(reports_root).as_posix() for label, path in figs.items()}
+             for name, figs in figures.items()}
+    summary = rounded({
+        "definitions": {
+            "epochs_to_stability": STABILITY_DEFINITION,
+            "stability_tolerance": STABILITY_TOLERANCE,
+            "std": "sample standard deviation over seeds (n - 1); null for one seed",
+            "difference": "pretrained arm's mean minus random initialisation's (none) mean",
+        },
+        "overall": overall_rows(summaries),
+        "experiments": summaries,
+        "missing": [{"experiment": name, **m} for name, s in summaries.items() for m in s["missing"]],
+        "figures": links,
+    })
+    write_json(reports_root / "summary.json", summary)
+    write_text(reports_root / "README.md", readme(summary["experiments"], links))
+    # Empty frames (experiments without runs) would turn the number columns into objects.
+    table = pd.concat([c for c in curves if not c.empty] or curves[:1], ignore_index=True)
+    write_text(reports_root / "curves.csv", table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    return Report(experiments, summary, figures)
+
+
+@contextlib.contextmanager
+def env_defaults(**values: str) -> Iterator[None]:
+    """Set environment variables the user has not set, for the block only."""
+    added = [k for k in values if k not in os.environ]
+    os.environ.update({k: values[k] for k in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def log_figures(report: Report) -> list[str]:
+    """Log each experiment's figures to each of its runs in MLflow (under ``report/``); return warnings.
+
+    Never raises: an unknown run id is skipped, an unreachable store stops the logging.
+    """
+    # A server that is down should cost seconds, not MLflow's default minutes of retries.
+    with env_defaults(MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_TIMEOUT="20"), \
+            tempfile.TemporaryDirectory() as tmp:
+        return _log_figures(report, Path(tmp))
+
+
+def _log_figures(report: Report, tmp: Path) -> list[str]:
+    from mlflow.exceptions import MlflowException
+
+    from transferbench.tracking import mlflow_runs as tracking
+
+    def unreachable(err: Exception) -> str:
+        return f"MLflow at {tracking.tracking_uri()} unreachable ({err}); figures not logged"
+
+    warnings: list[str] = []
+    try:
+        client = tracking._client()
+    except Exception as err:  # noqa: BLE001 - whatever the cause, there is no MLflow to log to
+        return [unreachable(err)]
+    for experiment in report.experiments:
+        shared = report.figures.get(experiment.name, {}).get("learning curves")
+        for run in experiment.runs:
+            where = f"{experiment.name}/{run.name}"
+            run_id = run.metrics.get("mlflow_run_id")
+            if not run_id:
+                warnings.append(f"{where}: no mlflow_run_id in metrics.json; figures not logged")
+                continue
+            try:
+                client.get_run(run_id)
+            except MlflowException as err:
+                if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    warnings.append(f"{where}: MLflow run {run_id} not found in {tracking.tracking_uri()}")
+                    continue
+                return warnings + [unreachable(err)]
+            except Exception as err:  # noqa: BLE001
+                return warnings + [unreachable(err)]
+            files = [shared] if shared else []
+            if run.confusion is not None:
+                out = tmp / experiment.name / run.name / "confusion.png"
+                confusion_matrices({run.name: run.confusion},
+                                   f"{experiment.name} {run.name}: test confusion matrix", out)
+                files.append(out)
+            try:
+                for file in files:
+                    client.log_artifact(run_id, str(file), "report")
+            except Exception as err:  # noqa: BLE001
+                warnings.append(f"{where}: logging to MLflow run {run_id} failed ({err})")
+    return warnings
+
+
+def print_overall(rows: Iterable[Mapping[str, Any]]) -> None:
+    for row in rows:
+        p, r, d = row["pretrained"], row["random"], row["difference"]
+        acc = lambda side: fmt_stat(side["test_accuracy"], "number") if side["n"] else "no run"  # noqa: E731
+        diff = f", difference {fmt_value(d['test_accuracy'], 'number', signed=True)}" if "test_accuracy" in d else ""
+        print(f"{row['experiment']}: test accuracy pretrained {acc(p)}, random {acc(r)}{diff}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        raise SystemExit("usage: python -m stages.report")
+    try:
+        params = load_params()
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    try:
+        report = build(params, paths.REPORTS)
+    except ReportError as err:
+        raise SystemExit(f"error: {err}") from None
+    for warning in log_figures(report):
+        print(f"warning: {warning}", file=sys.stderr)
+    print_overall(report.summary["overall"])
+    for item in report.summary["missing"]:
+        print(f"missing: {item['experiment']} {item['run']} ({item['reason']})", file=sys.stderr)
+    print(f"wrote {paths.REPORTS / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()

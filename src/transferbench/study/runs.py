@@ -1,0 +1,70 @@
+"""An experiment's runs: one per initial weights ("arm") and training seed, each with its own folders.
+
+`weights` (top level, or an experiment's own `weights`) is one source or a list of them, so one
+`dvc repro` trains the pretrained and the random arm, and `dvc exp run -S weights=none` trains one.
+`seeds` repeats every arm with training seeds seed, seed + 1, ... for a mean and a spread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping
+
+from transferbench.core import paths
+from transferbench.core.errors import ConfigError
+from transferbench.study.experiments import Experiment, resolve
+
+
+def arms(params: Mapping[str, Any], name: str) -> list[str]:
+    """The experiment's initial weights, as a list of sources (``imagenet``, ``none``, paths)."""
+    value = params["experiments"][name].get("weights", params["weights"])
+    value = value if isinstance(value, list) else [value]
+    return ["none" if v is None else str(v) for v in value]
+
+
+def arm_experiments(params: Mapping[str, Any], name: str) -> list[Experiment]:
+    """Experiment ``name`` once per arm, at the first training seed."""
+    base = resolve(params, name)
+    return [dataclasses.replace(base, weights=weights, seed=params["seed"]) for weights in arms(params, name)]
+
+
+def runs(params: Mapping[str, Any], name: str) -> list[Experiment]:
+    """Every run of experiment ``name``: arms x seeds, arms in the order given, then seeds."""
+    return [dataclasses.replace(arm, seed=params["seed"] + i)
+            for arm in arm_experiments(params, name) for i in range(params["seeds"])]
+
+
+def run_name(experiment: Experiment) -> str:
+    """Folder name of a run, e.g. ``imagenet-s42``; also the suffix of its MLflow run name."""
+    return f"{experiment.weights_label}-s{experiment.seed}"
+
+
+def init_dir(experiment: Experiment) -> Path:
+    """Where the weights stage leaves this arm's initial weights."""
+    return paths.init_dir(experiment.name) / experiment.weights_label
+
+
+def model_dir(experiment: Experiment) -> Path:
+    """The trained model, its history and its MLflow run id (outputs of the train stage)."""
+    return paths.experiment_model_dir(experiment.name) / "runs" / run_name(experiment)
+
+
+def report_dir(experiment: Experiment) -> Path:
+    """Test metrics, history copy, confusion matrix and curves of one run (outputs of evaluate).
+
+    Under reports/runs/ for every experiment, so the report stage depends on that one folder and
+    adding an experiment needs no edit of dvc.yaml.
+    """
+    return paths.REPORTS / "runs" / experiment.name / run_name(experiment)
+
+
+def check_arms(params: Mapping[str, Any]) -> None:
+    """Each experiment's arm list is non-empty and names no source twice."""
+    for name in params["experiments"]:
+        labels = [arm.weights_label for arm in arm_experiments(params, name)]
+        if not labels:
+            raise ConfigError(f"experiments.{name}: weights is an empty list; accepted: imagenet, none, "
+                              "a weights file, or a list of them")
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"experiments.{name}: weights {arms(params, name)} names one source twice")

@@ -1,0 +1,319 @@
+"""Builds, compiles and trains an experiment's model; a killed run resumes from its last epoch.
+
+Resume state lives in a work folder outside DVC's outputs (DVC deletes outputs before a stage
+runs): the last model with its optimizer state, the best model so far, and a JSON record of the
+epoch, the strategy phase (transferbench.models.strategies), history and callback counters, all written
+atomically at the end of every epoch.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import keras
+
+from transferbench.models import strategies
+from transferbench.data.datasets import Task
+from transferbench.study.experiments import Experiment
+from transferbench.training.batches import ArrayBatches
+from transferbench.models.heads import HEADS, HeadOptions, aux_output_names, output_names
+from transferbench.core.files import read_json, write_json
+from transferbench.models.backbones import MODELS, base_outputs, initial_core
+
+MONITOR = "val_accuracy"  # the task's outputs only: the mean over CAPTCHA heads, no aux (EpochSummary)
+
+
+def gpu_available() -> bool:
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+def configure_precision() -> str:
+    """Mixed precision on a GPU (tensor cores), float32 on CPU where float16 is slower; returns the policy."""
+    policy = "mixed_float16" if gpu_available() else "float32"
+    keras.mixed_precision.set_dtype_policy(policy)
+    return policy
+
+
+def augmentation(name: str) -> keras.layers.Layer | None:
+    """The experiment's augmentation layer; random layers are active in training only."""
+    if name == "flip":
+        return keras.layers.RandomFlip("horizontal", name="augment")
+    return None
+
+
+def assemble_model(model_name: str, core: keras.Model, image_shape: tuple[int, int, int], task: Task, *,
+                   pooling: str, head: str, head_options: HeadOptions = HeadOptions(), augment: str = "none",
+                   name: str = "model") -> keras.Model:
+    """Pixels -> [augmentation] -> preprocessing -> ``core`` -> pooling -> head (+ auxiliary classifiers).
+
+    Outputs are named ``output_names(task)``, then ``aux1``, ``aux2``.. for a model with auxiliary
+    classifiers (see ModelSpec.aux_trunk); each aux output has the head's classifier and loss.
+    """
+    spec, head_spec = MODELS.get(model_name), HEADS.get(head)
+    inputs = keras.Input(tuple(image_shape), name="image")
+    layer = augmentation(augment)
+    pixels = layer(inputs) if layer is not None else inputs
+    features, aux_maps = base_outputs(model_name, core, pixels, pooling)
+    outputs = head_spec.build(features, task, head_options)
+    for index, aux_map in enumerate(aux_maps, start=1):
+        trunk = spec.aux_trunk(aux_map, f"aux{index}")
+        outputs += [head_spec.classifier(trunk, task, head_options, n) for n in aux_output_names(task, index)]
+    return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=name)
+
+
+def build_model(experiment: Experiment, weights_file: Path | None) -> keras.Model:
+    """Base (initial weights loaded) + the experiment's head, its layers frozen for the first phase."""
+    values = experiment.values
+    core = initial_core(values["model"], experiment.image_shape, weights_file)
+    model = assemble_model(values["model"], core, experiment.image_shape, experiment.task,
+                           pooling=values["pooling"], head=values["head"], head_options=HeadOptions.of(values),
+                           augment=values["augment"], name=experiment.name)
+    strategies.apply(model, strategies.phases(values)[0])
+    return model
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate)
+    return keras.optimizers.SGD(learning_rate, momentum=0.9)
+
+
+def loss_weights(model_name: str, task: Task) -> dict[str, float]:
+    """Output name -> loss weight: 1 for the task's outputs, the model's aux weights (GoogLeNet 0.3) for aux ones."""
+    weights = {name: 1.0 for name in output_names(task)}
+    for index, weight in enumerate(MODELS.get(model_name).aux_loss_weights, start=1):
+        weights.update({name: float(weight) for name in aux_output_names(task, index)})
+    return weights
+
+
+def compile_model(model: keras.Model, experiment: Experiment, learning_rate: float | None = None) -> None:
+    """Loss, loss weights and accuracy per output; ``learning_rate`` defaults to the experiment's."""
+    values, task = experiment.values, experiment.task
+    head = HEADS.get(values["head"])
+    optimizer = make_optimizer(values["optimizer"],
+                               values["learning_rate"] if learning_rate is None else learning_rate)
+    names = list(model.output_names)
+    if len(names) > 1:
+        weights = loss_weights(values["model"], task)
+        if sorted(weights) != sorted(names):
+            raise ValueError(f"model outputs {names} do not match the expected {sorted(weights)}")
+        model.compile(optimizer=optimizer, loss={n: head.loss(task) for n in names},
+                      loss_weights={n: weights[n] for n in names},
+                      metrics={n: [head.metric(task)] for n in names})
+    else:
+        model.compile(optimizer=optimizer, loss=head.loss(task), metrics=[head.metric(task)])
+
+
+class EpochSummary(keras.callbacks.Callback):
+    """Adds ``accuracy``/``val_accuracy`` over the task's outputs only, and the epoch's learning rate.
+
+    With several task outputs (CAPTCHAs) it is their mean: the seed watched the first character
+    only; with this, checkpoints and the schedule follow all six. Auxiliary outputs (GoogLeNet)
+    are left out: the score is the main classifier's. It must come first among the callbacks,
+    which all read the same logs dict.
+    """
+
+    def __init__(self, head_names: Sequence[str]):
+        super().__init__()
+        self.head_names = list(head_names)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        for prefix in ("", "val_"):
+            # A model with one output logs `accuracy` itself; with several, `<output>_accuracy`.
+            keys = [f"{prefix}{name}_accuracy" for name in self.head_names]
+            if all(k in logs for k in keys):
+                logs[f"{prefix}accuracy"] = float(sum(logs[k] for k in keys) / len(keys))
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def schedule_callbacks(schedule: Mapping, phase: strategies.Phase) -> list[keras.callbacks.Callback]:
+    """The experiment's learning-rate schedule for one phase (a phase starts at its own rate)."""
+    if schedule["kind"] == "plateau":
+        return [keras.callbacks.ReduceLROnPlateau(monitor=MONITOR, mode="max", factor=schedule["factor"],
+                                                  patience=schedule["patience"], min_lr=schedule["min_lr"],
+                                                  verbose=1)]
+    if schedule["kind"] == "step":
+        factor, every, start, rate = schedule["factor"], schedule["every"], phase.start, phase.learning_rate
+        return [keras.callbacks.LearningRateScheduler(
+            lambda epoch, lr: step_rate(rate, factor, every, epoch - start))]
+    return []
+
+
+def step_rate(rate: float, factor: float, every: int, epoch: int) -> float:
+    """Seed 004's step decay: epoch index ``epoch`` (from 0) trains at rate * factor ** floor((epoch + 1) / every)."""
+    return float(rate * factor ** ((epoch + 1) // every))
+
+
+class TargetsPerOutput(keras.utils.PyDataset):
+    """Batches whose targets are keyed by output name, the task's repeated for each auxiliary output.
+
+    The data feed knows only the task; a model with auxiliary classifiers (GoogLeNet) trains every
+    one of them on the same labels, so this is the one place that knows they exist.
+    """
+
+    def __init__(self, batches: ArrayBatches, task: Task, names: Sequence[str]):
+        super().__init__(workers=batches.workers, use_multiprocessing=batches.use_multiprocessing,
+                         max_queue_size=batches.max_queue_size)
+        self.batches, self.task, self.names = batches, task, list(names)
+        main = output_names(task)
+        # each output -> the task output whose labels it learns (aux1 -> label, aux2_head3 -> head3)
+        self.source = {name: name for name in main}
+        index = 1
+        while all(name in self.names for name in aux_output_names(task, index)):
+            self.source.update(zip(aux_output_names(task, index), main))
+            index += 1
+        unknown = sorted(set(self.names) - set(self.source))
+        if unknown:
+            raise ValueError(f"outputs {unknown} are neither the task's {main} nor auxiliary copies of them")
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        x, y = self.batches[index]
+        by_task = dict(zip(output_names(self.task), y if isinstance(y, (list, tuple)) else (y,)))
+        return x, {name: by_task[self.source[name]] for name in self.names}
+
+    def on_epoch_end(self) -> None:
+        self.batches.on_epoch_end()
+
+
+def feed_for(model: keras.Model, batches: ArrayBatches, task: Task) -> keras.utils.PyDataset:
+    """``batches`` as ``model.fit`` needs them: as they are, or with targets for the auxiliary outputs."""
+    if len(model.output_names) == task.n_outputs:
+        return batches
+    return TargetsPerOutput(batches, task, model.output_names)
+
+
+class ResumeState(keras.callbacks.Callback):
+    """Saves everything a killed run needs to carry on; runs last, after the checkpoint callback."""
+
+    def __init__(self, work_dir: Path, checkpoint: keras.callbacks.ModelCheckpoint,
+                 plateau: keras.callbacks.ReduceLROnPlateau | None, history: list[dict], phase: str = "train"):
+        super().__init__()
+        self.work_dir, self.checkpoint, self.plateau, self.history = work_dir, checkpoint, plateau, history
+        self.phase = phase
+        self.restored: dict | None = None
+
+    def restore(self, state: dict) -> None:
+        """Counters to put back once training begins (ReduceLROnPlateau resets its own then)."""
+        self.restored = state
+
+    def on_train_begin(self, logs=None):
+        if self.restored is None:
+            return
+        self.checkpoint.best = self.restored["checkpoint_best"]
+        if self.restored.get("phase", "train") != self.phase:
+            return  # a new phase starts with its own rate and a fresh schedule
+        if self.plateau is not None and self.restored.get("plateau"):
+            for key, value in self.restored["plateau"].items():
+                setattr(self.plateau, key, value)
+        self.model.optimizer.learning_rate.assign(self.restored["learning_rate"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        self.history.append(row)
+        save_model(self.model, self.work_dir / "last.keras")
+        plateau = None if self.plateau is None else {
+            "best": float(self.plateau.best), "wait": int(self.plateau.wait),
+            "cooldown_counter": int(self.plateau.cooldown_counter)}
+        # The state file is written last: it is what says "epoch N is complete".
+        write_json(self.work_dir / "state.json", {
+            "epoch": epoch + 1,
+            "phase": self.phase,  # the phase last.keras is frozen and compiled for
+            "history": self.history,
+            "checkpoint_best": float(self.checkpoint.best),
+            "plateau": plateau,
+            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+        })
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """model.save, atomically (Keras insists on the .keras suffix, so the temporary name keeps it)."""
+    tmp = path.with_name(f".{path.stem}.partial.keras")
+    model.save(tmp)
+    tmp.replace(path)
+
+
+def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, validation: ArrayBatches,
+        work_dir: Path, extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+        verbose: int | None = None) -> list[dict]:
+    """Train (or resume) into ``work_dir``; return the per-epoch history. The best model is best.keras.
+
+    Each strategy phase is one ``model.fit``; between phases the layers are re-frozen and the model
+    recompiled at the next phase's rate. A run killed in any phase resumes in that phase.
+    """
+    values = experiment.values
+    plan = strategies.phases(values)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    state_file = work_dir / "state.json"
+    state = read_json(state_file) if state_file.exists() else None
+    if state is not None:
+        model = keras.saving.load_model(work_dir / "last.keras")
+        current = state.get("phase", plan[0].name)
+        print(f"resuming {experiment.name} after epoch {state['epoch']} ({current}) from {work_dir}",
+              file=sys.stderr)
+    else:
+        keras.utils.set_random_seed(experiment.seed)
+        model = build_model(experiment, weights_file)
+        compile_model(model, experiment, plan[0].learning_rate)
+        current = plan[0].name
+    history: list[dict] = list(state["history"]) if state else []
+    epoch = state["epoch"] if state else 0
+
+    checkpoint = keras.callbacks.ModelCheckpoint(str(work_dir / "best.keras"), monitor=MONITOR,
+                                                 mode="max", save_best_only=True)
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs, a live bar in a terminal
+    for phase in plan:
+        if epoch >= phase.end:
+            continue
+        if phase.name != current:
+            strategies.apply(model, phase)
+            compile_model(model, experiment, phase.learning_rate)  # a fresh optimizer at the phase's rate
+            current = phase.name
+            print(f"{experiment.name}: phase {phase.name} from epoch {epoch + 1}, learning rate "
+                  f"{phase.learning_rate}", file=sys.stderr)
+        elif strategies.apply(model, phase):
+            # A saved model comes back with its trainable flags; should they differ, the optimizer must follow.
+            compile_model(model, experiment, phase.learning_rate)
+        schedule = schedule_callbacks(values["schedule"], phase)
+        plateau = next((c for c in schedule if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
+        resume = ResumeState(work_dir, checkpoint, plateau, history, phase=phase.name)
+        if state is not None:
+            resume.restore(state)  # once: a later phase keeps the checkpoint's best, the rest starts fresh
+            state = None
+        callbacks = [EpochSummary(output_names(experiment.task)), *schedule, checkpoint, *extra_callbacks, resume]
+        train.set_epoch(epoch)
+        task = experiment.task
+        model.fit(feed_for(model, train, task), validation_data=feed_for(model, validation, task),
+                  epochs=phase.end, initial_epoch=epoch, callbacks=callbacks, verbose=verbose)
+        epoch = phase.end
+    return history
+
+
+def finish(work_dir: Path, model_path: Path) -> None:
+    """Put the best model in place without its optimizer state (a third of the size), drop the resume state."""
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(keras.saving.load_model(work_dir / "best.keras", compile=False), model_path)
+    shutil.rmtree(work_dir)

@@ -1,0 +1,130 @@
+"""Stage `train@<experiment>`: train every run of the experiment (arms x seeds, see transferbench.study.runs).
+
+Writes models/<experiment>/runs/<run>/: model.keras (best epoch by validation accuracy), history.csv
+(per-epoch metrics) and train.json (MLflow run id, which evaluation completes; epochs; seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import keras
+
+from transferbench.core import paths
+from transferbench.study import runs
+from transferbench.tracking import mlflow_runs as tracking
+from transferbench.data.datasets import load_split
+from transferbench.study.experiments import Experiment
+from transferbench.training.batches import ArrayBatches
+from transferbench.core.files import read_json, replace_dir, write_json, write_text
+from transferbench.training.fit import configure_precision, finish, fit
+from transferbench.models.pretrained import init_weights_file
+
+
+def fingerprint(experiment: Experiment, init_record: dict) -> str:
+    """Identifies a training configuration, so a resumed run never continues a different one."""
+    blob = json.dumps({"experiment": experiment.values, "dataset": experiment.dataset_values,
+                       "seed": experiment.seed, "init": init_record}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def history_csv(history: list[dict]) -> str:
+    """Per-epoch rows; a resumed run can repeat an epoch that was logged but not saved: keep the last."""
+    by_epoch = {int(row["epoch"]): row for row in history}
+    columns = ["epoch"] + sorted({k for row in history for k in row} - {"epoch"})
+    lines = [",".join(columns)]
+    for epoch in sorted(by_epoch):
+        row = by_epoch[epoch]
+        lines.append(",".join(str(epoch) if c == "epoch" else repr(float(row[c])) if c in row else ""
+                              for c in columns))
+    return "\n".join(lines) + "\n"
+
+
+class EpochSeconds(keras.callbacks.Callback):
+    """Adds ``epoch_seconds`` to each epoch's logs, so history (and resumed runs) carry wall-clock time."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+def load_batches(experiment: Experiment) -> dict[str, ArrayBatches]:
+    """Train (shuffled by the run's seed) and validation batches of the experiment's dataset."""
+    task, batch = experiment.task, experiment.values["batch_size"]
+    out = {}
+    for split in ("train", "validation"):
+        images, manifest = load_split(experiment.dataset, split)
+        targets = experiment.spec.targets(manifest, experiment.dataset_values)
+        out[split] = ArrayBatches(images, targets, batch, n_outputs=task.n_outputs,
+                                  shuffle=split == "train", seed=experiment.seed)
+    return out
+
+
+def train_run(experiment: Experiment, work_root: Path) -> Path:
+    """Train one run (or resume it) and leave model.keras, history.csv and train.json in a finished folder.
+
+    A finished folder survives a kill of a later run in the same stage, so no run is trained twice.
+    """
+    init_dir = runs.init_dir(experiment)
+    init_record = read_json(init_dir / "source.json")
+    key = f"{runs.run_name(experiment)}-{fingerprint(experiment, init_record)}"
+    done, work_dir = work_root / "done" / key, work_root / key
+    if (done / "train.json").exists():
+        print(f"{experiment.name} {runs.run_name(experiment)}: finished in an earlier attempt", file=sys.stderr)
+        return done
+    batches = load_batches(experiment)
+    print(f"{experiment.name} {runs.run_name(experiment)}: {experiment.values['model']} from "
+          f"{experiment.weights_label} weights, seed {experiment.seed}, {len(batches['train'].images)} train / "
+          f"{len(batches['validation'].images)} validation images", file=sys.stderr)
+
+    run_file = work_dir / "mlflow_run_id"
+    run_id = tracking.start_run(experiment, run_file.read_text() if run_file.exists() else None)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_file, run_id)
+    try:
+        history = fit(experiment, init_weights_file(init_dir), batches["train"], batches["validation"],
+                      work_dir, extra_callbacks=[EpochSeconds(), tracking.MlflowEpochMetrics(run_id)])
+    except BaseException:
+        tracking.end_run(run_id, status="KILLED")  # resumable: the next attempt reopens this run
+        raise
+    staging = done.with_name(done.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    write_text(staging / "history.csv", history_csv(history))
+    finish(work_dir, staging / "model.keras")
+    # Written last: its presence is what marks the run finished.
+    write_json(staging / "train.json", {
+        "mlflow_run_id": run_id, "weights": experiment.weights_label, "seed": experiment.seed,
+        "epochs": len({int(row["epoch"]) for row in history}),
+        "seconds": round(sum(row.get("epoch_seconds", 0.0) for row in history), 3),
+    })
+    os.replace(staging, done)
+    return done
+
+
+def run(params: dict, name: str) -> None:
+    """Train every run of experiment ``name``; publish them to models/<name>/runs/ once all are done."""
+    policy = configure_precision()
+    experiments = runs.runs(params, name)
+    print(f"{name}: {len(experiments)} run(s) ({', '.join(runs.run_name(e) for e in experiments)}), {policy}",
+          file=sys.stderr)
+    work_root = paths.tmp_dir("train", name)
+    finished = {runs.run_name(e): train_run(e, work_root) for e in experiments}
+    out = paths.experiment_model_dir(name) / "runs"
+    staging = out.with_name("runs.partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for run_name, folder in finished.items():
+        shutil.copytree(folder, staging / run_name)
+    replace_dir(staging, out)
+    shutil.rmtree(work_root)

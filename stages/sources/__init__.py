@@ -1,1 +1,0 @@
-"""One module per photo source; the interface every source implements is described in stages.raw."""
