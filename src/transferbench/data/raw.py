@@ -27,7 +27,6 @@ Sources may add columns after these. Raw data is never modified after it is veri
 
 from __future__ import annotations
 
-import hashlib
 import random
 import sys
 import time
@@ -36,7 +35,7 @@ from typing import Callable, Iterable, Mapping, TypeVar
 
 import pandas as pd
 
-from transferbench.core.files import write_text
+from transferbench.core.files import file_digest, write_text
 
 RAW_COLUMNS = ["key", "source_split", "label", "bytes", "sha256", "status", "reason"]
 STATUSES = ("ok", "failed", "excluded")
@@ -49,11 +48,8 @@ class SourceUnavailable(RuntimeError):
 
 
 def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The sha256 a raw manifest records for a file."""
+    return file_digest(path, "sha256")
 
 
 def verified(path: Path, size: int | None = None, sha256: str | None = None) -> bool:
