@@ -2,7 +2,8 @@
 
 `imagenet` fetches Keras' no-top file once into Keras' own cache (``$KERAS_HOME/models``) with
 ``keras.utils.get_file``, which checks its md5 against the hash Keras publishes, and copies it here so
-DVC tracks exactly what training started from. A path is checked by loading it into the model. `none` records random initialisation.
+DVC tracks exactly what training started from. A path is checked by loading it into the model. `none`
+records random initialisation.
 """
 
 from __future__ import annotations
