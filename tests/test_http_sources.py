@@ -104,13 +104,17 @@ def test_present_and_verified_file_means_no_request(server, tmp_path):
     assert server.total_requests() == 0
 
 
-def test_present_but_bad_file_is_moved_aside_and_downloaded_again(server, tmp_path):
+def test_present_but_bad_file_is_moved_aside_and_downloaded_again(server, tmp_path, caplog):
     data, sha = blob(10_000)
     server.files["/f.bin"] = data
     (tmp_path / "f.bin").write_bytes(b"not it")
-    download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", sha256=sha, **FAST)
+    with caplog.at_level("WARNING", logger="transferbench.data.sources.http"):
+        download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", sha256=sha, **FAST)
     assert (tmp_path / "f.bin").read_bytes() == data
     assert (tmp_path / "f.bin.rejected").read_bytes() == b"not it"
+    bad = hashlib.sha256(b"not it").hexdigest()
+    assert caplog.messages == [f"{tmp_path / 'f.bin'}: sha256 mismatch: expected {sha}, got {bad}; moved to "
+                               f"{tmp_path / 'f.bin.rejected'} and downloading it again"]
 
 
 def test_no_reachable_address_fails_fast_naming_each_and_what_to_do(tmp_path):

@@ -150,6 +150,23 @@ def test_placed_zip_is_used_without_network_or_credentials(kaggle, tmp_path, mon
     assert kaggle.total_requests() == 0
 
 
+def test_corrupt_placed_zip_is_moved_aside_and_the_bundle_used(kaggle, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(kaggle_source.ENDPOINT_ENV, closed_port_url(""))
+    raw_dir = tmp_path / "dogs_vs_cats"
+    raw_dir.mkdir()
+    corrupt = bytearray(train_zip())
+    corrupt[len(corrupt) // 3] ^= 0xFF  # inside an entry's data: its CRC fails
+    (raw_dir / "train.zip").write_bytes(corrupt)
+    (raw_dir / "dogs-vs-cats.zip").write_bytes(bundle())
+    with caplog.at_level("WARNING", logger=kaggle_source.__name__):
+        summary = kaggle_source.fetch(VALUES, raw_dir, seed=0)
+    assert summary["by_split"] == {"train": {"cat": 5, "dog": 4}}
+    assert (raw_dir / "train.zip.rejected").read_bytes() == corrupt and kaggle.total_requests() == 0
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message.startswith(f"{raw_dir / 'train.zip'}: ") and "CRC" in message
+    assert message.endswith(f"; moved to {raw_dir / 'train.zip.rejected'}")
+
+
 def test_unreachable_kaggle_fails_fast_with_what_to_do(kaggle, tmp_path, monkeypatch):
     write_kaggle_json(tmp_path)
     monkeypatch.setenv(kaggle_source.ENDPOINT_ENV, closed_port_url(""))

@@ -178,16 +178,46 @@ def test_readme_answers_with_published_figures_and_definitions(built):
     assert report.STABILITY_DEFINITION in text
     for figure in ("0.9596", "0.1184", "0.9366", "0.2408", "0.9982", "0.0479", "0.9496", "0.4323"):
         assert figure in text, figure
-    assert "| epochs to stability | pretrained (imagenet) | 8 | 3.5 ± 0.7 |" in text
-    assert "| test accuracy | 0.9600 ± 0.0141 | 0.9100 ± 0.0141 | +0.0500 |" in text
-    assert "| test accuracy, per character | 0.9900 ± 0.0000 | 0.9400 ± 0.0141 | +0.0500 |" in text
-    assert "whole CAPTCHA" in text and "| 0.9500 ± 0.0141 | 0.6800 ± 0.0283 | +0.2700 |" in text
+    rows = [row for table in tables(text) for row in table]
+    assert ["epochs to stability", "pretrained (imagenet)", "8", "3.5 ± 0.7"] in [r[:4] for r in rows]
+    assert ["test accuracy", "0.9600 ± 0.0141", "0.9100 ± 0.0141", "+0.0500"] in rows
+    assert ["test accuracy, per character", "0.9900 ± 0.0000", "0.9400 ± 0.0141", "+0.0500"] in rows
+    assert ["test accuracy, whole CAPTCHA (all characters right)", "0.9500 ± 0.0141", "0.6800 ± 0.0283",
+            "+0.2700"] in rows
     assert "most likely per character" in text
     assert "**No pretrained run:** params.yaml trains cnn from random initialisation only" in text
-    assert "| small | `none-s43` |" in text and "| absent | `imagenet-s42` |" in text
+    assert ["small", "`none-s43`"] in [r[:2] for r in rows] and ["absent", "`imagenet-s42`"] in [r[:2] for r in rows]
     assert "![pets: learning curves](figures/pets-curves.png)" in text
     assert "![pets: confusion matrices](figures/pets-confusion.png)" in text
     assert "validation accuracy, last epoch" in text and "0.712 and 0.725" not in text  # no small-CNN seed run here
+
+
+def tables(markdown: str) -> list[list[list[str]]]:
+    """Each markdown table in ``markdown`` as rows of stripped cells, header first, separator line dropped."""
+    found: list[list[list[str]]] = []
+    previous = ""
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            if not previous.startswith("|"):
+                found.append([])
+            found[-1].append([cell.strip() for cell in line.strip().removeprefix("|").removesuffix("|").split("|")])
+        previous = line
+    for table in found:
+        assert all(set(cell) <= set("-:") and cell for cell in table.pop(1)), "second line must be the separator"
+    return found
+
+
+def test_readme_tables_are_well_formed(built):
+    root, _ = built
+    found = tables((root / "README.md").read_text())
+    # overall, missing runs, then per experiment: results (none for `absent`), the seed's figures
+    assert [table[0][0] for table in found] == ["experiment", "experiment", *["", "seed's figure"] * 3, "seed's figure"]
+    for table in found:
+        assert {len(row) for row in table} == {len(table[0])}, table[0]  # a stray '|' in a cell would add one
+    overall = found[0]
+    assert [row[0] for row in overall[1:]] == ["[pets](#pets)", "[captcha](#captcha)", "[small](#small)",
+                                               "[absent](#absent)"]
+    assert overall[1][2:5] == ["0.9600 ± 0.0141", "0.9100 ± 0.0141", "+0.0500"]
 
 
 def test_curves_csv_long_format(built):

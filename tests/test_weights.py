@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import socket
-import threading
 import time
 
 import pytest
@@ -15,6 +13,7 @@ from transferbench.models import backbones as models
 from transferbench.models import pretrained as weights
 from transferbench.core.errors import ConfigError
 from transferbench.study.experiments import resolve
+from tests.loopback import LoopbackServer
 
 
 @pytest.fixture
@@ -24,56 +23,42 @@ def keras_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def weights_server(tmp_path):
-    """Serves tmp_path/served over HTTP on loopback; counts requests."""
-    root = tmp_path / "served"
-    root.mkdir()
-    hits = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(root), **kw)
-
-        def do_GET(self):
-            hits.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", root, hits
-    server.shutdown()
+def mirror(monkeypatch):
+    """A loopback server standing in for Keras' weights address, through the mirror variable."""
+    with LoopbackServer() as server:
+        monkeypatch.setenv(weights.WEIGHTS_URL_ENV, server.url("/keras/"))
+        yield server
 
 
-def fake_imagenet_file(monkeypatch, root, content: bytes, published_md5: str | None = None):
-    """Put a file where the mirror serves xception's notop weights; make the registry expect its md5."""
+def serve_imagenet_file(monkeypatch, mirror, content: bytes, published_md5: str | None = None) -> str:
+    """Serve ``content`` as xception's no-top weights; make the registry expect its md5 (or the one given)."""
     spec = models.MODELS.get("xception")
     md5 = published_md5 or hashlib.md5(content).hexdigest()
     monkeypatch.setitem(models.MODELS._entries, "xception",
                         dataclasses.replace(spec, imagenet=dataclasses.replace(spec.imagenet, md5=md5)))
-    target = root / spec.imagenet.path
-    target.parent.mkdir(parents=True)
-    target.write_bytes(content)
+    mirror.files["/keras/" + spec.imagenet.path] = content
     return spec.imagenet.filename
 
 
-def test_download_checks_md5_and_is_cached(keras_home, weights_server, monkeypatch):
-    url, root, hits = weights_server
-    monkeypatch.setenv(weights.WEIGHTS_URL_ENV, url)
-    filename = fake_imagenet_file(monkeypatch, root, b"weights" * 1000)
+def test_download_checks_md5_and_is_cached(keras_home, mirror, monkeypatch):
+    filename = serve_imagenet_file(monkeypatch, mirror, b"weights" * 1000)
     path = weights.fetch_imagenet("xception")
     assert path == keras_home / "models" / filename and path.read_bytes() == b"weights" * 1000
     assert weights.fetch_imagenet("xception") == path
-    assert len(hits) == 1, "a verified file in Keras' cache must not be fetched again"
+    assert mirror.total_requests() == 1, "a verified file in Keras' cache must not be fetched again"
 
 
-def test_download_with_wrong_md5_fails_and_keeps_nothing(keras_home, weights_server, monkeypatch):
-    url, root, _ = weights_server
-    monkeypatch.setenv(weights.WEIGHTS_URL_ENV, url)
-    filename = fake_imagenet_file(monkeypatch, root, b"tampered", published_md5="0" * 32)
-    with pytest.raises(ConfigError, match="md5"):
+def test_cached_file_with_wrong_md5_is_downloaded_again(keras_home, mirror, monkeypatch):
+    filename = serve_imagenet_file(monkeypatch, mirror, b"weights" * 1000)
+    (keras_home / "models").mkdir(parents=True)
+    (keras_home / "models" / filename).write_bytes(b"weights" * 500)  # cut short by a killed download
+    assert weights.fetch_imagenet("xception").read_bytes() == b"weights" * 1000
+    assert mirror.total_requests() == 1
+
+
+def test_download_with_wrong_md5_fails_and_keeps_nothing(keras_home, mirror, monkeypatch):
+    filename = serve_imagenet_file(monkeypatch, mirror, b"tampered", published_md5="0" * 32)
+    with pytest.raises(ConfigError, match=f"md5 is {hashlib.md5(b'tampered').hexdigest()}, not Keras' {'0' * 32}"):
         weights.fetch_imagenet("xception")
     assert not (keras_home / "models" / filename).exists()
     assert list((keras_home / "models").iterdir()) == [], "no partial file may be left behind"
@@ -94,6 +79,18 @@ def test_offline_fails_fast_saying_what_to_do(keras_home, monkeypatch):
         assert fragment in message
 
 
+def test_mirror_that_never_answers_fails_within_the_timeout(keras_home, monkeypatch):
+    with socket.socket() as silent:  # accepts connections (the kernel does) but never sends a byte
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        monkeypatch.setenv(weights.WEIGHTS_URL_ENV, f"http://127.0.0.1:{silent.getsockname()[1]}/")
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match="cannot fetch ImageNet weights for xception"):
+            weights.fetch_imagenet("xception", timeout=0.5)
+        assert time.monotonic() - started < 5
+    assert socket.getdefaulttimeout() is None, "the timeout must not outlive the download"
+
+
 def test_prepare_init_from_a_file_and_from_none(params, tmp_path):
     params["weights"] = "none"
     params["experiments"]["captcha"]["model"] = "cnn"
@@ -107,7 +104,7 @@ def test_prepare_init_from_a_file_and_from_none(params, tmp_path):
     params["weights"] = str(saved)
     record = weights.prepare_init(resolve(params, "captcha"), tmp_path / "file")
     copied = weights.init_weights_file(tmp_path / "file")
-    assert copied.read_bytes() == saved.read_bytes() and record["md5"] == weights.md5sum(saved)
+    assert copied.read_bytes() == saved.read_bytes() and record["md5"] == hashlib.md5(saved.read_bytes()).hexdigest()
 
 
 def test_prepare_init_refuses_a_file_of_another_model(params, tmp_path):

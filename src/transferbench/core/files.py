@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -40,6 +41,12 @@ def write_json(path: Path | str, obj: Any) -> None:
 def read_json(path: Path | str) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def file_digest(path: Path | str, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (``algorithm`` as hashlib names it: sha256, md5, ...)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def open_work_dir(work_dir: Path, recipe: dict) -> None:

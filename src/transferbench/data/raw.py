@@ -27,21 +27,21 @@ Sources may add columns after these. Raw data is never modified after it is veri
 
 from __future__ import annotations
 
-import hashlib
-import random
-import sys
+import logging
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, TypeVar
 
 import pandas as pd
+import tenacity
 
-from transferbench.core.files import write_text
+from transferbench.core.files import file_digest, write_text
 
 RAW_COLUMNS = ["key", "source_split", "label", "bytes", "sha256", "status", "reason"]
 STATUSES = ("ok", "failed", "excluded")
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class SourceUnavailable(RuntimeError):
@@ -49,11 +49,8 @@ class SourceUnavailable(RuntimeError):
 
 
 def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The sha256 a raw manifest records for a file."""
+    return file_digest(path, "sha256")
 
 
 def verified(path: Path, size: int | None = None, sha256: str | None = None) -> bool:
@@ -67,19 +64,23 @@ def verified(path: Path, size: int | None = None, sha256: str | None = None) -> 
 
 def retry(call: Callable[[], T], *, what: str, attempts: int = 5, base_delay: float = 0.5,
           retry_on: tuple[type[BaseException], ...] = (OSError,), sleep: Callable[[float], None] = time.sleep) -> T:
-    """``call()`` with exponential back-off and jitter; the last error is re-raised after ``attempts``."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except retry_on as err:
-            if attempt == attempts:
-                raise
-            # Jitter spreads many workers' retries so they do not hit a recovering server together.
-            delay = base_delay * 2 ** (attempt - 1) * (0.5 + random.random())
-            print(f"{what}: {type(err).__name__}: {err}; retry {attempt}/{attempts - 1} in {delay:.1f} s",
-                  file=sys.stderr)
-            sleep(delay)
-    raise AssertionError("unreachable")
+    """``call()`` with exponential back-off and jitter; the last error is re-raised after ``attempts``.
+
+    Each retry logs one warning naming ``what``; other exceptions than ``retry_on`` pass through at once.
+    """
+    def announce(state: tenacity.RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning("%s: %s: %s; retry %d/%d in %.1f s", what, type(err).__name__, err, state.attempt_number,
+                    attempts - 1, delay)
+
+    # Full jitter (the n-th wait uniform in [0, base_delay * 2**(n-1)]) spreads many workers' retries, so
+    # they do not hit a recovering server together.
+    retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(attempts),
+                                 wait=tenacity.wait_random_exponential(multiplier=base_delay),
+                                 retry=tenacity.retry_if_exception_type(retry_on), before_sleep=announce,
+                                 sleep=sleep, reraise=True)
+    return retrying(call)
 
 
 def raw_manifest(rows: Iterable[Mapping]) -> pd.DataFrame:

@@ -1,36 +1,27 @@
 """Stage `weights@<experiment>`: put the experiment's initial weights into models/<experiment>/init/.
 
-`imagenet` fetches Keras' no-top file once into Keras' own cache (``$KERAS_HOME/models``), checks
-its md5 against the hash Keras publishes, and copies it here so DVC tracks exactly what training
-started from. A path is checked by loading it into the model. `none` records random initialisation.
+`imagenet` fetches Keras' no-top file once into Keras' own cache (``$KERAS_HOME/models``) with
+``keras.utils.get_file``, which checks its md5 against the hash Keras publishes, and copies it here so
+DVC tracks exactly what training started from. A path is checked by loading it into the model. `none`
+records random initialisation.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
 import shutil
 import socket
-import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 from transferbench.core.errors import ConfigError
 from transferbench.config.checks import weights_source
-from transferbench.core.files import atomic_path, write_json
+from transferbench.core.files import atomic_path, file_digest, write_json
 
 # Mirrors (an air-gapped cluster, the tests' loopback server) replace Keras' public address.
 WEIGHTS_URL_ENV = "TRANSFERBENCH_KERAS_WEIGHTS_URL"
 DOWNLOAD_TIMEOUT_S = 20
-
-
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def keras_cache_dir() -> Path:
@@ -38,35 +29,54 @@ def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
 
 
-def fetch_imagenet(model_name: str) -> Path:
-    """Keras' no-top ImageNet weights for ``model_name``: from Keras' cache, else downloaded; md5 checked."""
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """Sockets opened in the block give up after ``seconds`` without data."""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
+def fetch_imagenet(model_name: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """Keras' no-top ImageNet weights for ``model_name``: from Keras' cache if its md5 matches, else downloaded.
+
+    ``timeout`` bounds each connect and each wait for data, in seconds.
+    """
+    from keras.utils import get_file
+
     from transferbench.models.backbones import KERAS_WEIGHTS_BASE, MODELS
 
     spec = MODELS.get(model_name).imagenet
     if spec is None:
         raise ConfigError(f"model {model_name!r} has no ImageNet weights; accepted: weights=none or a file")
-    target = keras_cache_dir() / spec.filename
-    if target.is_file():
-        if md5sum(target) == spec.md5:
-            return target
-        print(f"{target} has the wrong md5 (expected {spec.md5}); downloading it again", file=sys.stderr)
+    cache = keras_cache_dir()
+    target = cache / spec.filename
     url = (os.environ.get(WEIGHTS_URL_ENV) or KERAS_WEIGHTS_BASE).rstrip("/") + "/" + spec.path
-    print(f"downloading {url}", file=sys.stderr)
     try:
-        with atomic_path(target) as tmp:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out, 1 << 20)
-            got = md5sum(tmp)
-            if got != spec.md5:
-                raise ConfigError(f"downloaded {url} but its md5 is {got}, not Keras' {spec.md5}; "
-                                  "the mirror or the download is corrupt")
-    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as err:
+        # get_file quietly switches to /tmp/.keras when the cache folder is not there yet.
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create Keras' cache {cache} ({err}); set KERAS_HOME to a writable folder") from None
+    try:
+        # get_file takes no timeout: the sockets' default bounds it, so a dead mirror fails in seconds.
+        # cache_dir is read here, not at Keras' import, so KERAS_HOME set later still counts.
+        with _socket_timeout(timeout):
+            return Path(get_file(spec.filename, url, file_hash=spec.md5, hash_algorithm="md5",
+                                 cache_subdir="models", cache_dir=str(cache.parent)))
+    except ValueError as err:  # downloaded, but not the bytes Keras published; get_file keeps such a file
+        got = file_digest(target, "md5") if target.is_file() else "unknown"
+        target.unlink(missing_ok=True)
+        raise ConfigError(f"downloaded {url} but its md5 is {got}, not Keras' {spec.md5}; "
+                          "the mirror or the download is corrupt") from err
+    except Exception as err:  # noqa: BLE001 - get_file turns URL errors into a bare Exception
         raise ConfigError(
             f"cannot fetch ImageNet weights for {model_name}: tried {url} ({err}). Offline? Put "
             f"{spec.filename} (md5 {spec.md5}) at {target}, set {WEIGHTS_URL_ENV} to a mirror holding "
             f"{spec.path}, or train from random initialisation with `dvc exp run -S weights=none`"
         ) from err
-    return target
 
 
 def prepare_init(experiment, out_dir: Path) -> dict:
@@ -92,7 +102,7 @@ def prepare_init(experiment, out_dir: Path) -> dict:
         suffix = ".weights.h5" if weights_file.name.endswith(".weights.h5") else ".h5"
         with atomic_path(out_dir / f"weights{suffix}") as tmp:
             shutil.copyfile(weights_file, tmp)
-        record.update(file=f"weights{suffix}", md5=md5sum(out_dir / f"weights{suffix}"))
+        record.update(file=f"weights{suffix}", md5=file_digest(out_dir / f"weights{suffix}", "md5"))
     write_json(out_dir / "source.json", record)
     return record
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
+from tabulate import tabulate
 
 from transferbench.core import paths
 from transferbench.study import runs
@@ -324,6 +325,12 @@ def summed_confusion(experiment: ExperimentRuns) -> dict[str, pd.DataFrame]:
 
 # ---- README -------------------------------------------------------------------------------------
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """A GitHub markdown table's lines, cells shown exactly as given (already formatted, never re-parsed)."""
+    return tabulate([list(row) for row in rows], headers=list(header), tablefmt="github",
+                    disable_numparse=True).splitlines()
+
+
 ROWS = (  # (summary key, label, kind)
     ("test_accuracy", "test accuracy", "number"),
     ("test_sequence_accuracy", "test accuracy, whole CAPTCHA (all characters right)", "number"),
@@ -383,6 +390,14 @@ def verdict(summary: Mapping[str, Any], key: str = "test_accuracy") -> str:
     return f"{fmt_value(diff, KINDS[key], signed=True)} ({spread})"
 
 
+def published_row(figure: Mapping[str, Any]) -> list[str]:
+    """A reference study's figure beside ours: metric, arm, published value(s), our mean ± std, note."""
+    kind = KINDS.get(figure["metric"], "number")
+    return [PUBLISHED_METRICS[figure["metric"]], arm_title(figure["weights"]),
+            " and ".join(fmt_value(v, kind) for v in figure["values"]),
+            fmt_stat(figure["ours"], kind) if figure["ours"] else "no run", figure["note"]]
+
+
 def experiment_section(name: str, summary: Mapping[str, Any], figures: Mapping[str, str]) -> list[str]:
     results, arms = summary["results"], summary["arms"]
     pretrained = summary["pretrained_arm"]
@@ -396,8 +411,8 @@ def experiment_section(name: str, summary: Mapping[str, Any], figures: Mapping[s
         lines += [f"**Pretrained minus random, test accuracy:** {verdict(summary)}.", ""]
     if any(results[a]["n"] for a in arms):
         header = ["", *map(arm_title, arms), *([f"difference ({pretrained} − {RANDOM})"] if has_diff else [])]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         multihead = any("test_sequence_accuracy" in results[a] for a in arms)
+        rows = []
         for key, label, kind in ROWS:
             if not any(key in results[a] for a in arms):
                 continue
@@ -407,19 +422,15 @@ def experiment_section(name: str, summary: Mapping[str, Any], figures: Mapping[s
             if has_diff:
                 d = summary["difference"][diff_key].get(key)
                 cells.append("—" if d is None else fmt_value(d, kind, signed=True))
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            rows.append([label, *cells])
         runs_cells = [f"{results[a]['n']} (seeds {', '.join(map(str, results[a]['seeds'])) or '—'})" for a in arms]
-        lines += ["| runs | " + " | ".join(runs_cells) + (" | |" if has_diff else " |"), ""]
+        rows.append(["runs", *runs_cells, *([""] if has_diff else [])])
+        lines += [*markdown_table(header, rows), ""]
     published = summary["published"]
     if published:
         lines += [f"Published by {published['source']} ({published['recipe']}), beside ours for the same metric:", "",
-                  "| seed's figure | arm | published | ours | note |", "|---|---|---|---|---|"]
-        for figure in published["figures"]:
-            kind = KINDS.get(figure["metric"], "number")
-            shown = " and ".join(fmt_value(v, kind) for v in figure["values"])
-            lines.append(f"| {PUBLISHED_METRICS[figure['metric']]} | {arm_title(figure['weights'])} | {shown} | "
-                         f"{fmt_stat(figure['ours'], kind) if figure['ours'] else 'no run'} | {figure['note']} |")
-        lines.append("")
+                  *markdown_table(["seed's figure", "arm", "published", "ours", "note"],
+                                  map(published_row, published["figures"])), ""]
     for label, path in figures.items():
         lines += [f"![{name}: {label}]({path})", ""]
     if summary["missing"]:
@@ -461,10 +472,10 @@ def overall_table(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
             text += f" per character, {fmt_value(d['test_sequence_accuracy'], 'number', signed=True)} whole"
         return text
 
-    lines = ["| experiment | dataset, model | test accuracy: pretrained | random | difference | test loss: "
-             "pretrained / random | epochs to stability: pretrained / random | training time: pretrained / random "
-             "| runs | seed's figure |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    header = ["experiment", "dataset, model", "test accuracy: pretrained", "random", "difference",
+              "test loss: pretrained / random", "epochs to stability: pretrained / random",
+              "training time: pretrained / random", "runs", "seed's figure"]
+    cells = []
     for row in overall_rows(summaries):
         name, s = row["experiment"], summaries[row["experiment"]]
         p, r, d = row["pretrained"], row["random"], row["difference"]
@@ -486,14 +497,12 @@ def overall_table(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
             headline = "; ".join(f"{'pretrained' if w != RANDOM else 'random'} {PUBLISHED_METRICS[f['metric']]} "
                                  f"{' / '.join(fmt_value(v, 'number') for v in f['values'])}"
                                  for w, f in first.items()) + f" ({published['source']})"
-        lines.append(
-            f"| [{name}](#{name.lower()}) | {s['dataset']}, {s['model']} | {cell(p, 'test_accuracy')} | "
-            f"{cell(r, 'test_accuracy')} | "
-            f"{difference(d)} | "
-            f"{cell(p, 'test_loss')} / {cell(r, 'test_loss')} | "
-            f"{cell(p, 'epochs_to_stability')} / {cell(r, 'epochs_to_stability')} | "
-            f"{cell(p, 'seconds')} / {cell(r, 'seconds')} | {p.get('n', 0)} / {r.get('n', 0)} | {headline} |")
-    return lines
+        cells.append([f"[{name}](#{name.lower()})", f"{s['dataset']}, {s['model']}", cell(p, "test_accuracy"),
+                      cell(r, "test_accuracy"), difference(d),
+                      f"{cell(p, 'test_loss')} / {cell(r, 'test_loss')}",
+                      f"{cell(p, 'epochs_to_stability')} / {cell(r, 'epochs_to_stability')}",
+                      f"{cell(p, 'seconds')} / {cell(r, 'seconds')}", f"{p.get('n', 0)} / {r.get('n', 0)}", headline])
+    return markdown_table(header, cells)
 
 
 def readme(summaries: Mapping[str, Mapping[str, Any]], figures: Mapping[str, Mapping[str, str]]) -> str:
@@ -526,9 +535,9 @@ def readme(summaries: Mapping[str, Mapping[str, Any]], figures: Mapping[str, Map
     ]
     if missing:
         lines += [f"**Missing runs ({len(missing)})**, planned by params.yaml but not found; they are left out of "
-                  "every number above:", "", "| experiment | run | reason |", "|---|---|---|"]
-        lines += [f"| {name} | `{m['run']}` | {m['reason']} |" for name, m in missing]
-        lines.append("")
+                  "every number above:", "",
+                  *markdown_table(["experiment", "run", "reason"], ([name, f"`{m['run']}`", m["reason"]]
+                                                                   for name, m in missing)), ""]
     for name, summary in summaries.items():
         lines += experiment_section(name, summary, figures.get(name, {}))
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -3,10 +3,15 @@
 The file grows as ``<name>.partial`` beside its final path; an interrupted run leaves it there and the next
 run continues it with an HTTP Range request (or starts it again where the server ignores ranges). Only a
 verified file is renamed to the final name, so a file under that name is always a good one.
+
+Resuming is hand-written: urllib3's ``Retry`` repeats a request that failed to start, but a body that breaks
+off half-way is neither retried nor continued by requests or urllib3. Each try of a transfer goes through
+``raw.retry`` (tenacity), so a dropped connection costs the bytes after the break, not the whole file.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import urllib.parse
@@ -26,6 +31,8 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
 ATTEMPTS = 4
 BLOCK = 1 << 20
+
+log = logging.getLogger(__name__)
 
 
 class Transient(Exception):
@@ -65,7 +72,7 @@ def download(urls: Sequence[str], dest: Path | str, *, param: str, sha256: str |
             return dest
         except (AddressRefused, Transient) as err:
             errors.append((url, str(err)))
-            print(f"{url}: {err}", file=sys.stderr)
+            log.warning("%s: %s", url, err)
     raise SourceUnavailable(_unavailable_message(dest, errors, param, size, sha256))
 
 
@@ -78,7 +85,7 @@ def _present(dest: Path, size: int | None, sha256: str | None, check: Callable[[
         return True
     rejected = dest.with_name(dest.name + ".rejected")
     os.replace(dest, rejected)
-    print(f"{dest}: {problem}; moved to {rejected} and downloading it again", file=sys.stderr)
+    log.warning("%s: %s; moved to %s and downloading it again", dest, problem, rejected)
     return False
 
 
@@ -113,7 +120,7 @@ def _fetch_verified(url: str, dest: Path, *, size, sha256, check, attempts, base
     problem = verify(partial, size=size, sha256=sha256, check=check)
     if problem is not None and resumed:
         # The partial may have come from an older version of the file: one fresh start before giving up.
-        print(f"{url}: resumed download is bad ({problem}); starting it again from byte 0", file=sys.stderr)
+        log.warning("%s: resumed download is bad (%s); starting it again from byte 0", url, problem)
         partial.unlink()
         transfer()
         problem = verify(partial, size=size, sha256=sha256, check=check)
