@@ -18,7 +18,7 @@ from transferbench.models.heads import HEADS, HeadOptions, task_outputs
 from transferbench.models.backbones import build_core
 from transferbench.training.fit import EpochSummary, assemble_model, compile_model, fit
 
-from conftest import write_prepared_captcha
+from tests.fixture_data import write_prepared_captcha
 
 
 def summarised(heads: list[str], learning_rate: float, logs: dict) -> dict:
