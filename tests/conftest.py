@@ -13,6 +13,7 @@ import copy
 import pytest
 import yaml
 
+import tests.tiny_backbone  # noqa: F401  (registers `tiny` and `tiny_aux`)
 from transferbench.core import paths
 
 
