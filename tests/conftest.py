@@ -1,15 +1,22 @@
-"""Shared test helpers: the real params.yaml, and small prepared datasets made on the fly."""
+"""Fixtures every test folder shares; importing this registers the tiny test backbones.
+
+tests/unit: in one process, no servers or subprocesses. tests/integration: loopback servers, worker
+processes, stages run as subprocesses, MLflow stores, data files across modules. tests/e2e: the DVC
+pipeline in a copy of the repository. Real Xception / VGG16 / GoogLeNet builds and DVC runs are
+marked ``slow``: plain ``pytest`` leaves them out, ``pytest -m slow`` runs them.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import hashlib
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
+import tests.tiny_backbone  # noqa: F401  (registers `tiny` and `tiny_aux`)
 from transferbench.core import paths
 
 
@@ -20,16 +27,19 @@ def params() -> dict:
         return copy.deepcopy(yaml.safe_load(f))
 
 
-def write_prepared_captcha(root: Path, counts: dict[str, int], values: dict, seed: int = 0) -> Path:
-    """Random-pixel CAPTCHA-shaped data in the prepared layout (for training tests, not realism)."""
-    rng = np.random.default_rng(seed)
-    alphabet = np.array(list(values["alphabet"]))
-    for split, n in counts.items():
-        folder = root / split
-        folder.mkdir(parents=True, exist_ok=True)
-        images = rng.integers(0, 256, (n, values["height"], values["width"], 3), dtype=np.uint8)
-        np.save(folder / "images.npy", images)
-        labels = ["".join(rng.choice(alphabet, values["length"])) for _ in range(n)]
-        rows = [f"{label},{hashlib.sha256(images[i].tobytes()).hexdigest()}" for i, label in enumerate(labels)]
-        (folder / "manifest.csv").write_text("label,sha256\n" + "\n".join(rows) + "\n")
-    return root
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store made once per session: making one runs MLflow's migrations (~6 s)."""
+    from mlflow import MlflowClient
+
+    folder = tmp_path_factory.mktemp("mlflow_template")
+    with contextlib.chdir(folder):  # the store's default artifact folder is ./mlruns
+        MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+    return folder / "mlflow.db"
+
+
+@pytest.fixture
+def mlflow_db(mlflow_template, tmp_path) -> Path:
+    """A fresh, empty MLflow SQLite store at tmp_path/mlflow.db (a copy of the session's migrated one)."""
+    shutil.copyfile(mlflow_template, tmp_path / "mlflow.db")
+    return tmp_path / "mlflow.db"

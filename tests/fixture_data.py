@@ -61,6 +61,21 @@ def write_prepared_photos(root: Path, dataset: str, values: Mapping, per_class: 
     return root
 
 
+def write_prepared_captcha(root: Path, counts: dict[str, int], values: dict, seed: int = 0) -> Path:
+    """Random-pixel CAPTCHA-shaped data in the prepared layout (for training tests, not realism)."""
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list(values["alphabet"]))
+    for split, n in counts.items():
+        folder = root / split
+        folder.mkdir(parents=True, exist_ok=True)
+        images = rng.integers(0, 256, (n, values["height"], values["width"], 3), dtype=np.uint8)
+        np.save(folder / "images.npy", images)
+        labels = ["".join(rng.choice(alphabet, values["length"])) for _ in range(n)]
+        rows = [f"{label},{hashlib.sha256(images[i].tobytes()).hexdigest()}" for i, label in enumerate(labels)]
+        (folder / "manifest.csv").write_text("label,sha256\n" + "\n".join(rows) + "\n")
+    return root
+
+
 def write_all(out_dir: Path, params: Mapping) -> list[str]:
     """Every photo dataset in params, small; returns their names. (CAPTCHAs come from their real stage.)"""
     written = []

@@ -1,4 +1,8 @@
-"""One forward pass per registered model and head: random weights, small input, right shapes, no NaN."""
+"""One forward pass per registered model and head: random weights, small input, right shapes, no NaN.
+
+The real architectures (Xception, VGG16, GoogLeNet) are built in `pytest -m slow`; the tiny test
+backbones and the small CNN go through the same code in the default run.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from transferbench.models.heads import HEADS, HeadOptions, check_head, task_outp
 from transferbench.models.backbones import (MODELS, POOLINGS, CaffePreprocess, build_core, core_layer_count,
                                             create_base, load_core_weights, pooling_layer)
 from transferbench.training.fit import assemble_model
+
+from tests.tiny_backbone import TINY_LAYERS, each_model
 
 TASKS = [Task("binary", 2), Task("multiclass", 3), Task("multihead", 36, 6)]
 HEAD_SETTINGS = {  # a pooling and settings each head fits; between them every pooling is used
@@ -43,7 +49,7 @@ def test_every_head_has_settings_here_and_poolings_match_the_schema():
     assert tuple(POOLINGS) == ACCEPTED
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", each_model())
 def test_forward_pass_per_model(name):
     shape = small_shape(name)
     base = create_base(name, shape, "max")
@@ -59,7 +65,7 @@ def test_forward_pass_per_model(name):
 
 @pytest.mark.parametrize("task", TASKS, ids=lambda t: t.kind)
 @pytest.mark.parametrize("head", HEADS.names())
-@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("name", each_model())
 def test_forward_pass_per_model_and_head(name, head, task):
     pooling, options = HEAD_SETTINGS[head]
     check_head(head, task, pooling, options)  # every registered head fits every task kind
@@ -111,6 +117,7 @@ def test_unknown_pooling_lists_the_choices():
         pooling_layer("sum")
 
 
+@pytest.mark.slow
 def test_googlenet_matches_the_seed_at_224():
     """Seed 004's model summary: 10,334,030 parameters with both aux classifiers; aux pools leave 4x4."""
     shape = (224, 224, 3)
@@ -152,8 +159,13 @@ def test_decision_rules_per_head():
 
 
 def test_core_layer_count_is_the_core_layers_at_any_size():
-    assert core_layer_count("vgg16") == 19  # seed 003's model.layers[:18] freezes all but block5_pool
+    assert core_layer_count("tiny") == len(TINY_LAYERS) == len(build_core("tiny", (40, 24, 3)).layers)
     assert core_layer_count("cnn") == len(build_core("cnn", (64, 80, 3)).layers)
+
+
+@pytest.mark.slow
+def test_vgg16_core_has_the_19_layers_seed_003_counts():
+    assert core_layer_count("vgg16") == 19  # seed 003's model.layers[:18] freezes all but block5_pool
 
 
 def test_image_under_minimum_is_refused():
@@ -184,16 +196,20 @@ def test_weights_file_round_trip_and_mismatch(tmp_path):
     load_core_weights(fresh, path, "cnn")
     for a, b in zip(core.get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(a, b)
-    other = build_core("vgg16", (32, 32, 3))
-    with pytest.raises(ConfigError, match="does not fit model 'vgg16'"):
-        load_core_weights(other, path, "vgg16")
+    other = build_core("tiny", (32, 32, 3))
+    with pytest.raises(ConfigError, match="does not fit model 'tiny'"):
+        load_core_weights(other, path, "tiny")
 
 
-def test_model_with_custom_layer_survives_save_and_load(tmp_path):
+def test_model_with_custom_layer_survives_save_and_load(tmp_path, monkeypatch):
     import keras
 
-    base = create_base("vgg16", (32, 32, 3), "avg")
+    # VGG16's preprocessing is a layer of ours; the tiny backbone takes it, standing in for VGG16.
+    monkeypatch.setitem(MODELS._entries, "tiny",
+                        dataclasses.replace(MODELS.get("tiny"), preprocess=MODELS.get("vgg16").preprocess))
+    base = create_base("tiny", (32, 32, 3), "avg")
     base.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras")
+    assert isinstance(again.get_layer("preprocess"), CaffePreprocess)
     x = np.random.default_rng(2).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(base(x)), np.asarray(again(x)), rtol=1e-5)

@@ -1,5 +1,6 @@
 """Training: mean-of-heads monitoring, resume after a kill, history and evaluation metrics;
-GoogLeNet's auxiliary outputs, the SVM head's loss, augmentation in training only."""
+auxiliary outputs (GoogLeNet's, and the tiny test backbone's in the default run), the SVM head's
+loss, augmentation in training only."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ import numpy as np
 from transferbench.core.files import read_json
 import pytest
 
-from transferbench.data.datasets import Task, load_split
+from transferbench.data.datasets import Task, read_manifest
 from transferbench.training.evaluation import task_metrics
 from transferbench.study.experiments import resolve
 from transferbench.training.batches import ArrayBatches
 from transferbench.training.train import history_csv
 from transferbench.models.heads import HEADS, HeadOptions, task_outputs
-from transferbench.models.backbones import build_core
+from transferbench.models.backbones import MODELS, build_core
 from transferbench.training.fit import EpochSummary, assemble_model, compile_model, fit
 
-from conftest import write_prepared_captcha
+from tests.fixture_data import write_prepared_captcha
 
 
 def summarised(heads: list[str], learning_rate: float, logs: dict) -> dict:
@@ -78,23 +79,22 @@ def test_task_metrics_for_a_binary_head(head, scores, decided):
     assert np.isfinite(metrics["loss"]) and metrics["loss"] > 0 and metrics["n"] == 4
 
 
-def tiny_experiment(params, tmp_path, monkeypatch):
-    from transferbench.core import paths
-
+def tiny_experiment(params, tmp_path):
+    """The CAPTCHA experiment on the tiny backbone (BatchNorm, as Xception), on small prepared data."""
     params["weights"] = "none"
     params["captcha"].update(width=32, height=32, train=24, validation=8, test=8)
-    params["experiments"]["captcha"].update(model="cnn", epochs=3, batch_size=8,
+    params["experiments"]["captcha"].update(model="tiny", epochs=3, batch_size=8,
                                             schedule={"kind": "plateau", "factor": 0.5, "patience": 0,
                                                       "min_lr": 1e-6})
-    monkeypatch.setattr(paths, "PREPARED", tmp_path / "prepared")
-    write_prepared_captcha(tmp_path / "prepared" / "captcha", {"train": 24, "validation": 8},
-                           params["captcha"])
+    prepared = write_prepared_captcha(tmp_path / "prepared" / "captcha", {"train": 24, "validation": 8},
+                                      params["captcha"])
     experiment = resolve(params, "captcha")
 
     def batches():
         out = {}
         for split in ("train", "validation"):
-            images, manifest = load_split("captcha", split)
+            images = np.load(prepared / split / "images.npy", mmap_mode="r")  # as training reads it
+            manifest = read_manifest(prepared / split / "manifest.csv")
             out[split] = ArrayBatches(images, experiment.spec.targets(manifest, experiment.dataset_values),
                                       8, n_outputs=6, shuffle=split == "train", seed=experiment.seed)
         return out
@@ -106,10 +106,10 @@ class Kill(Exception):
     pass
 
 
-def test_killed_training_resumes_from_its_last_epoch(params, tmp_path, monkeypatch):
+def test_killed_training_resumes_from_its_last_epoch(params, tmp_path):
     import keras
 
-    experiment, batches = tiny_experiment(params, tmp_path, monkeypatch)
+    experiment, batches = tiny_experiment(params, tmp_path)
 
     class KillAtEpoch(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -151,10 +151,15 @@ def photo_experiment(params, dataset: str, size: int, **values):
     return resolve(params, "x")
 
 
-def test_googlenet_aux_outputs_weigh_03_and_val_accuracy_is_the_main_heads(params, tmp_path):
+@pytest.mark.parametrize("model", ["tiny_aux", pytest.param("googlenet", marks=pytest.mark.slow)])
+def test_aux_outputs_weigh_their_loss_weights_and_val_accuracy_is_the_main_heads(params, tmp_path, model):
+    """GoogLeNet's auxiliary classifiers weigh 0.3 each; the tiny backbone's 0.3 and 0.1 (same code)."""
     import keras
 
-    experiment = photo_experiment(params, "cifar10", 32, model="googlenet", pooling="avg", head_dropout=0.4)
+    experiment = photo_experiment(params, "cifar10", 32, model=model, pooling="avg", head_dropout=0.4)
+    aux1_weight, aux2_weight = MODELS.get(model).aux_loss_weights
+    if model == "googlenet":
+        assert (aux1_weight, aux2_weight) == (0.3, 0.3), "seed 004's weights"
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     targets = rng.integers(0, 10, 8)
@@ -168,7 +173,7 @@ def test_googlenet_aux_outputs_weigh_03_and_val_accuracy_is_the_main_heads(param
     model = keras.saving.load_model(tmp_path / "work" / "best.keras")
     assert list(model.output_names) == ["label", "aux1", "aux2"]
     scores = model.evaluate(images, (targets, targets, targets), verbose=0, return_dict=True)
-    weighted = scores["label_loss"] + 0.3 * scores["aux1_loss"] + 0.3 * scores["aux2_loss"]
+    weighted = scores["label_loss"] + aux1_weight * scores["aux1_loss"] + aux2_weight * scores["aux2_loss"]
     assert scores["loss"] == pytest.approx(weighted, rel=1e-4)
     assert scores["loss"] != pytest.approx(scores["label_loss"] + scores["aux1_loss"] + scores["aux2_loss"], rel=1e-3)
 

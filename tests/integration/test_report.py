@@ -280,10 +280,10 @@ def test_nothing_trained_yet_is_all_missing(tmp_path):
 
 # ---- MLflow -------------------------------------------------------------------------------------
 
-def test_figures_logged_to_known_runs_and_unknown_ids_warned(tmp_path, monkeypatch):
+def test_figures_logged_to_known_runs_and_unknown_ids_warned(tmp_path, monkeypatch, mlflow_db):
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = f"sqlite:///{mlflow_db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("pets", artifact_location=(tmp_path / "artifacts").as_uri())

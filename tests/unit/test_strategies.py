@@ -1,4 +1,9 @@
-"""Strategies freeze what they claim, keep frozen BatchNorm in inference mode, and two_phase resumes."""
+"""Strategies freeze what they claim, keep frozen BatchNorm in inference mode, and two_phase resumes.
+
+The tiny test backbone (Conv-BatchNorm-ReLU twice) stands in for Xception: the rules act on layer
+indices and BatchNormalization layers, which it has; one slow test repeats the BatchNorm rule on
+Xception itself.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,12 @@ from transferbench.core.files import read_json
 from transferbench.models.backbones import core_of
 from transferbench.training.fit import build_model, compile_model, fit
 
+from tests.tiny_backbone import TINY_LAYERS
+
 
 def entry(**overrides) -> dict:
-    """A complete experiment entry (binary task, small CNN from scratch), changed by ``overrides``."""
-    values = {"dataset": "cats_and_dogs_filtered", "model": "cnn", "pooling": "max", "head": "dense",
+    """A complete experiment entry (binary task, the tiny test backbone from scratch), changed by ``overrides``."""
+    values = {"dataset": "cats_and_dogs_filtered", "model": "tiny", "pooling": "max", "head": "dense",
               "head_units": 0, "head_dropout": 0.0, "head_l2": 0.0, "strategy": "full", "augment": "none",
               "optimizer": "sgd", "learning_rate": 0.01, "batch_size": 4, "epochs": 3,
               "schedule": {"kind": "constant"}}
@@ -38,6 +45,11 @@ def ids(variables) -> set[int]:
     return {id(v) for v in variables}
 
 
+def learnable(layers) -> set[int]:
+    """The weights of ``layers`` that training may change: all but BatchNormalization's statistics."""
+    return ids(w for layer in layers for w in layer.weights if w.name not in ("moving_mean", "moving_variance"))
+
+
 def head_weights(model) -> set[int]:
     return ids(model.weights) - ids(core_of(model).weights)
 
@@ -46,27 +58,29 @@ def head_weights(model) -> set[int]:
 
 @pytest.mark.parametrize("strategy,extra,frozen_layers", [
     ("full", {}, 0),
-    ("partial", {"freeze": 10}, 10),
-    ("partial", {"freeze": 0.5}, 10),  # round(0.5 * 19)
-    ("frozen", {}, 19),
-    ("two_phase", {"head_epochs": 1, "fine_tune_learning_rate": 1e-4, "freeze": 4}, 19),  # phase 1: head only
+    ("partial", {"freeze": 3}, 3),
+    ("partial", {"freeze": 0.3}, 2),  # round(0.3 * 7)
+    ("frozen", {}, 7),
+    ("two_phase", {"head_epochs": 1, "fine_tune_learning_rate": 1e-4, "freeze": 2}, 7),  # phase 1: head only
 ])
 def test_each_strategy_freezes_exactly_its_layers(params, strategy, extra, frozen_layers):
-    experiment = make_experiment(params, model="vgg16", strategy=strategy, head_units=8, **extra)
+    experiment = make_experiment(params, strategy=strategy, head_units=8, **extra)
     model = build_model(experiment, None)
     core = core_of(model)
-    assert len(core.layers) == 19
-    expected_core = ids(w for layer in core.layers[frozen_layers:] for w in layer.weights)
+    assert [layer.name for layer in core.layers] == list(TINY_LAYERS)
+    expected_core = learnable(core.layers[frozen_layers:])
     trainable = ids(model.trainable_weights)
     assert trainable & ids(core.weights) == expected_core
     assert head_weights(model) <= trainable, "the head always trains"
     assert len(head_weights(model)) == 4  # hidden Dense(8) + classifier: two kernels, two biases
     assert ids(model.non_trainable_weights) == ids(core.weights) - expected_core
+    # Not vacuous: conv kernels and BatchNorm's gamma and beta of the part that trains.
+    assert len(expected_core) == {0: 6, 2: 5, 3: 3, 7: 0}[frozen_layers]
 
 
 def test_two_phase_second_phase_unfreezes_all_but_freeze_and_batchnorm(params):
-    experiment = make_experiment(params, size=71, model="xception", strategy="two_phase", head_epochs=1,
-                                 fine_tune_learning_rate=1e-4, freeze=20)
+    experiment = make_experiment(params, strategy="two_phase", head_epochs=1, fine_tune_learning_rate=1e-4,
+                                 freeze=2)
     model = build_model(experiment, None)
     core = core_of(model)
     assert not any(layer.trainable for layer in core.layers), "phase 1: the whole core is frozen"
@@ -76,8 +90,8 @@ def test_two_phase_second_phase_unfreezes_all_but_freeze_and_batchnorm(params):
     assert strategies.apply(model, fine_tune) is False, "applying the same phase again changes nothing"
     for index, layer in enumerate(core.layers):
         is_bn = isinstance(layer, keras.layers.BatchNormalization)
-        assert layer.trainable == (index >= 20 and not is_bn), (index, layer.name)
-    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in core.layers[20:])
+        assert layer.trainable == (index >= 2 and not is_bn), (index, layer.name)
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in core.layers[2:]) == 2
 
 
 # ---- BatchNormalization of a frozen part stays in inference mode -----------------------------
@@ -98,14 +112,20 @@ def train_one_epoch(model, shape, n=4):
     model.fit(x, rng.integers(0, 2, n), batch_size=n, epochs=1, verbose=0)
 
 
-def test_partial_keeps_frozen_batchnorm_in_inference_mode_and_trains_the_rest(params):
-    experiment = make_experiment(params, size=71, model="xception", strategy="partial", freeze=60,
+@pytest.mark.parametrize("model,size,freeze", [
+    ("tiny", 32, 3),  # input, conv1 and bn1 frozen; the rest trains
+    pytest.param("xception", 71, 60, marks=pytest.mark.slow),
+])
+def test_partial_keeps_frozen_batchnorm_in_inference_mode_and_trains_the_rest(params, model, size, freeze):
+    experiment = make_experiment(params, size=size, model=model, strategy="partial", freeze=freeze,
                                  optimizer="adam", learning_rate=0.01)
     model = build_model(experiment, None)
     compile_model(model, experiment)
     core = core_of(model)
-    frozen = {layer.name for layer in core.layers[:60]}
+    frozen = {layer.name for layer in core.layers[:freeze]}
     means, weights = moving_means(core), kernels(core)
+    for found in (means, weights):  # so that both sides of each check below are exercised
+        assert set(found) & frozen and set(found) - frozen, f"{sorted(found)} vs frozen {sorted(frozen)}"
     train_one_epoch(model, experiment.image_shape)
     after_means, after_weights = moving_means(core), kernels(core)
     for name in means:
@@ -117,8 +137,8 @@ def test_partial_keeps_frozen_batchnorm_in_inference_mode_and_trains_the_rest(pa
 
 
 def test_two_phase_fine_tuning_trains_the_core_with_batchnorm_in_inference_mode(params):
-    experiment = make_experiment(params, size=71, model="xception", strategy="two_phase", head_epochs=1,
-                                 fine_tune_learning_rate=0.01, freeze=0, optimizer="adam")
+    experiment = make_experiment(params, strategy="two_phase", head_epochs=1, fine_tune_learning_rate=0.01,
+                                 freeze=0, optimizer="adam")
     model = build_model(experiment, None)
     strategies.apply(model, strategies.phases(experiment.values)[1])
     compile_model(model, experiment, 0.01)
@@ -126,7 +146,7 @@ def test_two_phase_fine_tuning_trains_the_core_with_batchnorm_in_inference_mode(
     means, weights = moving_means(core), kernels(core)
     train_one_epoch(model, experiment.image_shape)
     after_means, after_weights = moving_means(core), kernels(core)
-    assert all(np.array_equal(means[n], after_means[n]) for n in means), "BN statistics must not move"
+    assert means and all(np.array_equal(means[n], after_means[n]) for n in means), "BN statistics must not move"
     assert all(not np.array_equal(weights[n], after_weights[n]) for n in weights), "every conv layer trains"
 
 
@@ -170,7 +190,8 @@ def batches(experiment, n=8):
 
 TWO_PHASE = dict(strategy="two_phase", head_epochs=2, fine_tune_learning_rate=0.001, freeze=0, epochs=4,
                  head_units=4)
-HEAD_ONLY, EVERYTHING = 4, 10  # trainable arrays: head (2 Dense) / head + the CNN's 3 conv layers
+# Trainable arrays: the head's 2 Dense layers / those and the core's 2 conv kernels (its BatchNorm stays frozen).
+HEAD_ONLY, EVERYTHING = 4, 6
 
 
 def test_two_phase_switches_phase_and_rate_at_head_epochs(params, tmp_path):
@@ -209,11 +230,9 @@ def test_two_phase_resumes_in_the_right_phase_after_a_kill(params, tmp_path, kil
 def test_step_schedule_survives_a_kill(params, tmp_path):
     schedule = {"kind": "step", "factor": 0.5, "every": 1}
     experiment = make_experiment(params, epochs=3, schedule=schedule)
-    straight = fit(experiment, None, *batches(experiment), tmp_path / "a", verbose=0)
     with pytest.raises(Kill):
-        fit(experiment, None, *batches(experiment), tmp_path / "b", extra_callbacks=[KillAtEpoch(2)], verbose=0)
-    resumed = fit(experiment, None, *batches(experiment), tmp_path / "b", verbose=0)
-    rates = [row["learning_rate"] for row in straight]
-    # Seed 004's formula: epoch n (from 1) at rate * factor ** floor(n / every).
-    assert rates == pytest.approx([0.005, 0.0025, 0.00125])
-    assert [row["learning_rate"] for row in resumed] == pytest.approx(rates)
+        fit(experiment, None, *batches(experiment), tmp_path / "work", extra_callbacks=[KillAtEpoch(2)], verbose=0)
+    resumed = fit(experiment, None, *batches(experiment), tmp_path / "work", verbose=0)
+    # Seed 004's formula: epoch n (from 1) at rate * factor ** floor(n / every); epochs 1-2 come from
+    # the killed run's history, epoch 3 from the resumed one.
+    assert [row["learning_rate"] for row in resumed] == pytest.approx([0.005, 0.0025, 0.00125])

@@ -1,0 +1,36 @@
+"""The README's first screen must stay true: CI runs exactly its setup and test commands."""
+
+import re
+
+from transferbench.core import paths
+
+LABELS = ("set up", "run the main job", "test the slow set", "test")  # longest first: "test" prefixes one
+
+
+def first_screen_commands() -> dict[str, str]:
+    """The README's first bash block: comment label -> the command before it."""
+    readme = (paths.ROOT / "README.md").read_text()
+    first_block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    pattern = rf"^(.*?)#\s*({'|'.join(LABELS)})\b"
+    return {label.strip(): command.strip() for command, label in re.findall(pattern, first_block, re.M)}
+
+
+def test_ci_runs_the_readme_setup_and_test_commands():
+    commands = first_screen_commands()
+    assert set(commands) == set(LABELS)
+    ci = (paths.ROOT / ".ci" / "run").read_text()
+    for label in ("set up", "test", "test the slow set"):
+        assert f"# README: {label}\n{commands[label]}\n" in ci, f"{label}: {commands[label]!r} is not in .ci/run"
+    assert "dvc repro" in commands["run the main job"]
+
+
+def test_the_two_test_commands_split_the_suite_at_the_slow_marker():
+    """Plain pytest is the fast set (pyproject's -m 'not slow'); the other command selects the slow set."""
+    import tomllib
+
+    commands = first_screen_commands()
+    assert commands["test"].endswith("&& pytest")
+    assert commands["test the slow set"].endswith("&& pytest -m slow")
+    pytest_config = tomllib.loads((paths.ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "-m 'not slow'" in pytest_config["addopts"] and "--strict-markers" in pytest_config["addopts"]
+    assert any(marker.startswith("slow:") for marker in pytest_config["markers"])
