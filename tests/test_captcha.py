@@ -79,7 +79,7 @@ def test_layout_shapes_hashes_and_labels(reference):
         seen |= set(manifest.label)
         # Rendered, not blank: every image has dark text on a light background.
         assert (images.reshape(len(images), -1).min(axis=1) < 200).all()
-        targets = captcha_targets(manifest, VALUES)
+        targets = captcha_targets(manifest, DATASETS.get("captcha").section(VALUES))
         assert targets.shape == (len(manifest), 6)
         decoded = ["".join(VALUES["alphabet"][i] for i in row) for row in targets]
         assert decoded == list(manifest.label)

@@ -76,12 +76,13 @@ def test_training_run_through_a_real_server(server, params, monkeypatch, tmp_pat
 
     from transferbench.tracking import mlflow_runs as tracking
     from transferbench.study.experiments import resolve
+    from transferbench.study.params import check_params
 
     # A real experiment resolved from params: the CAPTCHA dataset section and a small CNN from scratch.
     params["weights"] = "none"
     params["experiments"] = {"cnn": {**{k: v for k, v in params["experiments"]["captcha"].items() if k != "weights"},
                                      "dataset": "captcha", "model": "cnn"}}
-    experiment = resolve(params, "cnn")
+    experiment = resolve(check_params(params), "cnn")
     assert experiment.weights_label == "none"
 
     run_id = tracking.start_run(experiment)

@@ -12,10 +12,11 @@ import pytest
 from transferbench.data.datasets import Task, load_split
 from transferbench.training.evaluation import task_metrics
 from transferbench.study.experiments import resolve
+from transferbench.study.params import check_params
 from transferbench.training.batches import ArrayBatches
 from transferbench.training.train import history_csv
 from transferbench.models.heads import HEADS, HeadOptions, task_outputs
-from transferbench.models.backbones import build_core
+from transferbench.models.backbones import build_core, load_model
 from transferbench.training.fit import EpochSummary, assemble_model, compile_model, fit
 
 from conftest import write_prepared_captcha
@@ -89,13 +90,13 @@ def tiny_experiment(params, tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "PREPARED", tmp_path / "prepared")
     write_prepared_captcha(tmp_path / "prepared" / "captcha", {"train": 24, "validation": 8},
                            params["captcha"])
-    experiment = resolve(params, "captcha")
+    experiment = resolve(check_params(params), "captcha")
 
     def batches():
         out = {}
         for split in ("train", "validation"):
             images, manifest = load_split("captcha", split)
-            out[split] = ArrayBatches(images, experiment.spec.targets(manifest, experiment.dataset_values),
+            out[split] = ArrayBatches(images, experiment.spec.targets(manifest, experiment.dataset_settings),
                                       8, n_outputs=6, shuffle=split == "train", seed=experiment.seed)
         return out
 
@@ -148,7 +149,7 @@ def photo_experiment(params, dataset: str, size: int, **values):
         "dataset": dataset, "model": "cnn", "pooling": "max", "head": "dense", "head_units": 0,
         "head_dropout": 0.0, "head_l2": 0.0, "strategy": "full", "augment": "none", "optimizer": "sgd",
         "learning_rate": 0.01, "batch_size": 4, "epochs": 1, "schedule": {"kind": "constant"}, **values}}
-    return resolve(params, "x")
+    return resolve(check_params(params), "x")
 
 
 def test_googlenet_aux_outputs_weigh_03_and_val_accuracy_is_the_main_heads(params, tmp_path):
@@ -165,7 +166,7 @@ def test_googlenet_aux_outputs_weigh_03_and_val_accuracy_is_the_main_heads(param
     assert row["val_accuracy"] == row["val_label_accuracy"]
     assert row["accuracy"] == row["label_accuracy"]
 
-    model = keras.saving.load_model(tmp_path / "work" / "best.keras")
+    model = load_model(tmp_path / "work" / "best.keras")
     assert list(model.output_names) == ["label", "aux1", "aux2"]
     scores = model.evaluate(images, (targets, targets, targets), verbose=0, return_dict=True)
     weighted = scores["label_loss"] + 0.3 * scores["aux1_loss"] + 0.3 * scores["aux2_loss"]
