@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from transferbench.data import captcha
 from transferbench.core import paths
+from transferbench.config.disk import check_fits
 from transferbench.config.sections import integer
 from transferbench.study.params import load_params
 from transferbench.core.parallel import cpu_count, map_chunks
@@ -53,11 +54,16 @@ def _section(values: Any) -> CaptchaParams:
 
 
 def generate(out_dir: Path, work_dir: Path, values: Any, seed: int, workers: int,
-             *, chunk_size: int = CHUNK_SIZE) -> None:
-    """Write the dataset for the params ``captcha`` section ``values`` to ``out_dir``, resuming from ``work_dir``."""
+             *, chunk_size: int = CHUNK_SIZE, free_bytes: int | None = None) -> None:
+    """Write the dataset for the params ``captcha`` section ``values`` to ``out_dir``, resuming from ``work_dir``.
+
+    Refuses before any work if the images would not fit on the disk (``free_bytes``: its free space).
+    """
     values = _section(values)
     integer("seed", seed, 0, 2**32 - 1)
     integer("chunk_size", chunk_size, 1)
+    counts = {"train": values.train, "validation": values.validation, "test": values.test}
+    check_fits(DATASET, counts, values.image_shape, Path(work_dir), free=free_bytes)
     captcha.check_captcha_version()
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     workers = workers or cpu_count()
@@ -65,7 +71,6 @@ def generate(out_dir: Path, work_dir: Path, values: Any, seed: int, workers: int
 
     open_work_dir(work_dir, {**_recipe(values, seed), "chunk_size": chunk_size})
     output, done = work_dir / "output", work_dir / "done"
-    counts = {"train": values.train, "validation": values.validation, "test": values.test}
     labels = captcha.draw_labels(seed, counts, values.alphabet, values.length)
     shape = values.image_shape
 

@@ -41,6 +41,7 @@ from transferbench.core.errors import ConfigError
 from transferbench.study.params import load_params
 from transferbench.data import images
 from transferbench.core import paths
+from transferbench.config.disk import check_fits
 from transferbench.config.sections import integer
 from transferbench.data.datasets import DATASETS, DatasetParams, DatasetSpec
 from transferbench.data.images import MAX_PIXELS, Chunk
@@ -140,12 +141,13 @@ def decoder() -> str:
 
 def prepare(name: str, values: Any, seed: int, raw_dir: Path, out_dir: Path, work_root: Path, *,
             loader: str | None, workers: int = 0, chunk_size: int | None = None, max_pixels: int = MAX_PIXELS,
-            on_progress: Progress | None = None) -> dict:
+            on_progress: Progress | None = None, free_bytes: int | None = None) -> dict:
     """Prepare ``raw_dir`` into ``out_dir`` for params section ``values``; return the report.
 
     Partial work lives in ``work_root/<name>-<fingerprint>``. ``loader`` is :func:`source_loader`'s
     answer; ``workers`` 0 means every core; ``chunk_size`` None means :func:`auto_chunk_size`;
-    ``on_progress`` is called after each chunk's step.
+    ``on_progress`` is called after each chunk's step. Refuses before any work if the images would
+    not fit on the disk (``free_bytes``: its free space).
     """
     spec = photo_spec(name)
     values = spec.section(values, name)
@@ -159,6 +161,8 @@ def prepare(name: str, values: Any, seed: int, raw_dir: Path, out_dir: Path, wor
     out_dir, shape = Path(out_dir), values.image_shape
     recipe = make_recipe(name, values, seed, raw_dir, loader, max_pixels)
     work_dir = Path(work_root) / f"{name}-{fingerprint(recipe)}"
+    counts = {split: int((items["split"] == split).sum()) for split in paths.SPLITS}
+    check_fits(name, counts, shape, work_dir, free=free_bytes)
     started = time.perf_counter()
 
     _remove_other_work_dirs(Path(work_root), name, keep=work_dir.name)
