@@ -62,11 +62,11 @@ def one_round(experiment, method: str, images: np.ndarray, targets: np.ndarray) 
     keras.utils.set_random_seed(0)
     model = build_model(experiment, None)
     compile_model(model, experiment)
-    batch, task = experiment.values["batch_size"], experiment.task
+    batch, task = experiment.settings.batch_size, experiment.task
     timer = EpochTimer()
     if method == "baseline":
         if len(model.output_names) != task.n_outputs:
-            raise SystemExit(f"{experiment.name}: {experiment.values['model']} has auxiliary outputs; "
+            raise SystemExit(f"{experiment.name}: {experiment.settings.model} has auxiliary outputs; "
                              "the in-memory baseline feeds the task's targets only: pick another experiment")
         x = np.array(images)  # the whole split in memory, as the seed's generators effectively had
         y = [targets[:, i] for i in range(task.n_outputs)] if task.n_outputs > 1 else targets
@@ -88,8 +88,8 @@ def main() -> None:
 
     experiment = resolve(load_params(), args.experiment)
     policy = configure_precision()
-    print(f"{experiment.name}: {experiment.values['model']} at {experiment.image_shape}, batch "
-          f"{experiment.values['batch_size']}, {args.images} images/epoch, backend {keras.backend.backend()}, "
+    print(f"{experiment.name}: {experiment.settings.model} at {experiment.image_shape}, batch "
+          f"{experiment.settings.batch_size}, {args.images} images/epoch, backend {keras.backend.backend()}, "
           f"{policy}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         images, targets = make_data(experiment, args.images, Path(tmp))

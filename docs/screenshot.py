@@ -103,17 +103,19 @@ def synthetic_epoch(weights: str, epoch: int) -> dict[str, float]:
 def log_runs() -> tuple[str, list[str]]:
     """Two runs of the pets experiment, logged as training would: returns (experiment id, run ids)."""
     from transferbench.tracking import mlflow_runs as tracking
+    from transferbench.config.weights import Arm
     from transferbench.study.experiments import resolve
+    from transferbench.study.params import check_params
 
     with open(ROOT / "params.yaml", encoding="utf-8") as f:
         params = yaml.safe_load(f)
     settings = {k: v for k, v in params["experiments"]["captcha"].items() if k != "weights"}
     params["experiments"] = {"pets": {**settings, "dataset": "pets", "model": "xception", "epochs": EPOCHS}}
     params["weights"] = "imagenet"
-    base = resolve(params, "pets")
+    base = resolve(check_params(params), "pets")
     run_ids = []
     for weights, test in (("imagenet", (0.9596, 0.1184)), ("none", (0.9366, 0.2408))):
-        experiment = dataclasses.replace(base, weights=weights)
+        experiment = dataclasses.replace(base, arm=Arm(weights))
         run_id = tracking.start_run(experiment)
         tracking._client().set_tag(run_id, "synthetic", "true")
         for epoch in range(1, EPOCHS + 1):

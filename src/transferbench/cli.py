@@ -7,10 +7,10 @@ from typing import Any, Callable
 
 from transferbench.core.errors import ConfigError
 from transferbench.study.experiments import resolve
-from transferbench.study.params import load_params
+from transferbench.study.params import Params, load_params
 
 
-def stage_main(stage: str, argv: list[str] | None, run: Callable[[dict, str], Any]) -> None:
+def stage_main(stage: str, argv: list[str] | None, run: Callable[[Params, str], Any]) -> None:
     """``python -m stages.<stage> <experiment>``: check params and the name first, then ``run(params, name)``."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -18,6 +18,6 @@ def stage_main(stage: str, argv: list[str] | None, run: Callable[[dict, str], An
     try:
         params = load_params()
         resolve(params, argv[0])
+        run(params, argv[0])
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
-    run(params, argv[0])

@@ -79,7 +79,7 @@ def test_layout_shapes_hashes_and_labels(reference):
         seen |= set(manifest.label)
         # Rendered, not blank: every image has dark text on a light background.
         assert (images.reshape(len(images), -1).min(axis=1) < 200).all()
-        targets = captcha_targets(manifest, VALUES)
+        targets = captcha_targets(manifest, DATASETS.get("captcha").section(VALUES))
         assert targets.shape == (len(manifest), 6)
         decoded = ["".join(VALUES["alphabet"][i] for i in row) for row in targets]
         assert decoded == list(manifest.label)
@@ -179,6 +179,17 @@ def test_config_rejects_bad_captcha_params(key, value, message):
     params["captcha"][key] = value
     with pytest.raises(ConfigError, match=message):
         check_params(params)
+
+
+def test_images_that_would_not_fit_on_the_disk_are_refused_before_work(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match=r"captcha: 30 images of 160x80x3 \(train 20, validation 5, test 5\) "
+                                          r"need 1\.1 MiB under .*work, but that disk has 1\.0 KiB free"):
+        generate_captcha.generate(tmp_path / "out", tmp_path / "work", VALUES, 42, 1, free_bytes=1024)
+    # The default asks the disk itself: 200,000 images of 8000x8000 would need 35 TiB.
+    huge = {**VALUES, "train": 200_000, "height": 8000, "width": 8000}
+    with pytest.raises(ConfigError, match=r"200,010 images of 8000x8000x3 .* need 3\d\.\d TiB"):
+        generate_captcha.generate(tmp_path / "out", tmp_path / "work", huge, 42, 1)
+    assert not (tmp_path / "work").exists() and not (tmp_path / "out").exists()
 
 
 def test_generate_checks_values_before_work(tmp_path):

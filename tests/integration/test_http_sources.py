@@ -145,8 +145,11 @@ def test_file_mirror_is_copied_and_verified(tmp_path):
 FILTERED_COUNTS = {("train", "cats"): 4, ("train", "dogs"): 3, ("validation", "cats"): 2, ("validation", "dogs"): 2}
 
 
+PREPARATION = {"height": 32, "width": 32, "workers": 1, "tolerance": 0.0}  # what fetching does not read
+
+
 def filtered_values(urls: list[str], sha256: str | None = None) -> dict:
-    return {"validation": 2, "test": 2, "source": {"urls": urls, "sha256": sha256}}
+    return {"validation": 2, "test": 2, **PREPARATION, "source": {"urls": urls, "sha256": sha256}}
 
 
 def test_cats_and_dogs_filtered_fetch_writes_the_manifest_and_pins_the_zip(server, tmp_path, capfd):
@@ -197,8 +200,8 @@ def test_cifar10_fetch_and_load_give_hwc_pixels(server, tmp_path):
     archive, data, labels = cifar_tar(per_batch=3)
     server.files["/cifar-10-python.tar.gz"] = archive
     raw_dir = tmp_path / "cifar10"
-    values = {"validation": 2, "source": {"urls": [server.url("/cifar-10-python.tar.gz")],
-                                          "sha256": hashlib.sha256(archive).hexdigest()}}
+    values = {"validation": 2, **PREPARATION, "source": {"urls": [server.url("/cifar-10-python.tar.gz")],
+                                                         "sha256": hashlib.sha256(archive).hexdigest()}}
     summary = cifar10.fetch(values, raw_dir, seed=0)
 
     manifest = read_raw_manifest(raw_dir)
@@ -227,7 +230,8 @@ def test_cifar10_load_rejects_unknown_keys_and_pickles_that_run_code(tmp_path):
 
 
 def test_cifar10_unreachable_names_the_param(tmp_path):
-    values = {"source": {"urls": [closed_port_url("/cifar-10-python.tar.gz")], "sha256": "ab" * 32}}
+    values = {"validation": 2, **PREPARATION,
+              "source": {"urls": [closed_port_url("/cifar-10-python.tar.gz")], "sha256": "ab" * 32}}
     with pytest.raises(SourceUnavailable, match="cifar10.source.urls"):
         cifar10.fetch(values, tmp_path / "cifar10", seed=0)
     assert not (tmp_path / "cifar10" / "manifest.csv").exists()

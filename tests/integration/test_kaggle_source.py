@@ -27,7 +27,8 @@ from tests.fake_sources import kaggle_bundle as bundle
 from tests.fake_sources import kaggle_train_zip as train_zip
 from tests.loopback import closed_port_url
 
-VALUES = {"train": 4, "validation": 2, "test": 2, "source": {"competition": "dogs-vs-cats"}}
+VALUES = {"train": 4, "validation": 2, "test": 2, "height": 32, "width": 32, "workers": 1, "tolerance": 0.0,
+          "source": {"competition": "dogs-vs-cats"}}
 
 
 @pytest.fixture

@@ -438,6 +438,14 @@ def test_bad_input_fails_before_work(raw_dir, tmp_path, name, values, error, mes
     assert not (tmp_path / "work").exists() and not (tmp_path / "prepared").exists()
 
 
+def test_images_that_would_not_fit_on_the_disk_are_refused_before_work(raw_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"pets: \d+ images of 20x16x3 \(train \d+, validation \d+, test \d+\) "
+                                          r"need [\d.]+ KiB under .*work.*, but that disk has 100 B free"):
+        prepare.prepare("pets", PETS, 42, raw_dir, tmp_path / "prepared" / "pets", tmp_path / "work", loader=None,
+                        workers=1, free_bytes=100)
+    assert not (tmp_path / "work").exists() and not (tmp_path / "prepared").exists()
+
+
 def test_missing_raw_manifest_says_to_fetch_first(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"run `dvc repro fetch@pets` first"):
         run(tmp_path / "raw" / "pets", tmp_path)

@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
+from transferbench.core import paths
 from transferbench.reporting import report
+from transferbench.study.params import Params, check_params
 from transferbench.reporting.report import ReportError, epochs_to_stability
 
 # Validation accuracy per epoch, and the epoch from which each stays within 0.02 of its best.
@@ -33,17 +36,16 @@ CAPTCHA_TEST = {("imagenet", 42): (0.99, 0.96), ("imagenet", 43): (0.99, 0.94),
 CLASSES = ["bird", "cat", "dog"]
 
 
-def make_params() -> dict:
-    return {
-        "weights": ["imagenet", "none"], "seed": 42, "seeds": 2,
-        "pets": {}, "captcha": {}, "cats_and_dogs_filtered": {},
-        "experiments": {
-            "pets": {"dataset": "pets", "model": "xception"},
-            "captcha": {"dataset": "captcha", "model": "xception"},
-            "small": {"dataset": "cats_and_dogs_filtered", "model": "cnn", "weights": "none"},
-            "absent": {"dataset": "pets", "model": "vgg16"},
-        },
-    }
+def make_params() -> Params:
+    """The repository's params with the four experiments above, two seeds each."""
+    params = yaml.safe_load(paths.PARAMS.read_text(encoding="utf-8"))
+    planned = params["experiments"]
+    params.update(weights=["imagenet", "none"], seed=42, seeds=2, experiments={
+        "pets": planned["pets"], "captcha": planned["captcha"],
+        "small": {**planned["cats_and_dogs_filtered_cnn"], "weights": "none"},
+        "absent": {**planned["pets"], "model": "vgg16"},
+    })
+    return check_params(params)
 
 
 def write_run(root: Path, experiment: str, weights: str, seed: int, val: list[float], test: dict,

@@ -159,6 +159,7 @@ def test_a_training_run_is_tracked(store, params, monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
 
     from transferbench.study.experiments import resolve
+    from transferbench.study.params import check_params
     from transferbench.tracking import mlflow_runs as tracking
     from transferbench.training.batches import ArrayBatches
     from transferbench.training.fit import fit
@@ -171,7 +172,7 @@ def test_a_training_run_is_tracked(store, params, monkeypatch, tmp_path):
                                       "head_units": 0, "head_dropout": 0.0, "head_l2": 0.0, "strategy": "full",
                                       "augment": "none", "optimizer": "adam", "learning_rate": 0.01,
                                       "batch_size": 4, "epochs": 2, "schedule": {"kind": "constant"}}}
-    experiment = resolve(params, "tiny")
+    experiment = resolve(check_params(params), "tiny")
     assert experiment.weights_label == "none"
 
     run_id = tracking.start_run(experiment)

@@ -13,10 +13,11 @@ import pytest
 from transferbench.data.datasets import Task, read_manifest
 from transferbench.training.evaluation import task_metrics
 from transferbench.study.experiments import resolve
+from transferbench.study.params import check_params
 from transferbench.training.batches import ArrayBatches
 from transferbench.training.train import history_csv
 from transferbench.models.heads import HEADS, HeadOptions, task_outputs
-from transferbench.models.backbones import MODELS, build_core
+from transferbench.models.backbones import MODELS, build_core, load_model
 from transferbench.training.fit import EpochSummary, assemble_model, compile_model, fit
 
 from tests.fixture_data import write_prepared_captcha
@@ -88,14 +89,14 @@ def tiny_experiment(params, tmp_path):
                                                       "min_lr": 1e-6})
     prepared = write_prepared_captcha(tmp_path / "prepared" / "captcha", {"train": 24, "validation": 8},
                                       params["captcha"])
-    experiment = resolve(params, "captcha")
+    experiment = resolve(check_params(params), "captcha")
 
     def batches():
         out = {}
         for split in ("train", "validation"):
             images = np.load(prepared / split / "images.npy", mmap_mode="r")  # as training reads it
             manifest = read_manifest(prepared / split / "manifest.csv")
-            out[split] = ArrayBatches(images, experiment.spec.targets(manifest, experiment.dataset_values),
+            out[split] = ArrayBatches(images, experiment.spec.targets(manifest, experiment.dataset_settings),
                                       8, n_outputs=6, shuffle=split == "train", seed=experiment.seed)
         return out
 
@@ -148,13 +149,12 @@ def photo_experiment(params, dataset: str, size: int, **values):
         "dataset": dataset, "model": "cnn", "pooling": "max", "head": "dense", "head_units": 0,
         "head_dropout": 0.0, "head_l2": 0.0, "strategy": "full", "augment": "none", "optimizer": "sgd",
         "learning_rate": 0.01, "batch_size": 4, "epochs": 1, "schedule": {"kind": "constant"}, **values}}
-    return resolve(params, "x")
+    return resolve(check_params(params), "x")
 
 
 @pytest.mark.parametrize("model", ["tiny_aux", pytest.param("googlenet", marks=pytest.mark.slow)])
 def test_aux_outputs_weigh_their_loss_weights_and_val_accuracy_is_the_main_heads(params, tmp_path, model):
     """GoogLeNet's auxiliary classifiers weigh 0.3 each; the tiny backbone's 0.3 and 0.1 (same code)."""
-    import keras
 
     experiment = photo_experiment(params, "cifar10", 32, model=model, pooling="avg", head_dropout=0.4)
     aux1_weight, aux2_weight = MODELS.get(model).aux_loss_weights
@@ -170,7 +170,7 @@ def test_aux_outputs_weigh_their_loss_weights_and_val_accuracy_is_the_main_heads
     assert row["val_accuracy"] == row["val_label_accuracy"]
     assert row["accuracy"] == row["label_accuracy"]
 
-    model = keras.saving.load_model(tmp_path / "work" / "best.keras")
+    model = load_model(tmp_path / "work" / "best.keras")
     assert list(model.output_names) == ["label", "aux1", "aux2"]
     scores = model.evaluate(images, (targets, targets, targets), verbose=0, return_dict=True)
     weighted = scores["label_loss"] + aux1_weight * scores["aux1_loss"] + aux2_weight * scores["aux2_loss"]

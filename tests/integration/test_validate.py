@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError
 from transferbench.data.expectations import build_suites
 from transferbench.data import validation
 from transferbench.data.validation import finish, image_stats, main, validate
+from transferbench.study.params import Params, check_params
 
 SPLITS = paths.SPLITS
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -198,14 +200,22 @@ def test_manifest_rows_out_of_order(prepared, tmp_path):
     assert failures(summary) == {("images", "expect_column_pair_values_to_be_equal", "sha256", None)}
 
 
+def params_with_captcha(values: dict) -> Params:
+    """The repository's params with this ``captcha`` section (too small for its experiment: dropped)."""
+    params = yaml.safe_load(paths.PARAMS.read_text(encoding="utf-8"))
+    params["captcha"] = values
+    params["experiments"] = {k: v for k, v in params["experiments"].items() if v["dataset"] != "captcha"}
+    return check_params(params)
+
+
 def test_main_reads_params_and_exits_nonzero(prepared, tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "PREPARED", prepared.parent)
     monkeypatch.setattr(paths, "REPORTS", tmp_path / "reports")
-    monkeypatch.setattr(validation, "load_params", lambda: {"captcha": VALUES})
+    monkeypatch.setattr(validation, "load_params", lambda: params_with_captcha(VALUES))
     main(["captcha"])
     assert json.loads((tmp_path / "reports" / "captcha" / "validation" / "summary.json").read_text())["success"]
 
-    monkeypatch.setattr(validation, "load_params", lambda: {"captcha": {**VALUES, "train": 9}})
+    monkeypatch.setattr(validation, "load_params", lambda: params_with_captcha({**VALUES, "train": 9}))
     with pytest.raises(SystemExit) as exit_info:
         main(["captcha"])
     assert exit_info.value.code == 1

@@ -14,6 +14,7 @@ from transferbench.models import pretrained as weights
 from transferbench.core.errors import ConfigError
 from transferbench.study.experiments import resolve
 from tests.loopback import LoopbackServer
+from transferbench.study.params import check_params
 
 
 @pytest.fixture
@@ -95,14 +96,14 @@ def test_prepare_init_from_a_file_and_from_none(params, tmp_path):
     params["weights"] = "none"
     params["experiments"]["captcha"]["model"] = "cnn"
     params["captcha"].update(width=32, height=32)
-    record = weights.prepare_init(resolve(params, "captcha"), tmp_path / "none")
+    record = weights.prepare_init(resolve(check_params(params), "captcha"), tmp_path / "none")
     assert record == {"model": "cnn", "weights": "none"}
     assert weights.init_weights_file(tmp_path / "none") is None
 
     saved = tmp_path / "mine.weights.h5"
     models.build_core("cnn", (32, 32, 3), "max").save_weights(saved)
     params["weights"] = str(saved)
-    record = weights.prepare_init(resolve(params, "captcha"), tmp_path / "file")
+    record = weights.prepare_init(resolve(check_params(params), "captcha"), tmp_path / "file")
     copied = weights.init_weights_file(tmp_path / "file")
     assert copied.read_bytes() == saved.read_bytes() and record["md5"] == hashlib.md5(saved.read_bytes()).hexdigest()
 
@@ -113,5 +114,5 @@ def test_prepare_init_refuses_a_file_of_another_model(params, tmp_path):
     params["weights"] = str(saved)
     params["experiments"]["captcha"]["model"] = "tiny"  # stands in for the experiment's Xception
     with pytest.raises(ConfigError, match="does not fit model 'tiny'"):
-        weights.prepare_init(resolve(params, "captcha"), tmp_path / "init")
+        weights.prepare_init(resolve(check_params(params), "captcha"), tmp_path / "init")
     assert not (tmp_path / "init" / "source.json").exists()

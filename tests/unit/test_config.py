@@ -1,17 +1,33 @@
-"""Bad input is refused before any work, with a message that names the value and what is accepted."""
+"""Bad input is refused before any work, with one line that names the key, the value and what is accepted."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+from transferbench.config.experiment import Plateau, TwoPhase
+from transferbench.config.weights import Arm
+from transferbench.core import paths
 from transferbench.core.errors import ConfigError
-from transferbench.config.checks import weights_source
-from transferbench.study.params import check_params, load_params
+from transferbench.models.strategies import check_freeze
+from transferbench.study.params import Params, check_params, load_params
 
 
-def test_repository_params_are_valid():
+def test_repository_params_are_valid_and_typed():
     params = load_params()
-    assert params["experiments"]["captcha"]["model"] == "xception"
+    assert isinstance(params, Params)
+    assert params.weights == (Arm("imagenet"), Arm("none"))
+    assert params.experiments["captcha"].model == "xception"
+    assert params.experiments["captcha"].batch_size == 16
+    assert isinstance(params.experiments["captcha"].schedule, Plateau)
+    assert isinstance(params.experiments["cats_and_dogs_filtered"], TwoPhase)
+    assert params.experiments["cats_and_dogs_filtered"].freeze == 0
+    assert params.dataset("captcha").image_shape == (80, 160, 3)
+    assert params.arms("cifar10") == (Arm("none"),)
 
 
 def check_fails(params, *fragments):
@@ -39,7 +55,7 @@ def test_experiment_without_its_dataset_section(params):
 @pytest.mark.parametrize("value", ["imagenette", "", 3])
 def test_unknown_weights_value(params, value):
     params["weights"] = value
-    check_fails(params, "imagenet, none")
+    check_fails(params, f"weights is {value!r}", "imagenet, none")
 
 
 def test_weights_file_missing(params, tmp_path):
@@ -54,10 +70,15 @@ def test_weights_file_corrupt(params, tmp_path):
     check_fails(params, "bad.weights.h5", "not an HDF5 file")
 
 
-def test_weights_none_spellings():
-    assert weights_source("none") == "none"
-    assert weights_source(None) == "none"
-    assert weights_source("imagenet") == "imagenet"
+def test_weights_none_spellings_and_a_file_relative_to_the_root(params, tmp_path):
+    (tmp_path / "start.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(8))
+    for value in ("none", None, ["none"]):
+        params["weights"] = value
+        assert check_params(params).weights == (Arm("none"),)
+    params["weights"] = ["imagenet", "start.weights.h5"]
+    arms = check_params(params, root=tmp_path).weights
+    assert arms == (Arm("imagenet"), Arm("start.weights.h5", tmp_path / "start.weights.h5"))
+    assert [arm.label for arm in arms] == ["imagenet", "file-start.weights.h5"]
 
 
 @pytest.mark.parametrize("key,value", [("train", 0), ("validation", -5), ("test", 0), ("length", 0)])
@@ -68,12 +89,51 @@ def test_counts_must_be_positive(params, key, value):
 
 def test_image_under_model_minimum(params):
     params["captcha"]["height"] = 60  # the captcha package's default height: too small for Xception
-    check_fails(params, "160x60", "xception", "71")
+    check_fails(params, "experiments.captcha", "160x60", "xception", "71")
 
 
 def test_unknown_key_is_an_error(params):
     params["experiments"]["captcha"]["epoch"] = 3  # typo of `epochs`
-    check_fails(params, "experiments.captcha.epoch", "epochs")
+    check_fails(params, "unknown key experiments.captcha.epoch", "accepted: dataset, model", "epochs")
+    del params["experiments"]["captcha"]["epoch"]
+    params["captcha"]["colour"] = "red"
+    check_fails(params, "unknown key captcha.colour", "alphabet")
+    del params["captcha"]["colour"]
+    params["learning_rate"] = 0.1
+    check_fails(params, "unknown key learning_rate", "weights, seed, seeds, experiments", "captcha", "cifar10")
+
+
+def test_missing_key(params):
+    del params["experiments"]["captcha"]["epochs"]
+    check_fails(params, "missing key experiments.captcha.epochs")
+    params["experiments"]["captcha"]["epochs"] = 30
+    del params["experiments"]["captcha"]["strategy"]
+    check_fails(params, "experiments.captcha must be a mapping with `strategy`", "full, partial, frozen, two_phase")
+
+
+@pytest.mark.parametrize("where, value, fragments", [
+    (("seed",), -1, ["seed must be >= 0, got -1"]),
+    (("experiments", "captcha", "batch_size"), "16", ["experiments.captcha.batch_size must be an integer, got '16'"]),
+    (("experiments", "captcha", "batch_size"), True, ["experiments.captcha.batch_size must be an integer, got True"]),
+    (("experiments", "captcha", "learning_rate"), 0, ["experiments.captcha.learning_rate must be > 0, got 0"]),
+    (("experiments", "captcha", "learning_rate"), "1e-3", ["learning_rate must be a number, got '1e-3'"]),
+    (("experiments", "captcha", "model"), "", ["experiments.captcha.model must be a non-empty string"]),
+    (("experiments", "captcha"), "xception", ["experiments.captcha must be a mapping", "'xception'"]),
+    (("experiments",), {}, ["experiments must have at least 1 entries"]),
+    (("pets", "source", "limit"), -1, ["pets.source.limit must be >= 0, got -1"]),
+    (("cifar10", "source", "urls"), ["ftp://x"], ["cifar10.source.urls has 'ftp://x'", "https://"]),
+    (("cifar10", "source", "sha256"), "ABC", ["cifar10.source.sha256 is 'ABC'", "64 lowercase hex digits"]),
+    (("cats_and_dogs_filtered", "tolerance"), 1.5, ["cats_and_dogs_filtered.tolerance must be <= 1, got 1.5"]),
+])
+def test_each_bad_value_is_one_line_naming_its_dotted_key(params, where, value, fragments):
+    section = params
+    for key in where[:-1]:
+        section = section[key]
+    section[where[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        check_params(params)
+    message = str(err.value)
+    assert "\n" not in message and all(f in message for f in fragments), message
 
 
 def test_unknown_head_and_optimizer(params):
@@ -86,7 +146,11 @@ def test_unknown_head_and_optimizer(params):
 
 def test_model_without_imagenet_weights(params):
     params["experiments"]["captcha"]["model"] = "cnn"
-    check_fails(params, "'cnn'", "no ImageNet weights", "weights=none")
+    check_fails(params, "weights has imagenet", "'cnn'", "no ImageNet weights", "weights=none",
+                "experiments.captcha.weights")
+    params["experiments"]["captcha"]["weights"] = ["none", "imagenet"]
+    check_fails(params, "experiments.captcha.weights has imagenet", "'cnn'", "no ImageNet weights")
+    del params["experiments"]["captcha"]["weights"]
     params["weights"] = "none"
     check_params(params)
 
@@ -108,24 +172,36 @@ def test_unknown_strategy_lists_them(params):
 
 
 @pytest.mark.parametrize("freeze,fragments", [
-    (200, ["freeze is 200", "132 layers", "from 1 to 131"]),
-    (132, ["freeze is 132", "132 layers", "from 1 to 131"]),
-    (0, ["freeze is 0", "from 1 to 131"]),
-    (0.001, ["freeze is 0.001 (0 of them)", "0 < f < 1"]),
+    (0, ["experiments.captcha.freeze is 0", "layer count >= 1"]),
     (1.5, ["freeze is 1.5", "0 < f < 1"]),
-    (-3, ["freeze is -3", "layer count >= 0"]),
+    (-3, ["freeze is -3", "layer count >= 1"]),
     ("half", ["'half'", "layer count", "fraction 0 < f < 1"]),
+    (True, ["True", "layer count", "fraction 0 < f < 1"]),
 ])
 def test_partial_freeze_out_of_range(params, freeze, fragments):
     captcha(params).update(strategy="partial", freeze=freeze)
     check_fails(params, *fragments)
 
 
+@pytest.mark.parametrize("freeze,fragments", [
+    (200, ["experiments.captcha.freeze is 200", "132 layers", "from 1 to 131"]),
+    (132, ["freeze is 132", "132 layers", "from 1 to 131"]),
+    (0.001, ["freeze is 0.001 (0 of them)", "0 < f < 1"]),
+])
+def test_partial_freeze_beyond_the_core_is_refused_by_the_stage_that_builds_it(params, freeze, fragments):
+    # Xception's core has 132 layers; params checking cannot know that without building it.
+    captcha(params).update(strategy="partial", freeze=freeze)
+    settings = check_params(params).experiments["captcha"]
+    with pytest.raises(ConfigError) as err:
+        check_freeze("experiments.captcha", settings, n_layers=132)
+    assert all(f in str(err.value) for f in fragments), str(err.value)
+
+
 def test_partial_freeze_in_range_passes(params):
     captcha(params).update(strategy="partial", freeze=131)
-    check_params(params)
+    check_freeze("experiments.captcha", check_params(params).experiments["captcha"], n_layers=132)
     captcha(params)["freeze"] = 0.5
-    check_params(params)
+    check_freeze("experiments.captcha", check_params(params).experiments["captcha"], n_layers=132)
 
 
 def test_two_phase_needs_its_keys_and_head_epochs_below_epochs(params):
@@ -150,6 +226,8 @@ def test_a_key_of_another_strategy_is_refused(params):
 @pytest.mark.parametrize("schedule,fragments", [
     ({"kind": "cosine"}, ["schedule.kind is 'cosine'", "constant, plateau, step"]),
     ({"kind": "step", "factor": 0.96}, ["missing key experiments.captcha.schedule.every"]),
+    ({"kind": "plateau", "factor": 0.5, "patience": 3, "min_lr": 1e-6, "every": 2},
+     ["unknown key experiments.captcha.schedule.every", "accepted: kind, factor, patience, min_lr"]),
     ({"kind": "constant", "factor": 0.5}, ["unknown key experiments.captcha.schedule.factor", "accepted: kind"]),
     ({"kind": "step", "factor": 1.5, "every": 8}, ["schedule.factor must be < 1", "1.5"]),
     ({"kind": "step", "factor": 0.96, "every": 0}, ["schedule.every must be >= 1", "0"]),
@@ -190,3 +268,36 @@ def test_head_settings_that_do_not_fit(params):
 def test_model_list_includes_googlenet(params):
     captcha(params)["model"] = "inception"
     check_fails(params, "'inception'", "cnn, googlenet, tiny, tiny_aux, vgg16, xception")
+
+
+# ---- checking params needs no Keras -----------------------------------------------------------
+
+NO_KERAS = "import sys; assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, sorted(sys.modules)"
+
+
+@pytest.mark.parametrize("code", [
+    "from transferbench.study.params import load_params; load_params()",
+    "import transferbench.data.generation, transferbench.data.fetching, transferbench.data.preparation, "
+    "transferbench.data.validation",
+    "from transferbench.study.runs import runs; from transferbench.study.params import load_params; "
+    "runs(load_params(), 'captcha')",
+])
+def test_checking_params_and_the_data_stages_import_no_keras(code):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(paths.ROOT / "src"), str(paths.ROOT)])}
+    done = subprocess.run([sys.executable, "-c", f"{code}; {NO_KERAS}"], cwd=paths.ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_bad_param_in_a_stage_is_one_line_without_a_traceback(tmp_path, params):
+    import yaml
+
+    params["seeds"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(paths.ROOT / "src"), str(paths.ROOT)])}
+    code = ("import sys; from transferbench.core.errors import ConfigError; from transferbench.study.params "
+            f"import load_params\ntry:\n    load_params({str(tmp_path / 'params.yaml')!r})\n"
+            "except ConfigError as err:\n    raise SystemExit(f'error: {err}')")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr == "error: seeds must be >= 1, got 0\n", done.stderr
+    assert Path(tmp_path / "params.yaml").exists()

@@ -16,8 +16,9 @@ from transferbench.models import heads
 from transferbench.core.errors import ConfigError
 from transferbench.data.datasets import Task
 from transferbench.models.heads import HEADS, HeadOptions, check_head, task_outputs
-from transferbench.models.backbones import (MODELS, POOLINGS, CaffePreprocess, build_core, core_layer_count,
-                                            create_base, load_core_weights, pooling_layer)
+from transferbench.models.backbones import (MODELS, POOLINGS, build_core, core_layer_count, create_base,
+                                            load_core_weights, load_model, pooling_layer)
+from transferbench.models.custom_objects import CaffePreprocess
 from transferbench.training.fit import assemble_model
 
 from tests.tiny_backbone import TINY_LAYERS, each_model
@@ -42,11 +43,13 @@ def shared_core(name: str):
 
 
 def test_every_head_has_settings_here_and_poolings_match_the_schema():
-    from transferbench.study.experiments import POOLINGS as ACCEPTED
+    from transferbench.config.experiment import ExperimentBase
+
+    accepted = ExperimentBase.model_fields["pooling"].annotation.__args__  # Literal["max", "avg", "flatten"]
 
     assert sorted(HEAD_SETTINGS) == HEADS.names()
     assert sorted({pooling for pooling, _ in HEAD_SETTINGS.values()}) == sorted(POOLINGS)
-    assert tuple(POOLINGS) == ACCEPTED
+    assert tuple(POOLINGS) == accepted
 
 
 @pytest.mark.parametrize("name", each_model())
@@ -202,14 +205,35 @@ def test_weights_file_round_trip_and_mismatch(tmp_path):
 
 
 def test_model_with_custom_layer_survives_save_and_load(tmp_path, monkeypatch):
-    import keras
-
     # VGG16's preprocessing is a layer of ours; the tiny backbone takes it, standing in for VGG16.
     monkeypatch.setitem(MODELS._entries, "tiny",
                         dataclasses.replace(MODELS.get("tiny"), preprocess=MODELS.get("vgg16").preprocess))
     base = create_base("tiny", (32, 32, 3), "avg")
     base.save(tmp_path / "m.keras")
-    again = keras.saving.load_model(tmp_path / "m.keras")
+    again = load_model(tmp_path / "m.keras")
     assert isinstance(again.get_layer("preprocess"), CaffePreprocess)
     x = np.random.default_rng(2).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(base(x)), np.asarray(again(x)), rtol=1e-5)
+
+
+def test_a_fresh_process_loads_a_model_with_our_layer_and_loss(tmp_path):
+    # Only backbones is imported there, as in evaluation: the custom classes must come with load_model.
+    import os
+    import subprocess
+    import sys
+
+    import keras
+
+    from transferbench.core import paths
+    from transferbench.models.custom_objects import OneVsRestSquaredHinge
+
+    base = create_base("vgg16", (32, 32, 3), "avg")
+    base.compile(optimizer="sgd", loss=OneVsRestSquaredHinge())
+    base.save(tmp_path / "m.keras")
+    code = ("import sys; from transferbench.models.backbones import load_model; "
+            f"m = load_model({str(tmp_path / 'm.keras')!r}); print(type(m.loss).__name__, m.layers[1].name)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(paths.ROOT / "src"), str(paths.ROOT)])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["OneVsRestSquaredHinge", "preprocess"]
+    assert isinstance(keras.saving.load_model(tmp_path / "m.keras").loss, OneVsRestSquaredHinge)

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+from transferbench.core.errors import ConfigError
 from transferbench.models import strategies
 from transferbench.study.params import check_params
 from transferbench.study.experiments import resolve
@@ -37,8 +38,7 @@ def make_experiment(params, size: int = 32, **overrides):
     params["weights"] = "none"
     params["cats_and_dogs_filtered"].update(height=size, width=size)
     params["experiments"] = {"x": entry(**overrides)}
-    check_params(params)
-    return resolve(params, "x")
+    return resolve(check_params(params), "x")
 
 
 def ids(variables) -> set[int]:
@@ -84,7 +84,7 @@ def test_two_phase_second_phase_unfreezes_all_but_freeze_and_batchnorm(params):
     model = build_model(experiment, None)
     core = core_of(model)
     assert not any(layer.trainable for layer in core.layers), "phase 1: the whole core is frozen"
-    head, fine_tune = strategies.phases(experiment.values)
+    head, fine_tune = strategies.phases(experiment.settings)
     assert (head.end, fine_tune.start, fine_tune.learning_rate) == (1, 1, 1e-4)
     assert strategies.apply(model, fine_tune) is True
     assert strategies.apply(model, fine_tune) is False, "applying the same phase again changes nothing"
@@ -140,7 +140,7 @@ def test_two_phase_fine_tuning_trains_the_core_with_batchnorm_in_inference_mode(
     experiment = make_experiment(params, strategy="two_phase", head_epochs=1, fine_tune_learning_rate=0.01,
                                  freeze=0, optimizer="adam")
     model = build_model(experiment, None)
-    strategies.apply(model, strategies.phases(experiment.values)[1])
+    strategies.apply(model, strategies.phases(experiment.settings)[1])
     compile_model(model, experiment, 0.01)
     core = core_of(model)
     means, weights = moving_means(core), kernels(core)
@@ -236,3 +236,23 @@ def test_step_schedule_survives_a_kill(params, tmp_path):
     # Seed 004's formula: epoch n (from 1) at rate * factor ** floor(n / every); epochs 1-2 come from
     # the killed run's history, epoch 3 from the resumed one.
     assert [row["learning_rate"] for row in resumed] == pytest.approx([0.005, 0.0025, 0.00125])
+
+
+# ---- what params checking leaves to the stage that builds the core ---------------------------
+
+def test_train_refuses_a_freeze_beyond_the_core_before_any_work(params, monkeypatch, tmp_path):
+    from transferbench import cli
+    from transferbench.core import paths
+    from transferbench.training import train
+
+    monkeypatch.setattr(paths, "TMP", tmp_path / "tmp")
+    make_experiment(params, strategy="partial", freeze=200)  # valid params: the count needs the core
+    checked = check_params(params)
+    n_layers = len(TINY_LAYERS)
+    with pytest.raises(ConfigError, match=rf"^experiments\.x\.freeze is 200 but tiny's core has {n_layers} layers; "
+                                          rf"accepted for partial: a layer count from 1 to {n_layers - 1}"):
+        train.run(checked, "x")
+    assert not (tmp_path / "tmp").exists()
+    monkeypatch.setattr(cli, "load_params", lambda: checked)
+    with pytest.raises(SystemExit, match=r"^error: experiments\.x\.freeze is 200"):  # one line, no traceback
+        cli.stage_main("train", ["x"], train.run)

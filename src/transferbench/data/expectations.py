@@ -23,7 +23,7 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 from great_expectations.expectations.row_conditions import Column
 
-from transferbench.data.datasets import DATASETS
+from transferbench.data.datasets import DATASETS, CaptchaParams, PhotoParams
 from transferbench.data.images import MIN_PIXEL_STD, PIXEL_MEAN_RANGE
 from transferbench.core.paths import SPLITS
 from transferbench.core.registry import Registry
@@ -46,7 +46,7 @@ class DatasetChecks:
 
 
 # (params section, meta.json of the prepared data) -> the dataset's own checks
-CHECKS: Registry[Callable[[Mapping[str, Any], Mapping[str, Any]], DatasetChecks]] = Registry(
+CHECKS: Registry[Callable[[Any, Mapping[str, Any]], DatasetChecks]] = Registry(
     "dataset with validation checks")
 
 
@@ -122,14 +122,16 @@ def image_expectations() -> list[gxe.Expectation]:
     return out
 
 
-def build_suites(dataset: str, values: Mapping[str, Any],
+def build_suites(dataset: str, values: Any,
                  meta: Mapping[str, Any] | None = None) -> dict[str, gx.ExpectationSuite]:
     """One suite per frame (named ``<dataset>.<frame>``) for ``dataset`` with params ``values``.
 
     ``meta`` is the prepared data's meta.json, which photo datasets' checks read their expected counts from.
     """
-    checks = CHECKS.get(dataset)(values, meta or {})
-    image_shape = DATASETS.get(dataset).image_shape(values)
+    check = CHECKS.get(dataset)
+    values = DATASETS.get(dataset).section(values, dataset)
+    checks = check(values, meta or {})
+    image_shape = values.image_shape
     expectations = {
         "manifest": manifest_expectations(checks),
         "splits": split_expectations(checks, image_shape),
@@ -142,24 +144,24 @@ def build_suites(dataset: str, values: Mapping[str, Any],
 # ---- datasets -------------------------------------------------------------------------------
 
 @CHECKS.register("captcha")
-def captcha_checks(values: Mapping[str, Any], meta: Mapping[str, Any]) -> DatasetChecks:
+def captcha_checks(values: CaptchaParams, meta: Mapping[str, Any]) -> DatasetChecks:
     """Labels are ``length`` characters of ``alphabet``, unique within and across splits."""
-    pattern = f"^[{re.escape(values['alphabet'])}]{{{values['length']}}}$"
+    pattern = f"^[{re.escape(values.alphabet)}]{{{values.length}}}$"
     labels = [
         _named(gxe.ExpectColumnValuesToMatchRegex(column="label", regex=pattern),
-               f"labels are {values['length']} characters of the alphabet"),
+               f"labels are {values.length} characters of the alphabet"),
         *(_named(gxe.ExpectColumnValuesToBeUnique(column="label", **_where(split)),
                  f"labels are unique within {split}") for split in SPLITS),
         # Over the concatenation: a string in two splits would leak the test set into training.
         _named(gxe.ExpectColumnValuesToBeUnique(column="label"), "labels are unique across all splits"),
     ]
-    return DatasetChecks(labels=labels, split_sizes={split: values[split] for split in SPLITS})
+    return DatasetChecks(labels=labels, split_sizes={split: getattr(values, split) for split in SPLITS})
 
 
 PHOTO_EXTRA_COLUMNS = ("key", "source_sha256", "orig_width", "orig_height", "converted")
 
 
-def photo_checks(dataset: str, values: Mapping[str, Any], meta: Mapping[str, Any]) -> DatasetChecks:
+def photo_checks(dataset: str, values: PhotoParams, meta: Mapping[str, Any]) -> DatasetChecks:
     """Labels from the dataset's classes, every class in every split, sizes within tolerance of expected.
 
     The expected counts are what preparation assigned to each split before dropping unreadable,
@@ -177,7 +179,7 @@ def photo_checks(dataset: str, values: Mapping[str, Any], meta: Mapping[str, Any
                  f"every class appears in {split}") for split in SPLITS),
         _named(gxe.ExpectColumnValuesToBeUnique(column="key"), "no source image is used twice"),
     ]
-    tolerance = values["tolerance"]
+    tolerance = values.tolerance
     ranges = {split: (math.ceil(n * (1 - tolerance)) if n >= 0 else 1, max(n, 0)) for split, n in expected.items()}
     return DatasetChecks(labels=labels, split_ranges=ranges, extra_columns=PHOTO_EXTRA_COLUMNS)
 

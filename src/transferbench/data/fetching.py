@@ -41,15 +41,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         params = load_params()
         module = source_module(args.dataset)
-        if args.dataset not in params:
-            raise ConfigError(f"params.yaml has no {args.dataset!r} section; add one (see README)")
+        values = params.dataset(args.dataset)
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     raw_dir = paths.RAW / args.dataset
     raw_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
-        report = module.fetch(params[args.dataset], raw_dir, params["seed"])
+        report = module.fetch(values, raw_dir, params.seed)
     except (SourceUnavailable, ConfigError) as err:
         raise SystemExit(f"fetch@{args.dataset} failed: {err}") from None
     report = {"dataset": args.dataset, "source": DATASETS.get(args.dataset).source, **report}

@@ -13,41 +13,57 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator
 
 from tqdm import tqdm
 
 from transferbench.data import captcha
 from transferbench.core import paths
-from transferbench.config.checks import integer
+from transferbench.config.disk import check_fits
+from transferbench.config.sections import integer
 from transferbench.study.params import load_params
 from transferbench.core.parallel import cpu_count, map_chunks
 from transferbench.core.files import create_zeros_npy, open_work_dir, read_json, replace_dir, write_json, write_text
+
+if TYPE_CHECKING:
+    from transferbench.data.datasets import CaptchaParams
 
 DATASET = "captcha"
 CHUNK_SIZE = 256  # images per task: small enough to lose little on a kill, large enough to amortise IPC
 
 
-def fingerprint(values: Mapping[str, Any], seed: int) -> str:
+def fingerprint(values: Any, seed: int) -> str:
     """Short hash of everything the output bytes depend on (not ``workers``: it changes only the speed)."""
     return hashlib.sha256(json.dumps(_recipe(values, seed), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _recipe(values: Mapping[str, Any], seed: int) -> dict:
-    return {"captcha": {k: v for k, v in values.items() if k != "workers"}, "seed": seed,
+def _recipe(values: Any, seed: int) -> dict:
+    return {"captcha": _section(values).model_dump(mode="json", exclude={"workers"}), "seed": seed,
             "generator": captcha.GENERATOR}
 
 
 
 
-def generate(out_dir: Path, work_dir: Path, values: Mapping[str, Any], seed: int, workers: int,
-             *, chunk_size: int = CHUNK_SIZE) -> None:
-    """Write the dataset for the params ``captcha`` section ``values`` to ``out_dir``, resuming from ``work_dir``."""
-    from transferbench.data.datasets import DATASETS  # pandas: kept out of the worker processes' imports
+def _section(values: Any) -> CaptchaParams:
+    """The typed ``captcha`` section (checked, if given as a mapping)."""
+    from transferbench.data.datasets import DATASETS, CaptchaParams  # pandas: not in the workers' imports
 
-    DATASETS.get(DATASET).check_params(DATASET, values)
-    integer(0, 2**32 - 1)("seed", seed)
-    integer(1)("chunk_size", chunk_size)
+    section = DATASETS.get(DATASET).section(values, DATASET)
+    assert isinstance(section, CaptchaParams)
+    return section
+
+
+def generate(out_dir: Path, work_dir: Path, values: Any, seed: int, workers: int,
+             *, chunk_size: int = CHUNK_SIZE, free_bytes: int | None = None) -> None:
+    """Write the dataset for the params ``captcha`` section ``values`` to ``out_dir``, resuming from ``work_dir``.
+
+    Refuses before any work if the images would not fit on the disk (``free_bytes``: its free space).
+    """
+    values = _section(values)
+    integer("seed", seed, 0, 2**32 - 1)
+    integer("chunk_size", chunk_size, 1)
+    counts = {"train": values.train, "validation": values.validation, "test": values.test}
+    check_fits(DATASET, counts, values.image_shape, Path(work_dir), free=free_bytes)
     captcha.check_captcha_version()
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     workers = workers or cpu_count()
@@ -55,16 +71,15 @@ def generate(out_dir: Path, work_dir: Path, values: Mapping[str, Any], seed: int
 
     open_work_dir(work_dir, {**_recipe(values, seed), "chunk_size": chunk_size})
     output, done = work_dir / "output", work_dir / "done"
-    counts = {split: values[split] for split in paths.SPLITS}
-    labels = captcha.draw_labels(seed, counts, values["alphabet"], values["length"])
-    shape = (values["height"], values["width"], 3)
+    labels = captcha.draw_labels(seed, counts, values.alphabet, values.length)
+    shape = values.image_shape
 
     chunks = _plan_chunks(output, done, labels, shape, seed, chunk_size)
     todo = [c for c in chunks if _read_marker(done, c) is None]
     total = sum(counts.values())
     workers = max(1, min(workers, len(todo)))
     print(f"generate_captcha: {total:,} CAPTCHAs ({', '.join(f'{s} {n:,}' for s, n in counts.items())}), "
-          f"{values['width']}x{values['height']}, seed {seed} -> {_shown(out_dir)}")
+          f"{values.width}x{values.height}, seed {seed} -> {_shown(out_dir)}")
     if len(todo) < len(chunks):
         print(f"resuming {_shown(work_dir)}: {len(chunks) - len(todo)} of {len(chunks)} chunks already done")
 
@@ -79,7 +94,7 @@ def generate(out_dir: Path, work_dir: Path, values: Mapping[str, Any], seed: int
         write_text(output / split / "manifest.csv", _manifest(labels[split], hashes))
     write_json(output / "meta.json", {
         "dataset": DATASET, "image_shape": list(shape), "splits": counts,
-        "alphabet": values["alphabet"], "length": values["length"], "seed": seed, "generator": captcha.GENERATOR,
+        "alphabet": values.alphabet, "length": values.length, "seed": seed, "generator": captcha.GENERATOR,
     })
     # The only step that touches out_dir: before it the old output (if any) is untouched.
     replace_dir(output, out_dir)
@@ -148,12 +163,12 @@ def _remove_other_work_dirs(root: Path, keep: str) -> None:
 
 def main() -> None:
     params = load_params()
-    values, seed = params[DATASET], params["seed"]
+    values, seed = params.dataset(DATASET), params.seed
     key = fingerprint(values, seed)
     work_root = paths.tmp_dir("generate_captcha")
     _remove_other_work_dirs(work_root, keep=key)
     try:
-        generate(paths.prepared(DATASET), work_root / key, values, seed, values["workers"] or cpu_count())
+        generate(paths.prepared(DATASET), work_root / key, values, seed, values.workers or cpu_count())
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished chunks are kept in {_shown(work_root / key)}; rerun to resume")
         raise SystemExit(130) from None

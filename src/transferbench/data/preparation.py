@@ -41,8 +41,9 @@ from transferbench.core.errors import ConfigError
 from transferbench.study.params import load_params
 from transferbench.data import images
 from transferbench.core import paths
-from transferbench.config.checks import integer
-from transferbench.data.datasets import DATASETS, DatasetSpec
+from transferbench.config.disk import check_fits
+from transferbench.config.sections import integer
+from transferbench.data.datasets import DATASETS, DatasetParams, DatasetSpec
 from transferbench.data.images import MAX_PIXELS, Chunk
 from transferbench.core.parallel import cpu_count, map_chunks
 from transferbench.core.files import create_zeros_npy, open_work_dir, read_json, replace_dir, write_json, write_text
@@ -86,7 +87,7 @@ def source_loader(spec: DatasetSpec) -> str | None:
     return module if callable(getattr(importlib.import_module(module), "load", None)) else None
 
 
-def read_items(name: str, spec: DatasetSpec, values: Mapping[str, Any], seed: int,
+def read_items(name: str, spec: DatasetSpec, values: Any, seed: int,
                raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(raw manifest, the assigned items: split, key, label, source_sha256, in split then key order)."""
     if not (Path(raw_dir) / "manifest.csv").is_file():
@@ -121,10 +122,10 @@ def fingerprint(recipe: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def make_recipe(name: str, values: Mapping[str, Any], seed: int, raw_dir: Path, loader: str | None,
+def make_recipe(name: str, values: DatasetParams, seed: int, raw_dir: Path, loader: str | None,
                 max_pixels: int) -> dict:
     return {"dataset": name, "seed": seed, "max_pixels": max_pixels, "loader": loader,
-            "values": {k: v for k, v in values.items() if k not in NOT_IN_OUTPUT},
+            "values": values.model_dump(mode="json", exclude=set(NOT_IN_OUTPUT)),
             "raw_manifest": sha256_file(Path(raw_dir) / "manifest.csv"),
             "decoder": decoder(), "recipe_version": RECIPE_VERSION}
 
@@ -138,27 +139,30 @@ def decoder() -> str:
 
 # ---- the stage -------------------------------------------------------------------------------------
 
-def prepare(name: str, values: Mapping[str, Any], seed: int, raw_dir: Path, out_dir: Path, work_root: Path, *,
+def prepare(name: str, values: Any, seed: int, raw_dir: Path, out_dir: Path, work_root: Path, *,
             loader: str | None, workers: int = 0, chunk_size: int | None = None, max_pixels: int = MAX_PIXELS,
-            on_progress: Progress | None = None) -> dict:
+            on_progress: Progress | None = None, free_bytes: int | None = None) -> dict:
     """Prepare ``raw_dir`` into ``out_dir`` for params section ``values``; return the report.
 
     Partial work lives in ``work_root/<name>-<fingerprint>``. ``loader`` is :func:`source_loader`'s
     answer; ``workers`` 0 means every core; ``chunk_size`` None means :func:`auto_chunk_size`;
-    ``on_progress`` is called after each chunk's step.
+    ``on_progress`` is called after each chunk's step. Refuses before any work if the images would
+    not fit on the disk (``free_bytes``: its free space).
     """
     spec = photo_spec(name)
-    spec.check_params(name, values)
-    integer(0, 2**32 - 1)("seed", seed)
-    integer(0)("workers", workers)
+    values = spec.section(values, name)
+    integer("seed", seed, 0, 2**32 - 1)
+    integer("workers", workers, 0)
     if chunk_size is not None:
-        integer(1)("chunk_size", chunk_size)
-    integer(1)("max_pixels", max_pixels)
+        integer("chunk_size", chunk_size, 1)
+    integer("max_pixels", max_pixels, 1)
     raw, items = read_items(name, spec, values, seed, raw_dir)
     chunk_size = chunk_size or auto_chunk_size(len(items))
-    out_dir, shape = Path(out_dir), spec.image_shape(values)
+    out_dir, shape = Path(out_dir), values.image_shape
     recipe = make_recipe(name, values, seed, raw_dir, loader, max_pixels)
     work_dir = Path(work_root) / f"{name}-{fingerprint(recipe)}"
+    counts = {split: int((items["split"] == split).sum()) for split in paths.SPLITS}
+    check_fits(name, counts, shape, work_dir, free=free_bytes)
     started = time.perf_counter()
 
     _remove_other_work_dirs(Path(work_root), name, keep=work_dir.name)
@@ -454,13 +458,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     name = parser.parse_args(argv).dataset
     spec = photo_spec(name)  # before loading params: a wrong name fails at once
     params = load_params(paths.PARAMS)
-    if name not in params:
-        raise ConfigError(f"params.yaml has no section {name!r}; add one (see the other photo datasets)")
-    values, seed = params[name], params["seed"]
+    values, seed = params.dataset(name), params.seed
     work_root = paths.tmp_dir("prepare")
     try:
         report = prepare(name, values, seed, paths.RAW / name, paths.prepared(name), work_root,
-                         loader=source_loader(spec), workers=values["workers"], max_pixels=MAX_PIXELS)
+                         loader=source_loader(spec), workers=values.workers, max_pixels=MAX_PIXELS)
     except KeyboardInterrupt:
         print(f"\ninterrupted: decoded chunks are kept in {work_root}; rerun to resume", file=sys.stderr)
         raise SystemExit(130) from None

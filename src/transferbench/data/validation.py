@@ -29,11 +29,10 @@ import yaml
 from great_expectations.data_context.types.base import (
     DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig)
 
-from transferbench.core.errors import ConfigError
 from transferbench.study.params import load_params
 from transferbench.core import paths
 from transferbench.data.datasets import DATASETS, read_manifest
-from transferbench.data.expectations import CHECKS, FRAMES, build_suites
+from transferbench.data.expectations import FRAMES, build_suites
 from transferbench.core.files import read_json, replace_dir, write_json
 
 DOCS_SITE = "local"
@@ -270,7 +269,7 @@ def class_balance(manifest: pd.DataFrame) -> dict:
 
 # ---- the stage ---------------------------------------------------------------------------------
 
-def validate(dataset: str, prepared_dir: Path, values: Mapping[str, Any], report_dir: Path) -> Summary:
+def validate(dataset: str, prepared_dir: Path, values: Any, report_dir: Path) -> Summary:
     """Validate ``prepared_dir`` against ``values`` (the dataset's params); replace ``report_dir``."""
     meta_path = Path(prepared_dir) / "meta.json"
     meta = read_json(meta_path) if meta_path.exists() else {}
@@ -325,14 +324,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--values", type=Path, help="YAML file with the dataset's params (default: params.yaml)")
     args = parser.parse_args(argv)
     if args.values:
-        values = yaml.safe_load(args.values.read_text(encoding="utf-8"))
-        DATASETS.get(args.dataset).check_params(args.dataset, values)
+        values = DATASETS.get(args.dataset).section(yaml.safe_load(args.values.read_text(encoding="utf-8")),
+                                                    args.dataset)
     else:
-        params = load_params()
-        if args.dataset not in params:
-            raise ConfigError(f"params.yaml has no section {args.dataset!r} to validate against; "
-                                     f"datasets with checks: {', '.join(CHECKS.names())}")
-        values = params[args.dataset]
+        values = load_params().dataset(args.dataset)
     report_dir = args.report or paths.validation_dir(args.dataset)
     summary = validate(args.dataset, args.prepared or paths.prepared(args.dataset), values, report_dir)
     finish(summary, report_dir)

@@ -9,15 +9,17 @@ plus its own classifier, one per output of the task. Every head also says how to
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-import keras
 import numpy as np
-from keras import layers
 
+from transferbench.config.experiment import ExperimentBase
 from transferbench.core.errors import ConfigError
-from transferbench.data.datasets import Task
 from transferbench.core.registry import Registry
+from transferbench.data.datasets import Task
+
+if TYPE_CHECKING:  # Keras loads when a head is built: checking params needs the rules below only
+    import keras
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,8 @@ class HeadOptions:
     l2: float = 0.0
 
     @classmethod
-    def of(cls, values: Mapping[str, Any]) -> HeadOptions:
-        return cls(units=values["head_units"], dropout=values["head_dropout"], l2=values["head_l2"])
+    def of(cls, settings: ExperimentBase) -> HeadOptions:
+        return cls(units=settings.head_units, dropout=settings.head_dropout, l2=settings.head_l2)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class HeadSpec:
     def build(self, features: keras.KerasTensor, task: Task,
               options: HeadOptions = HeadOptions()) -> list[keras.KerasTensor]:
         """Outputs named ``output_names(task)`` on ``features`` (a pooled base's vector)."""
+        from keras import layers
+
         x = features
         if options.units:
             x = layers.Dense(options.units, activation="relu", name="head_hidden")(x)
@@ -56,6 +60,8 @@ class HeadSpec:
 
     def metric(self, task: Task) -> Any:
         """Accuracy that follows the decision rule (Keras' "accuracy" thresholds binary outputs at 0.5)."""
+        import keras
+
         if task.kind == "binary" and self.threshold != 0.5:
             return keras.metrics.BinaryAccuracy(name="accuracy", threshold=self.threshold)
         return "accuracy"
@@ -105,6 +111,9 @@ def task_outputs(model: keras.Model, predictions: Any, task: Task) -> list[np.nd
 
 def _softmax_or_sigmoid(features: keras.KerasTensor, task: Task, options: HeadOptions, name: str):
     # float32 outputs keep the softmax/sigmoid stable under mixed precision.
+    import keras
+    from keras import layers
+
     regulariser = keras.regularizers.L2(options.l2) if options.l2 else None
     if task.kind == "binary":
         return layers.Dense(1, activation="sigmoid", kernel_regularizer=regulariser, dtype="float32",
@@ -146,29 +155,10 @@ HEADS.register("gap")(HeadSpec(
 ))
 
 
-@keras.saving.register_keras_serializable(package="transferbench")
-class OneVsRestSquaredHinge(keras.losses.Loss):
-    """Squared hinge on integer labels: class c -> +1 for its own margin, -1 for the others.
-
-    Binary outputs have one margin (label 1 -> +1, label 0 -> -1). The mapping happens here, so
-    the data feed keeps integer labels for every head.
-    """
-
-    def __init__(self, name: str = "one_vs_rest_squared_hinge", **kwargs):
-        super().__init__(name=name, **kwargs)
-
-    def call(self, y_true, y_pred):
-        y_pred = keras.ops.cast(y_pred, "float32")
-        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
-        n_margins = y_pred.shape[-1]
-        if n_margins == 1:
-            signs = keras.ops.reshape(keras.ops.cast(labels, "float32") * 2.0 - 1.0, (-1, 1))
-        else:
-            signs = keras.ops.one_hot(labels, n_margins, dtype="float32") * 2.0 - 1.0
-        return keras.ops.mean(keras.ops.square(keras.ops.relu(1.0 - signs * y_pred)), axis=-1)
-
-
 def _linear_svm(features: keras.KerasTensor, task: Task, options: HeadOptions, name: str):
+    import keras
+    from keras import layers
+
     width = 1 if task.kind == "binary" else task.n_classes
     return layers.Dense(width, activation=None, kernel_regularizer=keras.regularizers.L2(options.l2),
                         dtype="float32", name=name)(features)
@@ -180,11 +170,17 @@ def _check_svm(name: str, pooling: str | None, options: HeadOptions) -> None:
                           f"{options.l2!r} does not fit it; accepted: head_l2 > 0 (e.g. 0.0001)")
 
 
+def _squared_hinge() -> keras.losses.Loss:
+    from transferbench.models.custom_objects import OneVsRestSquaredHinge
+
+    return OneVsRestSquaredHinge()
+
+
 # Seed 001's linear SVM: one linear margin per class (one-vs-rest), squared hinge loss and an L2
 # penalty on the weights. Outputs are margins: class 1 of a binary task where the margin is > 0.
 HEADS.register("svm")(HeadSpec(
     classifier=_linear_svm,
-    loss=lambda task: OneVsRestSquaredHinge(),
+    loss=lambda task: _squared_hinge(),
     tasks=ALL_TASKS,
     threshold=0.0,
     check=_check_svm,

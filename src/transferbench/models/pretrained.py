@@ -1,5 +1,8 @@
 """Stage `weights@<experiment>`: put the experiment's initial weights into models/<experiment>/init/.
 
+An arm (transferbench.config.weights: params value -> arms, normalised once) becomes a file here,
+in :func:`arm_file`, the one place that decides what a model starts from.
+
 `imagenet` fetches Keras' no-top file once into Keras' own cache (``$KERAS_HOME/models``) with
 ``keras.utils.get_file``, which checks its md5 against the hash Keras publishes, and copies it here so
 DVC tracks exactly what training started from. A path is checked by loading it into the model. `none`
@@ -15,8 +18,8 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
+from transferbench.config.weights import IMAGENET, Arm
 from transferbench.core.errors import ConfigError
-from transferbench.config.checks import weights_source
 from transferbench.core.files import atomic_path, file_digest, write_json
 
 # Mirrors (an air-gapped cluster, the tests' loopback server) replace Keras' public address.
@@ -79,22 +82,25 @@ def fetch_imagenet(model_name: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path
         ) from err
 
 
+def arm_file(arm: Arm, model_name: str) -> Path | None:
+    """The weights file an arm starts ``model_name`` from: None for random initialisation, Keras'
+    ImageNet file (fetched once, md5-checked) for imagenet, else the arm's own file."""
+    if arm.source == IMAGENET:
+        return fetch_imagenet(model_name)
+    return arm.file
+
+
 def prepare_init(experiment, out_dir: Path) -> dict:
     """Write ``out_dir/source.json`` (+ ``weights.h5`` unless random init); return the source record."""
     from transferbench.models.backbones import build_core, load_core_weights
 
-    model = experiment.values["model"]
-    source = weights_source(experiment.weights)
-    record = {"model": model, "weights": experiment.weights if source != "none" else "none"}
-    if source == "none":
-        weights_file = None
-    elif source == "imagenet":
-        weights_file = fetch_imagenet(model)
-    else:
-        weights_file = Path(source)
+    model, arm = experiment.settings.model, experiment.arm
+    record = {"model": model, "weights": arm.source}
+    weights_file = arm_file(arm, model)
+    if arm.file is not None:
         # Load it now, so a file for another model fails here and not after data loading.
-        core = build_core(model, experiment.image_shape, experiment.values["pooling"])
-        load_core_weights(core, weights_file, model)
+        core = build_core(model, experiment.image_shape, experiment.settings.pooling)
+        load_core_weights(core, arm.file, model)
     out_dir.mkdir(parents=True, exist_ok=True)
     if weights_file is not None:
         # Keras 3 only loads legacy (Keras 2) weights from a file whose name ends in .h5

@@ -21,18 +21,10 @@ not stop ``fit`` from updating the moving statistics.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
 
+from transferbench.config.experiment import STRATEGIES, ExperimentBase, Partial, TwoPhase
 from transferbench.core.errors import ConfigError
 
-# strategy -> the keys it takes besides the common ones (transferbench.study.experiments.STRATEGY_SCHEMA)
-STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
-    "full": (),
-    "partial": ("freeze",),
-    "frozen": (),
-    "two_phase": ("head_epochs", "fine_tune_learning_rate", "freeze"),
-}
-STRATEGIES = tuple(STRATEGY_KEYS)
 ALL = "all"
 
 
@@ -48,21 +40,21 @@ class Phase:
     freeze_batchnorm: bool = False  # keep every BatchNormalization layer of the core frozen
 
 
-def phases(values: Mapping[str, Any]) -> list[Phase]:
+def phases(settings: ExperimentBase) -> list[Phase]:
     """The experiment's phases, in order; they cover epochs 0 .. epochs - 1."""
-    strategy, epochs, lr = values["strategy"], values["epochs"], values["learning_rate"]
-    if strategy == "full":
-        return [Phase("train", 0, epochs, lr, 0)]
-    if strategy == "partial":
-        return [Phase("train", 0, epochs, lr, values["freeze"])]
-    if strategy == "frozen":
-        return [Phase("train", 0, epochs, lr, ALL)]
-    if strategy == "two_phase":
-        head = values["head_epochs"]
+    epochs, lr = settings.epochs, settings.learning_rate
+    if isinstance(settings, Partial):
+        return [Phase("train", 0, epochs, lr, settings.freeze)]
+    if isinstance(settings, TwoPhase):
+        head = settings.head_epochs
         return [Phase("head", 0, head, lr, ALL),
-                Phase("fine_tune", head, epochs, values["fine_tune_learning_rate"], values["freeze"],
+                Phase("fine_tune", head, epochs, settings.fine_tune_learning_rate, settings.freeze,
                       freeze_batchnorm=True)]
-    raise ConfigError(f"strategy {strategy!r} is unknown; accepted: {', '.join(STRATEGIES)}")
+    if settings.strategy == "full":
+        return [Phase("train", 0, epochs, lr, 0)]
+    if settings.strategy == "frozen":
+        return [Phase("train", 0, epochs, lr, ALL)]
+    raise ConfigError(f"strategy {settings.strategy!r} is unknown; accepted: {', '.join(STRATEGIES)}")
 
 
 def frozen_layer_count(freeze: int | float | str, n_layers: int) -> int:
@@ -95,22 +87,23 @@ def apply(model, phase: Phase) -> bool:
     return before != after
 
 
-def check_strategy(where: str, values: Mapping[str, Any]) -> None:
-    """ConfigError for settings the strategy cannot take: ``freeze`` out of the core's range, ``head_epochs``."""
-    from transferbench.models.backbones import core_layer_count
+def check_freeze(where: str, settings: ExperimentBase, n_layers: int | None = None) -> None:
+    """ConfigError unless ``freeze`` leaves layers of the core (``n_layers``, default: built to count them)
+    both frozen (partial) and training.
 
-    strategy = values["strategy"]
-    if "freeze" in values:
-        freeze, n_layers = values["freeze"], core_layer_count(values["model"])
-        lowest = 1 if strategy == "partial" else 0
-        n_frozen = frozen_layer_count(freeze, n_layers)
-        if not lowest <= n_frozen < n_layers:
-            meaning = "" if isinstance(freeze, int) else f" ({n_frozen} of them)"
-            raise ConfigError(
-                f"{where}.freeze is {freeze!r}{meaning} but {values['model']}'s core has {n_layers} layers; "
-                f"accepted for {strategy}: a layer count from {lowest} to {n_layers - 1}, or a fraction "
-                f"0 < f < 1 that leaves {'at least one layer frozen and ' if lowest else ''}one layer training")
-    if strategy == "two_phase" and values["head_epochs"] >= values["epochs"]:
-        raise ConfigError(f"{where}.head_epochs is {values['head_epochs']} but epochs is {values['epochs']}: "
-                          f"nothing would be left to fine-tune; accepted: 1 <= head_epochs < epochs "
-                          f"(or strategy frozen to train the head alone)")
+    Params checking cannot say this (it builds no model): the stage that builds the core does, before training.
+    """
+    if not isinstance(settings, (Partial, TwoPhase)):
+        return
+    if n_layers is None:
+        from transferbench.models.backbones import core_layer_count
+
+        n_layers = core_layer_count(settings.model)
+    freeze, lowest = settings.freeze, 1 if isinstance(settings, Partial) else 0
+    n_frozen = frozen_layer_count(freeze, n_layers)
+    if not lowest <= n_frozen < n_layers:
+        meaning = "" if isinstance(freeze, int) else f" ({n_frozen} of them)"
+        raise ConfigError(
+            f"{where}.freeze is {freeze!r}{meaning} but {settings.model}'s core has {n_layers} layers; "
+            f"accepted for {settings.strategy}: a layer count from {lowest} to {n_layers - 1}, or a fraction "
+            f"0 < f < 1 that leaves {'at least one layer frozen and ' if lowest else ''}one layer training")

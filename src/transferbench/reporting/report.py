@@ -32,7 +32,7 @@ from tabulate import tabulate
 from transferbench.core import paths
 from transferbench.study import runs
 from transferbench.core.errors import ConfigError
-from transferbench.study.params import load_params
+from transferbench.study.params import Params, load_params
 from transferbench.core.files import read_json, write_json, write_text
 from transferbench.plots import comparison_curves, confusion_matrices
 from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
@@ -185,12 +185,12 @@ class ExperimentRuns:
         return [r for r in self.runs if r.weights == arm]
 
 
-def collect(params: Mapping[str, Any], reports_root: Path) -> list[ExperimentRuns]:
+def collect(params: Params, reports_root: Path) -> list[ExperimentRuns]:
     """Read every planned run of every experiment; absent runs are recorded as missing, with why."""
     collected = []
-    for name, values in params["experiments"].items():
+    for name, settings in params.experiments.items():
         planned = runs.runs(params, name)
-        found = ExperimentRuns(name=name, dataset=values["dataset"], model=values["model"],
+        found = ExperimentRuns(name=name, dataset=settings.dataset, model=settings.model,
                                arms=list(dict.fromkeys(e.weights_label for e in planned)),
                                seeds=sorted({e.seed for e in planned}))
         runs_dir = reports_root / "runs" / name
@@ -563,7 +563,7 @@ class Report:
     figures: dict[str, dict[str, Path]]  # experiment -> {label: png}
 
 
-def build(params: Mapping[str, Any], reports_root: Path) -> Report:
+def build(params: Params, reports_root: Path) -> Report:
     """Read the runs under ``reports_root`` and write README.md, summary.json, curves.csv and the PNGs there."""
     experiments = collect(params, reports_root)
     summaries: dict[str, dict] = {}

@@ -1,71 +1,129 @@
 """Reads params.yaml and rejects anything unknown or out of range before a stage does work.
 
 Every stage calls :func:`load_params`, which checks the whole file, so a bad value anywhere stops
-the first stage that runs (generation included), not the stage that happens to read it.
+the first stage that runs (generation included), not the stage that happens to read it. Checking
+imports no Keras and builds no model: what needs a built model (``freeze`` against the core's layer
+count) is checked by the stage that builds it.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 import yaml
+from pydantic import Field, ValidationInfo, create_model, field_serializer, field_validator
 
-from transferbench.config.checks import integer, weights_source
+from transferbench.config.experiment import STRATEGIES, ExperimentSection, require_tag, root_of
+from transferbench.config.sections import Section, parse
+from transferbench.config.weights import IMAGENET, Arm, parse_arms
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError
+from transferbench.core.registry import Registry
+from transferbench.data.datasets import DATASETS, DatasetParams
+from transferbench.models.backbones import MODELS
+from transferbench.models.heads import HEADS, HeadOptions, check_head
 
 
-def check_params(params: Any) -> dict:
-    """Check a whole params mapping; return it unchanged."""
-    from transferbench.data.datasets import DATASETS
-    from transferbench.study.experiments import check_experiment
+class Params(Section):
+    """params.yaml: initial weights, seeds, experiments, and one section per registered dataset (see params_model)."""
 
+    weights: tuple[Arm, ...]  # every experiment trains once per arm (unless it sets its own weights)
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # data generation and splits; training seeds start here
+    seeds: Annotated[int, Field(ge=1, le=100)]  # training runs per arm
+    experiments: Annotated[dict[str, ExperimentSection], Field(min_length=1)]
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _arms(cls, value: Any, info: ValidationInfo) -> tuple[Arm, ...]:
+        return parse_arms(value, root_of(info))
+
+    @field_serializer("weights")
+    def _sources(self, arms: tuple[Arm, ...]) -> list[str]:
+        return [arm.source for arm in arms]
+
+    @field_validator("experiments", mode="before")
+    @classmethod
+    def _strategies_named(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            for name, experiment in value.items():
+                require_tag(experiment, "strategy", STRATEGIES, key=str(name))
+        return value
+
+    def has_dataset(self, name: str) -> bool:
+        return name in DATASETS and getattr(self, name, None) is not None
+
+    def dataset(self, name: str) -> DatasetParams:
+        """The typed section of dataset ``name``; ConfigError if params.yaml has none."""
+        if not self.has_dataset(name):
+            present = [n for n in DATASETS.names() if self.has_dataset(n)]
+            raise ConfigError(f"params.yaml has no {name!r} section; add one, or use one of: {', '.join(present)}")
+        section = getattr(self, name)
+        assert isinstance(section, DatasetParams)
+        return section
+
+    def arms(self, experiment: str) -> tuple[Arm, ...]:
+        """The experiment's initial weights: its own ``weights`` if it sets them, else the top level's."""
+        return self.experiments[experiment].weights or self.weights
+
+
+@functools.lru_cache(maxsize=None)
+def _params_model(datasets: tuple[str, ...]) -> type[Params]:
+    fields: dict[str, Any] = {name: (DATASETS.get(name).params_model | None, None) for name in datasets}
+    return create_model("Params", __base__=Params, **fields)
+
+
+def params_model() -> type[Params]:
+    """Params with an optional section for every registered dataset (a new dataset is one registry entry)."""
+    return _params_model(tuple(DATASETS.names()))
+
+
+def check_params(params: Any, root: Path | str = paths.ROOT) -> Params:
+    """Check a whole params mapping (relative weights paths start at ``root``); return it typed."""
+    if isinstance(params, Params):
+        return params
     if not isinstance(params, Mapping):
         raise ConfigError(f"params.yaml must be a mapping, got {type(params).__name__}")
-    top_level = ["weights", "seed", "seeds", "experiments", *DATASETS.names()]
-    unknown = sorted(set(params) - set(top_level))
-    if unknown:
-        raise ConfigError(f"unknown top-level key {unknown[0]!r} in params.yaml; accepted: {', '.join(top_level)}")
-    for key in ("weights", "seed", "seeds", "experiments"):
-        if key not in params:
-            raise ConfigError(f"missing top-level key {key!r} in params.yaml")
-    for source in _listed(params["weights"]):
-        weights_source(source)
-    integer(0, 2**32 - 1)("seed", params["seed"])
-    integer(1, 100)("seeds", params["seeds"])
-    for name in DATASETS.names():
-        if name in params:
-            DATASETS.get(name).check_params(name, params[name])
-    experiments = params["experiments"]
-    if not isinstance(experiments, Mapping) or not experiments:
-        raise ConfigError("experiments must be a non-empty mapping of experiment name -> settings")
-    for name, experiment in experiments.items():
-        if not isinstance(experiment, Mapping):
-            raise ConfigError(f"experiments.{name} must be a mapping of settings, got {experiment!r}")
-        # `weights` is the one key an experiment may add: its own arms, overriding the top level.
-        check_experiment(name, {k: v for k, v in experiment.items() if k != "weights"}, params)
-        _check_arms(name, experiment, params)
-    return dict(params)
+    checked = parse(params_model(), params, context={"root": Path(root)})
+    for name in checked.experiments:
+        check_experiment(checked, name)
+    return checked
 
 
-def _listed(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
+def check_experiment(params: Params, name: str) -> None:
+    """What one section cannot say alone: registered names, the dataset's section, sizes, head and arms."""
+    where, settings = f"experiments.{name}", params.experiments[name]
+    _registered(DATASETS, f"{where}.dataset", settings.dataset)
+    if not params.has_dataset(settings.dataset):
+        present = [n for n in DATASETS.names() if params.has_dataset(n)]
+        raise ConfigError(f"{where}.dataset is {settings.dataset!r} but params.yaml has no {settings.dataset!r} "
+                          f"section; add it or pick one of: {', '.join(present)}")
+    model = MODELS.get(_registered(MODELS, f"{where}.model", settings.model))
+    dataset = params.dataset(settings.dataset)
+    if min(dataset.height, dataset.width) < model.min_size:
+        raise ConfigError(f"{where}: image size {dataset.width}x{dataset.height} ({settings.dataset}.width x "
+                          f"height) is under {settings.model}'s minimum {model.min_size}x{model.min_size}; "
+                          f"accepted: height and width >= {model.min_size}")
+    _registered(HEADS, f"{where}.head", settings.head)
+    task = DATASETS.get(settings.dataset).task(dataset)
+    try:
+        check_head(settings.head, task, settings.pooling, HeadOptions.of(settings))
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if model.imagenet is None and any(arm.source == IMAGENET for arm in params.arms(name)):
+        key, own = (f"{where}.weights", "") if settings.weights else ("weights", f", here or as {where}.weights")
+        raise ConfigError(f"{key} has imagenet, but {where} trains model {settings.model!r}, which has no ImageNet "
+                          f"weights; accepted: weights=none{own}, or a weights file for it")
 
 
-def _check_arms(name: str, experiment: Mapping[str, Any], params: Mapping[str, Any]) -> None:
-    """Every initial-weights source of the experiment exists and fits its model."""
-    from transferbench.models.backbones import MODELS
-    from transferbench.study.runs import check_arms
-
-    sources = _listed(experiment.get("weights", params["weights"]))
-    for source in sources:
-        if weights_source(source) == "imagenet" and MODELS.get(experiment["model"]).imagenet is None:
-            raise ConfigError(f"model {experiment['model']!r} (experiments.{name}) has no ImageNet weights; "
-                              f"accepted: weights=none, here or as experiments.{name}.weights, or a weights file for it")
-    check_arms({**params, "experiments": {name: experiment}})
+def _registered(registry: Registry, where: str, name: str) -> str:
+    if name not in registry:
+        raise ConfigError(f"{where} is {name!r}; accepted: {', '.join(registry.names())}")
+    return name
 
 
-def load_params(path: Path | str = paths.PARAMS) -> dict:
+def load_params(path: Path | str = paths.PARAMS) -> Params:
+    """params.yaml, checked; relative weights paths start at its folder."""
     with open(path, encoding="utf-8") as f:
-        return check_params(yaml.safe_load(f))
+        return check_params(yaml.safe_load(f), root=Path(path).resolve().parent)

@@ -9,30 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping
 
 from transferbench.core import paths
-from transferbench.core.errors import ConfigError
 from transferbench.study.experiments import Experiment, resolve
+from transferbench.study.params import Params
 
 
-def arms(params: Mapping[str, Any], name: str) -> list[str]:
-    """The experiment's initial weights, as a list of sources (``imagenet``, ``none``, paths)."""
-    value = params["experiments"][name].get("weights", params["weights"])
-    value = value if isinstance(value, list) else [value]
-    return ["none" if v is None else str(v) for v in value]
-
-
-def arm_experiments(params: Mapping[str, Any], name: str) -> list[Experiment]:
+def arm_experiments(params: Params, name: str) -> list[Experiment]:
     """Experiment ``name`` once per arm, at the first training seed."""
     base = resolve(params, name)
-    return [dataclasses.replace(base, weights=weights, seed=params["seed"]) for weights in arms(params, name)]
+    return [dataclasses.replace(base, arm=arm) for arm in params.arms(name)]
 
 
-def runs(params: Mapping[str, Any], name: str) -> list[Experiment]:
+def runs(params: Params, name: str) -> list[Experiment]:
     """Every run of experiment ``name``: arms x seeds, arms in the order given, then seeds."""
-    return [dataclasses.replace(arm, seed=params["seed"] + i)
-            for arm in arm_experiments(params, name) for i in range(params["seeds"])]
+    return [dataclasses.replace(arm, seed=params.seed + i)
+            for arm in arm_experiments(params, name) for i in range(params.seeds)]
 
 
 def run_name(experiment: Experiment) -> str:
@@ -57,14 +49,3 @@ def report_dir(experiment: Experiment) -> Path:
     adding an experiment needs no edit of dvc.yaml.
     """
     return paths.REPORTS / "runs" / experiment.name / run_name(experiment)
-
-
-def check_arms(params: Mapping[str, Any]) -> None:
-    """Each experiment's arm list is non-empty and names no source twice."""
-    for name in params["experiments"]:
-        labels = [arm.weights_label for arm in arm_experiments(params, name)]
-        if not labels:
-            raise ConfigError(f"experiments.{name}: weights is an empty list; accepted: imagenet, none, "
-                              "a weights file, or a list of them")
-        if len(set(labels)) != len(labels):
-            raise ConfigError(f"experiments.{name}: weights {arms(params, name)} names one source twice")

@@ -62,7 +62,7 @@ def flatten(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
 
 def run_name(experiment: Experiment) -> str:
     """``<dataset>-<model>-<weights>-s<seed>``, e.g. ``pets-xception-imagenet-s42``: the same for every run."""
-    return f"{experiment.dataset}-{experiment.values['model']}-{experiment.weights_label}-s{experiment.seed}"
+    return f"{experiment.dataset}-{experiment.settings.model}-{experiment.weights_label}-s{experiment.seed}"
 
 
 def start_run(experiment: Experiment, run_id: str | None = None) -> str:
@@ -77,10 +77,10 @@ def start_run(experiment: Experiment, run_id: str | None = None) -> str:
     commit = git_commit()
     tags = {
         "dataset": experiment.dataset,
-        "model": experiment.values["model"],
+        "model": experiment.settings.model,
         "weights": experiment.weights_label,
         "seed": str(experiment.seed),
-        "strategy": str(experiment.values.get("strategy", "full")),
+        "strategy": experiment.settings.strategy,
         "experiment": experiment.name,
         "git_commit": commit,
         "mlflow.source.git.commit": commit,
@@ -89,7 +89,8 @@ def start_run(experiment: Experiment, run_id: str | None = None) -> str:
     }
     run = client.create_run(exp_id, tags=tags, run_name=run_name(experiment))
     params = {"weights": experiment.weights, "seed": str(experiment.seed),
-              **flatten("experiment", experiment.values), **flatten(experiment.dataset, experiment.dataset_values)}
+              **flatten("experiment", experiment.settings.model_dump(mode="json", exclude_unset=True)),
+              **flatten(experiment.dataset, experiment.dataset_settings.model_dump(mode="json"))}
     from mlflow.entities import Param
 
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])

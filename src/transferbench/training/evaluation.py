@@ -20,7 +20,9 @@ from transferbench.study import runs
 from transferbench.tracking import mlflow_runs as tracking
 from transferbench.data.datasets import Task, load_split
 from transferbench.study.experiments import Experiment
+from transferbench.study.params import Params
 from transferbench.training.batches import ArrayBatches
+from transferbench.models.backbones import load_model
 from transferbench.models.heads import HEADS, HeadSpec, task_outputs
 from transferbench.core.files import read_json, write_json, write_text
 from transferbench.plots import learning_curves
@@ -53,12 +55,12 @@ def confusion(targets: np.ndarray, predicted: np.ndarray, classes: tuple[str, ..
 def evaluate(experiment: Experiment, model: keras.Model) -> tuple[dict, pd.DataFrame | None]:
     """Test-split metrics and, for single-output tasks, the confusion matrix."""
     images, manifest = load_split(experiment.dataset, "test")
-    targets = experiment.spec.targets(manifest, experiment.dataset_values)
+    targets = experiment.spec.targets(manifest, experiment.dataset_settings)
     task = experiment.task
-    batches = ArrayBatches(images, targets, experiment.values["batch_size"], n_outputs=task.n_outputs)
+    batches = ArrayBatches(images, targets, experiment.settings.batch_size, n_outputs=task.n_outputs)
     raw = model.predict(batches, verbose=1 if sys.stdout.isatty() else 0)
     predictions = task_outputs(model, raw, task)
-    head = HEADS.get(experiment.values["head"])
+    head = HEADS.get(experiment.settings.head)
     metrics = task_metrics(task, targets, predictions, head)
     table = None
     if task.n_outputs == 1 and experiment.spec.classes:
@@ -70,7 +72,7 @@ def evaluate_run(experiment: Experiment) -> dict:
     """Evaluate one trained run; write its report folder; complete its MLflow run."""
     model_dir, report_dir = runs.model_dir(experiment), runs.report_dir(experiment)
     trained = read_json(model_dir / "train.json")
-    model = keras.saving.load_model(model_dir / "model.keras")
+    model = load_model(model_dir / "model.keras")
     test, table = evaluate(experiment, model)
     history = pd.read_csv(model_dir / "history.csv")
     metrics = {
@@ -91,7 +93,7 @@ def evaluate_run(experiment: Experiment) -> dict:
         files.append(report_dir / "confusion.csv")
     curves = report_dir / "learning_curves.png"
     learning_curves({experiment.weights_label: history},
-                    f"{experiment.name}: {experiment.values['model']} ({runs.run_name(experiment)})", curves)
+                    f"{experiment.name}: {experiment.settings.model} ({runs.run_name(experiment)})", curves)
     files.append(curves)
 
     run_id = trained["mlflow_run_id"]
@@ -128,7 +130,7 @@ def aggregate(per_run: list[dict]) -> dict:
     return out
 
 
-def run(params: dict, name: str) -> dict:
+def run(params: Params, name: str) -> dict:
     """Evaluate every run of experiment ``name``; write reports/<name>/metrics.json."""
     per_run = []
     for experiment in runs.runs(params, name):

@@ -11,17 +11,18 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import keras
 
+from transferbench.config.experiment import Plateau, Schedule, Step
 from transferbench.models import strategies
 from transferbench.data.datasets import Task
 from transferbench.study.experiments import Experiment
 from transferbench.training.batches import ArrayBatches
 from transferbench.models.heads import HEADS, HeadOptions, aux_output_names, output_names
 from transferbench.core.files import read_json, write_json
-from transferbench.models.backbones import MODELS, base_outputs, initial_core
+from transferbench.models.backbones import MODELS, base_outputs, initial_core, load_model
 
 MONITOR = "val_accuracy"  # the task's outputs only: the mean over CAPTCHA heads, no aux (EpochSummary)
 
@@ -79,12 +80,12 @@ def assemble_model(model_name: str, core: keras.Model, image_shape: tuple[int, i
 
 def build_model(experiment: Experiment, weights_file: Path | None) -> keras.Model:
     """Base (initial weights loaded) + the experiment's head, its layers frozen for the first phase."""
-    values = experiment.values
-    core = initial_core(values["model"], experiment.image_shape, weights_file)
-    model = assemble_model(values["model"], core, experiment.image_shape, experiment.task,
-                           pooling=values["pooling"], head=values["head"], head_options=HeadOptions.of(values),
-                           augment=values["augment"], name=experiment.name)
-    strategies.apply(model, strategies.phases(values)[0])
+    settings = experiment.settings
+    core = initial_core(settings.model, experiment.image_shape, weights_file)
+    model = assemble_model(settings.model, core, experiment.image_shape, experiment.task,
+                           pooling=settings.pooling, head=settings.head, head_options=HeadOptions.of(settings),
+                           augment=settings.augment, name=experiment.name)
+    strategies.apply(model, strategies.phases(settings)[0])
     return model
 
 
@@ -106,13 +107,13 @@ def loss_weights(model_name: str, task: Task) -> dict[str, float]:
 
 def compile_model(model: keras.Model, experiment: Experiment, learning_rate: float | None = None) -> None:
     """Loss, loss weights and accuracy per output; ``learning_rate`` defaults to the experiment's."""
-    values, task = experiment.values, experiment.task
-    head = HEADS.get(values["head"])
-    optimizer = make_optimizer(values["optimizer"],
-                               values["learning_rate"] if learning_rate is None else learning_rate)
+    settings, task = experiment.settings, experiment.task
+    head = HEADS.get(settings.head)
+    optimizer = make_optimizer(settings.optimizer,
+                               settings.learning_rate if learning_rate is None else learning_rate)
     names = list(model.output_names)
     if len(names) > 1:
-        weights = loss_weights(values["model"], task)
+        weights = loss_weights(settings.model, task)
         if sorted(weights) != sorted(names):
             raise ValueError(f"model outputs {names} do not match the expected {sorted(weights)}")
         model.compile(optimizer=optimizer, loss={n: head.loss(task) for n in names},
@@ -146,14 +147,14 @@ class EpochSummary(keras.callbacks.Callback):
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-def schedule_callbacks(schedule: Mapping, phase: strategies.Phase) -> list[keras.callbacks.Callback]:
+def schedule_callbacks(schedule: Schedule, phase: strategies.Phase) -> list[keras.callbacks.Callback]:
     """The experiment's learning-rate schedule for one phase (a phase starts at its own rate)."""
-    if schedule["kind"] == "plateau":
-        return [keras.callbacks.ReduceLROnPlateau(monitor=MONITOR, mode="max", factor=schedule["factor"],
-                                                  patience=schedule["patience"], min_lr=schedule["min_lr"],
+    if isinstance(schedule, Plateau):
+        return [keras.callbacks.ReduceLROnPlateau(monitor=MONITOR, mode="max", factor=schedule.factor,
+                                                  patience=schedule.patience, min_lr=schedule.min_lr,
                                                   verbose=1)]
-    if schedule["kind"] == "step":
-        factor, every, start, rate = schedule["factor"], schedule["every"], phase.start, phase.learning_rate
+    if isinstance(schedule, Step):
+        factor, every, start, rate = schedule.factor, schedule.every, phase.start, phase.learning_rate
         return [keras.callbacks.LearningRateScheduler(
             lambda epoch, lr: step_rate(rate, factor, every, epoch - start))]
     return []
@@ -263,13 +264,12 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
     Each strategy phase is one ``model.fit``; between phases the layers are re-frozen and the model
     recompiled at the next phase's rate. A run killed in any phase resumes in that phase.
     """
-    values = experiment.values
-    plan = strategies.phases(values)
+    plan = strategies.phases(experiment.settings)
     work_dir.mkdir(parents=True, exist_ok=True)
     state_file = work_dir / "state.json"
     state = read_json(state_file) if state_file.exists() else None
     if state is not None:
-        model = keras.saving.load_model(work_dir / "last.keras")
+        model = load_model(work_dir / "last.keras")
         current = state.get("phase", plan[0].name)
         print(f"resuming {experiment.name} after epoch {state['epoch']} ({current}) from {work_dir}",
               file=sys.stderr)
@@ -297,7 +297,7 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
         elif strategies.apply(model, phase):
             # A saved model comes back with its trainable flags; should they differ, the optimizer must follow.
             compile_model(model, experiment, phase.learning_rate)
-        schedule = schedule_callbacks(values["schedule"], phase)
+        schedule = schedule_callbacks(experiment.settings.schedule, phase)
         plateau = next((c for c in schedule if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
         resume = ResumeState(work_dir, checkpoint, plateau, history, phase=phase.name)
         if state is not None:
@@ -315,5 +315,5 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
 def finish(work_dir: Path, model_path: Path) -> None:
     """Put the best model in place without its optimizer state (a third of the size), drop the resume state."""
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(keras.saving.load_model(work_dir / "best.keras", compile=False), model_path)
+    save_model(load_model(work_dir / "best.keras", compile=False), model_path)
     shutil.rmtree(work_dir)

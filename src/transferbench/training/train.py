@@ -21,15 +21,18 @@ from transferbench.study import runs
 from transferbench.tracking import mlflow_runs as tracking
 from transferbench.data.datasets import load_split
 from transferbench.study.experiments import Experiment
+from transferbench.study.params import Params
 from transferbench.training.batches import ArrayBatches
 from transferbench.core.files import read_json, replace_dir, write_json, write_text
 from transferbench.training.fit import configure_precision, finish, fit
 from transferbench.models.pretrained import init_weights_file
+from transferbench.models.strategies import check_freeze
 
 
 def fingerprint(experiment: Experiment, init_record: dict) -> str:
     """Identifies a training configuration, so a resumed run never continues a different one."""
-    blob = json.dumps({"experiment": experiment.values, "dataset": experiment.dataset_values,
+    blob = json.dumps({"experiment": experiment.settings.model_dump(mode="json"),
+                       "dataset": experiment.dataset_settings.model_dump(mode="json"),
                        "seed": experiment.seed, "init": init_record}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -59,11 +62,11 @@ class EpochSeconds(keras.callbacks.Callback):
 
 def load_batches(experiment: Experiment) -> dict[str, ArrayBatches]:
     """Train (shuffled by the run's seed) and validation batches of the experiment's dataset."""
-    task, batch = experiment.task, experiment.values["batch_size"]
+    task, batch = experiment.task, experiment.settings.batch_size
     out = {}
     for split in ("train", "validation"):
         images, manifest = load_split(experiment.dataset, split)
-        targets = experiment.spec.targets(manifest, experiment.dataset_values)
+        targets = experiment.spec.targets(manifest, experiment.dataset_settings)
         out[split] = ArrayBatches(images, targets, batch, n_outputs=task.n_outputs,
                                   shuffle=split == "train", seed=experiment.seed)
     return out
@@ -82,7 +85,7 @@ def train_run(experiment: Experiment, work_root: Path) -> Path:
         print(f"{experiment.name} {runs.run_name(experiment)}: finished in an earlier attempt", file=sys.stderr)
         return done
     batches = load_batches(experiment)
-    print(f"{experiment.name} {runs.run_name(experiment)}: {experiment.values['model']} from "
+    print(f"{experiment.name} {runs.run_name(experiment)}: {experiment.settings.model} from "
           f"{experiment.weights_label} weights, seed {experiment.seed}, {len(batches['train'].images)} train / "
           f"{len(batches['validation'].images)} validation images", file=sys.stderr)
 
@@ -111,8 +114,9 @@ def train_run(experiment: Experiment, work_root: Path) -> Path:
     return done
 
 
-def run(params: dict, name: str) -> None:
+def run(params: Params, name: str) -> None:
     """Train every run of experiment ``name``; publish them to models/<name>/runs/ once all are done."""
+    check_freeze(f"experiments.{name}", params.experiments[name])  # needs the built core: not in params checks
     policy = configure_precision()
     experiments = runs.runs(params, name)
     print(f"{name}: {len(experiments)} run(s) ({', '.join(runs.run_name(e) for e in experiments)}), {policy}",

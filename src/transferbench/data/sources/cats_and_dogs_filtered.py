@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from transferbench.data.raw import SourceUnavailable, sha256_file, write_raw_manifest
 from transferbench.data.sources.archives import check_zip, ensure_extracted
@@ -22,15 +22,18 @@ FOLDER_LABELS = {"cats": "cat", "dogs": "dog"}
 PARAM = "cats_and_dogs_filtered.source"
 
 
-def fetch(values: Mapping[str, Any], raw_dir: Path | str, seed: int) -> dict:
+def fetch(values: Any, raw_dir: Path | str, seed: int) -> dict:
     """Download (or find) the zip, unpack it safely, and write one manifest row per photo."""
-    source, raw_dir = values["source"], Path(raw_dir)
+    from transferbench.config.sections import parse
+    from transferbench.data.datasets import CatsAndDogsFilteredParams
+
+    source, raw_dir = parse(CatsAndDogsFilteredParams, values, TOP).source, Path(raw_dir)
     # Google publishes no checksum (sha256 is null in params.yaml): reading every entry back against its
     # CRC is what vouches for the zip then, and the sha256 we got is reported so it can be pinned.
-    archive = download(source["urls"], raw_dir / ARCHIVE, sha256=source["sha256"], check=check_zip,
+    archive = download(source.urls, raw_dir / ARCHIVE, sha256=source.sha256, check=check_zip,
                        param=f"{PARAM}.urls")
-    archive_sha256 = source["sha256"] or sha256_file(archive)
-    if source["sha256"] is None:
+    archive_sha256 = source.sha256 or sha256_file(archive)
+    if source.sha256 is None:
         print(f"{ARCHIVE}: every entry's CRC checked; its sha256 is {archive_sha256} "
               f"(set {PARAM}.sha256 to it to pin this exact file)", file=sys.stderr)
     extracted = ensure_extracted(archive, raw_dir / "extracted", archive_sha256)

@@ -10,7 +10,7 @@ import functools
 import hashlib
 import pickle
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -42,11 +42,14 @@ class _BatchUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def fetch(values: Mapping[str, Any], raw_dir: Path | str, seed: int) -> dict:
+def fetch(values: Any, raw_dir: Path | str, seed: int) -> dict:
     """Download (or find) the archive, unpack it safely, and write one manifest row per image."""
-    source, raw_dir = values["source"], Path(raw_dir)
-    archive = download(source["urls"], raw_dir / ARCHIVE, sha256=source["sha256"], param=f"{PARAM}.urls")
-    archive_sha256 = source["sha256"] or sha256_file(archive)
+    from transferbench.config.sections import parse
+    from transferbench.data.datasets import Cifar10Params
+
+    source, raw_dir = parse(Cifar10Params, values, "cifar10").source, Path(raw_dir)
+    archive = download(source.urls, raw_dir / ARCHIVE, sha256=source.sha256, param=f"{PARAM}.urls")
+    archive_sha256 = source.sha256 or sha256_file(archive)
     ensure_extracted(archive, raw_dir / "extracted", archive_sha256)
     names = label_names(raw_dir / FOLDER / "batches.meta")
     rows = [row for batch, split in BATCHES.items() for row in batch_rows(raw_dir, batch, split, names)]

@@ -23,7 +23,7 @@ import socket
 import sys
 import urllib.parse
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import requests
 
@@ -43,9 +43,12 @@ PARAM = "dogs_vs_cats.source.competition"
 log = logging.getLogger(__name__)
 
 
-def fetch(values: Mapping[str, Any], raw_dir: Path | str, seed: int) -> dict:
+def fetch(values: Any, raw_dir: Path | str, seed: int) -> dict:
     """Find or download train.zip, unpack it safely, and write one manifest row per labelled photo."""
-    competition, raw_dir = values["source"]["competition"], Path(raw_dir)
+    from transferbench.config.sections import parse
+    from transferbench.data.datasets import DogsVsCatsParams
+
+    competition, raw_dir = parse(DogsVsCatsParams, values, "dogs_vs_cats").source.competition, Path(raw_dir)
     train_zip = train_archive(raw_dir, competition)
     train_sha256 = sha256_file(train_zip)
     extracted = ensure_extracted(train_zip, raw_dir / "extracted", train_sha256)

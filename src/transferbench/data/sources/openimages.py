@@ -33,7 +33,7 @@ import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import boto3
 import pandas as pd
@@ -47,6 +47,9 @@ from tqdm import tqdm
 
 from transferbench.core.files import atomic_path
 from transferbench.data.raw import SourceUnavailable, read_raw_manifest, retry, sha256_file, verified, write_raw_manifest
+
+if TYPE_CHECKING:
+    from transferbench.data.datasets import OpenImagesSource
 
 MIDS = {"cat": "/m/01yrx", "dog": "/m/0bt9lr", "bird": "/m/015p6"}  # class name -> Open Images MID
 SPLITS = ("train", "validation", "test")
@@ -322,28 +325,28 @@ def summarise(rows: list[dict], seconds: float, workers: int, limit: int) -> dic
             "megabytes_per_second": round(fetched_bytes / 1e6 / seconds, 2) if seconds else 0.0}
 
 
-def fetch_labels(source: Mapping[str, Any], raw_dir: Path) -> list[dict]:
+def fetch_labels(source: OpenImagesSource, raw_dir: Path) -> list[dict]:
     """Every candidate image of the three splits, from CSVs in raw_dir/csv/ (downloaded if missing)."""
     missing = [s for s in SPLITS if not (raw_dir / "csv" / csv_name(s)).is_file()]
     if missing:  # both sources will be needed: check both before a 1 GB download
-        require(probe_csv([csv_url(source["csv_base"], s) for s in missing])
-                + probe_s3(source["s3_endpoint"], source["bucket"]), raw_dir)
+        require(probe_csv([csv_url(source.csv_base, s) for s in missing])
+                + probe_s3(source.s3_endpoint, source.bucket), raw_dir)
     items = []
     for split in SPLITS:
         path = raw_dir / "csv" / csv_name(split)
-        download_csv(csv_url(source["csv_base"], split), path, source["retries"])
-        items += candidates(read_labels(path, MIDS), split, list(MIDS), source["limit"])
+        download_csv(csv_url(source.csv_base, split), path, source.retries)
+        items += candidates(read_labels(path, MIDS), split, list(MIDS), source.limit)
     return items
 
 
-def fetch_images(items: list[dict], source: Mapping[str, Any], raw_dir: Path) -> tuple[list[dict], float]:
+def fetch_images(items: list[dict], source: OpenImagesSource, raw_dir: Path) -> tuple[list[dict], float]:
     """Manifest rows of ``items`` (each reused or downloaded) and the seconds it took."""
     if any(not (raw_dir / i["key"]).is_file() for i in items):
-        require(probe_s3(source["s3_endpoint"], source["bucket"]), raw_dir)
-    workers = source["download_workers"]
-    adapter = BucketAdapter(s3_client(source["s3_endpoint"], workers), source["bucket"])
+        require(probe_s3(source.s3_endpoint, source.bucket), raw_dir)
+    workers = source.download_workers
+    adapter = BucketAdapter(s3_client(source.s3_endpoint, workers), source.bucket)
     work = functools.partial(ensure_image, raw_dir=raw_dir, known=previous_records(raw_dir), adapter=adapter,
-                             attempts=source["retries"])
+                             attempts=source.retries)
     started, rows = time.perf_counter(), []
     with tqdm(total=len(items), desc="pets images", unit="img", mininterval=1) as bar:
         for row in parallel(work, items, workers):
@@ -352,13 +355,16 @@ def fetch_images(items: list[dict], source: Mapping[str, Any], raw_dir: Path) ->
     return rows, time.perf_counter() - started
 
 
-def fetch(values: Mapping[str, Any], raw_dir: Path, seed: int) -> dict:
+def fetch(values: Any, raw_dir: Path, seed: int) -> dict:
     """Fetch labels and images into ``raw_dir``, write its manifest, return the fetch report."""
-    source, raw_dir = values["source"], Path(raw_dir)
+    from transferbench.config.sections import parse
+    from transferbench.data.datasets import PetsParams
+
+    source, raw_dir = parse(PetsParams, values, "pets").source, Path(raw_dir)
     for stale in itertools.chain(raw_dir.glob("csv/.*.partial"), raw_dir.glob("images/*/.*.partial")):
         stale.unlink()  # left by a killed run
     items = fetch_labels(source, raw_dir)
     rows, seconds = fetch_images([i for i in items if i["status"] != "excluded"], source, raw_dir)
     rows += [i for i in items if i["status"] == "excluded"]
     write_raw_manifest(raw_dir, [{k: v for k, v in r.items() if k != "fetched"} for r in rows])
-    return summarise(rows, seconds, source["download_workers"], source["limit"])
+    return summarise(rows, seconds, source.download_workers, source.limit)

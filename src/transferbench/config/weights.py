@@ -1,0 +1,72 @@
+"""Initial weights: the one place a params ``weights`` value becomes arms, each a source and maybe a file.
+
+``weights`` is ``imagenet`` (Keras' ImageNet weights), ``none`` (random initialisation; YAML null
+too), a path to a Keras ``.h5`` weights file for the model's base, or a list of them: every entry is
+one arm an experiment trains from. ``transferbench.models.pretrained`` turns an arm into the file
+training starts from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transferbench.config.sections import problem
+
+IMAGENET = "imagenet"
+RANDOM = "none"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ACCEPTED = "imagenet, none, a path to a .h5 weights file, or a list of them"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One initial-weights source: ``imagenet``, ``none`` or a file (``source`` is the path as written)."""
+
+    source: str
+    file: Path | None = None  # the resolved weights file, for a path
+
+    @property
+    def label(self) -> str:
+        """Short name for run names and report columns: imagenet, none, or file-<file name>."""
+        return self.source if self.file is None else f"file-{self.file.name}"
+
+    def __str__(self) -> str:
+        return self.source
+
+
+def parse_arm(value: Any, root: Path) -> Arm:
+    """One entry of ``weights``; a relative path is taken from ``root`` (the repository)."""
+    if value is None:  # YAML `weights: null` means the same as `none`
+        return Arm(RANDOM)
+    if isinstance(value, Arm):
+        return value
+    if not isinstance(value, str) or not value:
+        raise problem(f"{{where}} is {value!r}; accepted: {ACCEPTED}")
+    if value in (IMAGENET, RANDOM):
+        return Arm(value)
+    path = Path(value) if Path(value).is_absolute() else root / value
+    if not path.name.endswith(".h5"):
+        raise problem(f"{{where}} is {value!r}; accepted: imagenet, none, or a path to a Keras weights file "
+                      "ending in .h5")
+    if not path.is_file():
+        raise problem(f"{{where}} file {value!r} does not exist (looked at {path}); accepted: imagenet, none, "
+                      "or a path to an existing .h5 weights file")
+    with open(path, "rb") as f:
+        if f.read(8) != HDF5_SIGNATURE:
+            raise problem(f"{{where}} file {value!r} is not an HDF5 file (corrupt or another format); "
+                          "save one with `model.save_weights('name.weights.h5')`")
+    return Arm(value, path)
+
+
+def parse_arms(value: Any, root: Path) -> tuple[Arm, ...]:
+    """A ``weights`` value (one source or a list) as its arms: at least one, none named twice."""
+    listed = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not listed:
+        raise problem(f"{{where}} is an empty list; accepted: {ACCEPTED}")
+    arms = tuple(parse_arm(v, root) for v in listed)
+    labels = [arm.label for arm in arms]
+    if len(set(labels)) != len(labels):
+        raise problem(f"{{where}} {[str(v) for v in listed]} names one source twice; accepted: each source once")
+    return arms
