@@ -16,6 +16,7 @@ import contextlib
 import functools
 import io
 import json
+import logging
 import os
 import shutil
 import socket
@@ -38,6 +39,8 @@ TRAIN_ZIP = "train.zip"
 CLASSES = ("cat", "dog")
 SETTINGS_URL = "https://www.kaggle.com/settings"
 PARAM = "dogs_vs_cats.source.competition"
+
+log = logging.getLogger(__name__)
 
 
 def fetch(values: Mapping[str, Any], raw_dir: Path | str, seed: int) -> dict:
@@ -95,7 +98,7 @@ def _good_zip(path: Path) -> bool:
     except ValueError as err:
         rejected = path.with_name(path.name + ".rejected")
         os.replace(path, rejected)
-        print(f"{err}; moved to {rejected}", file=sys.stderr)
+        log.warning("%s; moved to %s", err, rejected)
         return False
 
 
