@@ -68,6 +68,7 @@ def run(parser: StageParser, work: Callable[[argparse.Namespace], Any], argv: Se
 
 def stage_main(stage: str, argv: Sequence[str] | None, work: Callable[[dict, str], Any], doc: str | None = None) -> None:
     """``python -m stages.<stage> <experiment>``: check params and the name first, then ``work(params, name)``."""
+
     def checked(args: argparse.Namespace) -> None:
         params = load_params()
         resolve(params, args.experiment)
