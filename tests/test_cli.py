@@ -4,11 +4,13 @@ and the data stages' entry points load no TensorFlow."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 
 import pytest
 
+from tests.stage_run import copy_code
 from transferbench import cli
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError, MissingInput
@@ -78,3 +80,12 @@ def test_data_stages_start_without_tensorflow(stage):
     assert f"python -m stages.{stage}" in result.stdout
     imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
     assert not imported & {"tensorflow", "keras"}
+
+
+def test_stages_run_the_package_beside_them_not_the_one_on_the_path(tmp_path):
+    # As in `dvc exp run --temp`: the stages run in a copy while another checkout's src is importable.
+    root = copy_code(tmp_path)
+    result = subprocess.run([sys.executable, "-c", "import stages, transferbench.core.paths as p; print(p.ROOT)"],
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(paths.ROOT / "src")},
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == str(root.resolve())
