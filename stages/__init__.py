@@ -6,9 +6,9 @@ Each parses its arguments and calls the ``transferbench`` package, where the wor
 import sys
 from pathlib import Path
 
-# A stage runs the package of its own checkout. DVC runs queued and --temp experiments in a copy of
-# the repository and hashes that copy's src/ as the stages' deps; an editable install would import
-# the developer's working tree instead, whose code (and paths) may be another revision's.
+# Run the package beside these modules, not an installed one: DVC hashes this copy's src/ as the stages'
+# deps, and `dvc exp run --temp` runs them in a copy of the repository, whose outputs belong there too
+# (transferbench.core.paths finds the repository from its own file).
 _SRC = str(Path(__file__).resolve().parent.parent / "src")
-if sys.path[:1] != [_SRC]:
+if _SRC not in sys.path[:1]:
     sys.path.insert(0, _SRC)

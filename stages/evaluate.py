@@ -1,13 +1,27 @@
-"""Stage `evaluate@<experiment>`: see transferbench.training.evaluation."""
+"""Stage `evaluate@<experiment>`: test-split metrics of every run into reports/runs/<experiment>/.
+
+    python -m stages.evaluate <experiment>
+
+Also writes reports/<experiment>/metrics.json (per arm, for `dvc exp show`); the work is
+transferbench.training.evaluation's.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from transferbench.cli import stage_main
-from transferbench.training.evaluation import run
 
 
-def main(argv: list[str] | None = None) -> None:
-    stage_main("evaluate", argv, run)
+def evaluate(params: dict, name: str) -> None:
+    # Keras takes seconds to import: imported once params and the name are known to be good.
+    from transferbench.training.evaluation import run
+
+    run(params, name)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    stage_main("evaluate", argv, evaluate, __doc__)
 
 
 if __name__ == "__main__":

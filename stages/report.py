@@ -1,6 +1,40 @@
-"""Stage `report`: see transferbench.reporting.report."""
+"""Stage `report`: the project's answer, pretrained against random initialisation, per experiment.
 
-from transferbench.reporting.report import main
+    python -m stages.report
+
+Reads every planned run's results under reports/runs/ and writes reports/README.md, summary.json, curves.csv
+and figures/; the work is transferbench.reporting.report's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+
+from transferbench import cli
+from transferbench.core import paths
+from transferbench.core.inputs import shown
+from transferbench.reporting.report import build, log_figures, print_overall
+from transferbench.study.params import load_params
+
+log = logging.getLogger("stages.report")  # not __name__: that is __main__ under `python -m`
+
+
+def report(args: argparse.Namespace) -> None:
+    params = load_params()
+    built = build(params, paths.REPORTS)
+    for warning in log_figures(built):
+        log.warning("%s", warning)
+    print_overall(built.summary["overall"])
+    for item in built.summary["missing"]:
+        log.warning("missing: %s %s (%s)", item["experiment"], item["run"], item["reason"])
+    log.info("wrote %s", shown(paths.REPORTS / "README.md"))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.run(cli.StageParser("report", __doc__), report, argv)
+
 
 if __name__ == "__main__":
     main()

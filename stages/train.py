@@ -1,13 +1,26 @@
-"""Stage `train@<experiment>`: see transferbench.training.train."""
+"""Stage `train@<experiment>`: train every run of the experiment (arms x seeds) into models/<experiment>/runs/.
+
+    python -m stages.train <experiment>
+
+The work is transferbench.training.train's.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from transferbench.cli import stage_main
-from transferbench.training.train import run
 
 
-def main(argv: list[str] | None = None) -> None:
-    stage_main("train", argv, run)
+def train(params: dict, name: str) -> None:
+    # Keras takes seconds to import: imported once params and the name are known to be good.
+    from transferbench.training.train import run
+
+    run(params, name)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    stage_main("train", argv, train, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,31 @@
-"""Stage `weights@<experiment>`: each arm's initial weights into models/<experiment>/init/<arm>/."""
+"""Stage `weights@<experiment>`: each arm's initial weights into models/<experiment>/init/<arm>/.
+
+    python -m stages.weights <experiment>
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
 from transferbench.cli import stage_main
-from transferbench.core.errors import ConfigError
+from transferbench.core.inputs import shown
 from transferbench.models.pretrained import prepare_init
 from transferbench.study.runs import arm_experiments, init_dir
+
+log = logging.getLogger("stages.weights")  # not __name__: that is __main__ under `python -m`
 
 
 def prepare_arms(params: dict, name: str) -> None:
     """The initial weights of every arm of experiment ``name``, each in its own folder."""
     # Initial weights do not depend on the training seed: one per arm.
     for experiment in arm_experiments(params, name):
-        try:
-            record = prepare_init(experiment, init_dir(experiment))
-        except ConfigError as err:
-            raise SystemExit(f"error: {err}") from None
-        print(f"{name}: initial weights {record['weights']} -> {init_dir(experiment)}")
+        record = prepare_init(experiment, init_dir(experiment))
+        log.info("%s: initial weights %s -> %s", name, record["weights"], shown(init_dir(experiment)))
 
 
-def main(argv: list[str] | None = None) -> None:
-    stage_main("weights", argv, prepare_arms)
+def main(argv: Sequence[str] | None = None) -> None:
+    stage_main("weights", argv, prepare_arms, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,77 @@
-"""What every stage's entry point shares: reading params and turning expected errors into one line."""
+"""What every stage's entry point shares: argparse, one log format, and expected errors as one line.
+
+A stage module builds a :class:`StageParser` and hands :func:`run` the function that does its work. A
+:class:`~transferbench.core.errors.UserError` (bad params, missing or bad input, an unreachable source)
+ends the stage with ``<stage>: error: <message>`` on one line and exit code 1; anything else is a bug
+and keeps its traceback.
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from transferbench.core.errors import ConfigError
+from transferbench.core.errors import UserError
 from transferbench.study.experiments import resolve
 from transferbench.study.params import Params, load_params
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+DATE_FORMAT = "%H:%M:%S"
+# Our own loggers say what the stage does; libraries (MLflow, great-expectations, urllib3) only warnings.
+OWN_LOGGERS = ("transferbench", "stages")
 
-def stage_main(stage: str, argv: list[str] | None, run: Callable[[Params, str], Any]) -> None:
-    """``python -m stages.<stage> <experiment>``: check params and the name first, then ``run(params, name)``."""
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit(f"usage: python -m stages.{stage} <experiment>")
+
+class StageParser(argparse.ArgumentParser):
+    """``python -m stages.<stage> [<item>]``: ``item`` is the ``foreach`` value in dvc.yaml, if any."""
+
+    def __init__(self, stage: str, doc: str | None, item: str | None = None, item_help: str | None = None):
+        super().__init__(prog=f"python -m stages.{stage}", description=(doc or stage).strip().splitlines()[0])
+        self.stage, self.item = stage, item
+        if item:
+            self.add_argument(item, help=item_help)
+
+    def label(self, args: argparse.Namespace) -> str:
+        """The stage's name as DVC shows it: ``fetch@pets``, ``generate_captcha``."""
+        return f"{self.stage}@{getattr(args, self.item)}" if self.item else self.stage
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """One format on stderr for what stages say; progress bars (tqdm, Keras) keep their own."""
+    logging.basicConfig(format=LOG_FORMAT, datefmt=DATE_FORMAT, level=logging.WARNING, stream=sys.stderr)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
+def one_line(message: str) -> str:
+    """A possibly multi-line message as one line: a list after ``tried:`` stays readable."""
+    out = ""
+    for line in filter(None, (part.strip() for part in message.splitlines())):
+        out += (" " if not out or out.endswith(":") else "; ") + line
+    return out.strip()
+
+
+def run(parser: StageParser, work: Callable[[argparse.Namespace], Any], argv: Sequence[str] | None = None) -> None:
+    """Parse ``argv`` (default: the command line), set up logging, then ``work(args)``."""
+    args = parser.parse_args(argv)
+    setup_logging()
     try:
+        work(args)
+    except UserError as err:
+        raise SystemExit(f"{parser.label(args)}: error: {one_line(str(err))}") from None
+    except KeyboardInterrupt:
+        print(f"{parser.label(args)}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def stage_main(stage: str, argv: Sequence[str] | None, work: Callable[[Params, str], Any], doc: str | None = None) -> None:
+    """``python -m stages.<stage> <experiment>``: check params and the name first, then ``work(params, name)``."""
+
+    def checked(args: argparse.Namespace) -> None:
         params = load_params()
-        resolve(params, argv[0])
-        run(params, argv[0])
-    except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
+        resolve(params, args.experiment)
+        work(params, args.experiment)
+
+    run(StageParser(stage, doc, "experiment", "an entry under `experiments:` in params.yaml"), checked, argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 import time
@@ -152,12 +153,13 @@ def filtered_values(urls: list[str], sha256: str | None = None) -> dict:
     return {"validation": 2, "test": 2, **PREPARATION, "source": {"urls": urls, "sha256": sha256}}
 
 
-def test_cats_and_dogs_filtered_fetch_writes_the_manifest_and_pins_the_zip(server, tmp_path, capfd):
+def test_cats_and_dogs_filtered_fetch_writes_the_manifest_and_pins_the_zip(server, tmp_path, caplog):
     archive = filtered_zip(FILTERED_COUNTS)
     server.files["/new/cats_and_dogs_filtered.zip"] = archive
     raw_dir = tmp_path / "cats_and_dogs_filtered"
     values = filtered_values([closed_port_url(), server.url("/new/cats_and_dogs_filtered.zip")])
-    summary = cats_and_dogs_filtered.fetch(values, raw_dir, seed=0)
+    with caplog.at_level(logging.INFO, logger="transferbench"):
+        summary = cats_and_dogs_filtered.fetch(values, raw_dir, seed=0)
 
     manifest = read_raw_manifest(raw_dir)
     assert list(manifest.columns) == RAW_COLUMNS
@@ -169,7 +171,7 @@ def test_cats_and_dogs_filtered_fetch_writes_the_manifest_and_pins_the_zip(serve
         stored = (raw_dir / row.key).read_bytes()
         assert len(stored) == row.bytes and hashlib.sha256(stored).hexdigest() == row.sha256
     assert summary["archive_sha256"] == hashlib.sha256(archive).hexdigest()
-    assert summary["archive_sha256"] in capfd.readouterr().err  # reported so it can be pinned
+    assert summary["archive_sha256"] in caplog.text  # reported so it can be pinned
     assert summary["by_split"]["train"] == {"cat": 4, "dog": 3}
 
     requests_before = server.total_requests()

@@ -9,6 +9,7 @@ have not accepted the rules (403), as Kaggle does.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -61,7 +62,8 @@ def assert_no_secret(*texts: str, raw_dir: Path | None = None) -> None:
         assert not any(secret.encode() in b for b in blobs), "a Kaggle secret leaked"
 
 
-def test_download_through_the_kaggle_client(kaggle, tmp_path, capfd):
+def test_download_through_the_kaggle_client(kaggle, tmp_path, capfd, caplog):
+    caplog.set_level(logging.INFO, logger="transferbench")
     write_kaggle_json(tmp_path)
     raw_dir = tmp_path / "dogs_vs_cats"
     summary = kaggle_source.fetch(VALUES, raw_dir, seed=0)
@@ -75,7 +77,7 @@ def test_download_through_the_kaggle_client(kaggle, tmp_path, capfd):
     assert kaggle.bytes_served[STORAGE] == len(kaggle.files[STORAGE])
     assert not (raw_dir / ".kaggle-download").exists()  # the bundle (and its test1.zip) is not kept
     output = capfd.readouterr()
-    assert_no_secret(output.out, output.err, str(summary), raw_dir=raw_dir)
+    assert_no_secret(output.out, output.err, caplog.text, str(summary), raw_dir=raw_dir)
 
     before = kaggle.total_requests()
     kaggle_source.fetch(VALUES, raw_dir, seed=0)
@@ -99,7 +101,8 @@ def test_interrupted_download_is_resumed_from_what_was_written(kaggle, tmp_path,
     assert kaggle.bytes_served[STORAGE] == len(kaggle.files[STORAGE]) + cut - resumed_at
 
 
-def test_rules_not_accepted_says_where_to_accept_them(kaggle, tmp_path, monkeypatch, capfd):
+def test_rules_not_accepted_says_where_to_accept_them(kaggle, tmp_path, monkeypatch, capfd, caplog):
+    caplog.set_level(logging.INFO, logger="transferbench")
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", KEY)
     kaggle.accepted_rules.clear()
@@ -113,19 +116,20 @@ def test_rules_not_accepted_says_where_to_accept_them(kaggle, tmp_path, monkeypa
     assert "KAGGLE_USERNAME and KAGGLE_KEY" in message and str(raw_dir / "dogs-vs-cats.zip") in message
     assert kaggle.requests[DOWNLOAD] == 1 and kaggle.requests[STORAGE] == 0
     output = capfd.readouterr()
-    assert_no_secret(message, output.out, output.err, raw_dir=raw_dir)
+    assert_no_secret(message, output.out, output.err, caplog.text, raw_dir=raw_dir)
     assert not (raw_dir / "manifest.csv").exists()
 
 
-def test_rejected_credentials_name_their_file_not_their_value(kaggle, tmp_path, capfd):
+def test_rejected_credentials_name_their_file_not_their_value(kaggle, tmp_path, capfd, caplog):
+    caplog.set_level(logging.INFO, logger="transferbench")
     config = write_kaggle_json(tmp_path, key="revoked-" + KEY)
     with pytest.raises(SourceUnavailable) as err:
         kaggle_source.fetch(VALUES, tmp_path / "dogs_vs_cats", seed=0)
     message = str(err.value)
     assert "HTTP 401" in message and str(config) in message and "kaggle.com/settings" in message
     output = capfd.readouterr()
-    assert_no_secret(message, output.out, output.err)
-    assert "revoked-" not in message + output.out + output.err
+    assert_no_secret(message, output.out, output.err, caplog.text)
+    assert "revoked-" not in message + output.out + output.err + caplog.text
 
 
 def test_missing_credentials_say_how_to_provide_them_without_network(kaggle, tmp_path):

@@ -24,6 +24,7 @@ from transferbench.data import preparation as prepare
 from transferbench.core.errors import ConfigError
 from transferbench.data.datasets import DATASETS, read_manifest
 from transferbench.data.raw import write_raw_manifest
+from tests.stage_run import copy_code, run_stage
 
 H, W = 16, 20  # not square, so squashing and EXIF turns are visible
 MAX_PIXELS = 20_000  # "huge" for these tests: the 200x150 image exceeds it, every other image is far below
@@ -234,7 +235,7 @@ def test_output_is_what_validation_reads(reference):
     from transferbench.data.validation import read_frames
 
     out, _ = reference
-    frames = read_frames(out)
+    frames = read_frames(out, "prepare@pets")
     assert frames["manifest"]["sha256"].is_unique  # across all splits
     splits = frames["splits"]
     assert (splits["rows"] == splits["images"]).all() and (splits["rows"] > 0).all()
@@ -468,20 +469,24 @@ def test_unusable_raw_manifests_fail_before_work(tmp_path, status, label, messag
 
 # ---- the command -----------------------------------------------------------------------------------
 
-def test_main_writes_the_prepared_data_and_the_report(raw_dir, reference, tmp_path, monkeypatch, params, capsys):
-    params["pets"] = {**params["pets"], "height": H, "width": W, "workers": 1}
-    # Images this small are under Xception's minimum: the pets experiment would (rightly) refuse them.
-    params["experiments"] = {k: v for k, v in params["experiments"].items() if v["dataset"] != "pets"}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (tmp_path / "raw").mkdir()
-    (tmp_path / "raw" / "pets").symlink_to(raw_dir)
-    for attr, folder in (("PARAMS", "params.yaml"), ("RAW", "raw"), ("PREPARED", "prepared"), ("TMP", "tmp"),
-                         ("REPORTS", "reports")):
-        monkeypatch.setattr(paths, attr, tmp_path / folder)
-    monkeypatch.setitem(sys.modules, "transferbench.data.sources.openimages", types.SimpleNamespace())  # items are files
-    monkeypatch.setattr(prepare, "MAX_PIXELS", MAX_PIXELS)
-    report = prepare.main(["pets"])
-    assert json.loads((tmp_path / "reports" / "pets" / "prepare.json").read_text()) == report
-    assert digests(tmp_path / "prepared" / "pets") == digests(reference[0])
-    assert "prepare pets: wrote" in capsys.readouterr().out
-    assert not any((tmp_path / "tmp" / "prepare").iterdir())
+def test_stage_writes_the_prepared_data_and_the_report(raw_dir, tmp_path):
+    def small(params: dict) -> None:
+        params["pets"].update(height=H, width=W, workers=1)
+        # Images this small are under Xception's minimum: the pets experiment would (rightly) refuse them.
+        params["experiments"] = {k: v for k, v in params["experiments"].items() if v["dataset"] != "pets"}
+
+    root = copy_code(tmp_path / "repo", small)
+    (root / "data" / "raw").mkdir(parents=True)
+    (root / "data" / "raw" / "pets").symlink_to(raw_dir)
+    result = run_stage(root, "prepare", "pets")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "prepare pets: wrote data/prepared/pets" in result.stderr
+
+    # What the package function makes of the same input with the stage's defaults (the file's MAX_PIXELS).
+    values = yaml.safe_load((root / "params.yaml").read_text())["pets"]
+    expected = prepare.prepare("pets", values, 42, raw_dir, tmp_path / "expected", tmp_path / "work", loader=None,
+                               workers=1)
+    written = json.loads((root / "reports" / "pets" / "prepare.json").read_text())
+    assert {k: v for k, v in written.items() if k != "timing"} == {k: v for k, v in expected.items() if k != "timing"}
+    assert digests(root / "data" / "prepared" / "pets") == digests(tmp_path / "expected")
+    assert not any((root / "tmp" / "prepare").iterdir())

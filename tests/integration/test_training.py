@@ -59,7 +59,8 @@ def test_task_metrics_for_captcha_heads():
     targets = np.array([[0, 1], [1, 1], [0, 0]])
     one_hot = lambda idx: np.eye(3)[idx] * 0.9 + 0.1 / 3  # noqa: E731 - confident, never zero
     predictions = [one_hot(np.array([0, 1, 1])), one_hot(np.array([1, 1, 0]))]
-    metrics = task_metrics(Task("multihead", 3, 2), targets, predictions, HEADS.get("dense"))
+    task, head = Task("multihead", 3, 2), HEADS.get("dense")
+    metrics = task_metrics(task, targets, predictions, head, head.predicted_classes(task, predictions))
     assert metrics["accuracy"] == pytest.approx(5 / 6)
     assert metrics["sequence_accuracy"] == pytest.approx(2 / 3)
     assert metrics["position_accuracy"] == {"head0": pytest.approx(2 / 3), "head1": 1.0}
@@ -75,7 +76,8 @@ def test_task_metrics_for_captcha_heads():
 def test_task_metrics_for_a_binary_head(head, scores, decided):
     targets = np.array([1, 0, 0, 0])
     predictions = [np.array(scores, dtype="float32").reshape(-1, 1)]  # one unit: (n, 1)
-    metrics = task_metrics(Task("binary", 2), targets, predictions, HEADS.get(head))
+    task, spec = Task("binary", 2), HEADS.get(head)
+    metrics = task_metrics(task, targets, predictions, spec, spec.predicted_classes(task, predictions))
     assert metrics["accuracy"] == pytest.approx(np.mean(np.array(decided) == targets))
     assert np.isfinite(metrics["loss"]) and metrics["loss"] > 0 and metrics["n"] == 4
 

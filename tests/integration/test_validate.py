@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from transferbench.core import paths
+
+from stages.validate import main
 from transferbench.core.errors import ConfigError
 from transferbench.data.expectations import build_suites
-from transferbench.data import validation
-from transferbench.data.validation import finish, image_stats, main, validate
-from transferbench.study.params import Params, check_params
+from transferbench.data.validation import ValidationFailed, finish, image_stats, validate
 
 SPLITS = paths.SPLITS
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -73,21 +73,21 @@ def failures(summary) -> set[tuple]:
              e["kwargs"].get("row_condition")) for e in summary.failed()}
 
 
-def assert_stage_fails(summary, report: Path, *needles: str) -> str:
-    """The stage exits 1 and says why on stderr; the reports exist all the same."""
-    err = io.StringIO()
-    with pytest.raises(SystemExit) as exit_info:
-        finish(summary, report, out=io.StringIO(), err=err)
-    assert exit_info.value.code == 1
+def assert_stage_fails(summary, report: Path, caplog, *needles: str) -> str:
+    """The stage fails (exit 1 through the CLI) after logging each failure; the reports exist all the same."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="transferbench"), pytest.raises(ValidationFailed) as failed:
+        finish(summary, report)
+    assert "expectations FAILED" in str(failed.value) and str(report / "data_docs" / "index.html") in str(failed.value)
     assert (report / "data_docs" / "index.html").is_file()
     assert json.loads((report / "summary.json").read_text())["success"] is False
-    text = err.getvalue()
+    text = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
     for needle in needles:
         assert needle in text, text
     return text
 
 
-def test_valid_data_passes_and_summary_is_deterministic(prepared, tmp_path):
+def test_valid_data_passes_and_summary_is_deterministic(prepared, tmp_path, caplog):
     summary, report = run(prepared, tmp_path)
     assert summary.success, summary.failed()
     assert (report / "data_docs" / "index.html").is_file()
@@ -101,21 +101,21 @@ def test_valid_data_passes_and_summary_is_deterministic(prepared, tmp_path):
     assert again.success
     assert (report / "summary.json").read_bytes() == first
     assert [p.name for p in report.parent.iterdir()] == ["validation"]  # no half-written leftovers
-    out = io.StringIO()
-    finish(again, report, out=out)
-    assert "passed" in out.getvalue()
+    with caplog.at_level(logging.INFO, logger="transferbench"):
+        finish(again, report)
+    assert "passed" in caplog.text
 
 
-def test_split_size_differs_from_params(prepared, tmp_path):
+def test_split_size_differs_from_params(prepared, tmp_path, caplog):
     summary, report = run(prepared, tmp_path, {**VALUES, "validation": 5})
     assert failures(summary) == {
         ("splits", "expect_column_values_to_be_in_set", "rows", "split == 'validation'"),
         ("splits", "expect_column_values_to_be_in_set", "images", "split == 'validation'"),
     }
-    assert_stage_fails(summary, report, "validation has 5 images", "value_set=[5]")
+    assert_stage_fails(summary, report, caplog, "validation has 5 images", "value_set=[5]")
 
 
-def test_manifest_shorter_than_images(prepared, tmp_path):
+def test_manifest_shorter_than_images(prepared, tmp_path, caplog):
     images, labels = read_split(prepared, "test")
     hashes = [hashlib.sha256(image.tobytes()).hexdigest() for image in images]
     write_split(prepared, "test", images, labels[:-1], hashes[:-1])
@@ -125,37 +125,37 @@ def test_manifest_shorter_than_images(prepared, tmp_path):
         ("splits", "expect_column_values_to_be_in_set", "rows", "split == 'test'"),
         ("images", "expect_column_pair_values_to_be_equal", "sha256", None),
     }
-    assert_stage_fails(summary, report, "one manifest row per image")
+    assert_stage_fails(summary, report, caplog, "one manifest row per image")
 
 
-def test_label_in_two_splits(prepared, tmp_path):
+def test_label_in_two_splits(prepared, tmp_path, caplog):
     _, train_labels = read_split(prepared, "train")
     images, labels = read_split(prepared, "test")
     write_split(prepared, "test", images, [train_labels[0], *labels[1:]])
     summary, report = run(prepared, tmp_path)
     assert failures(summary) == {("manifest", "expect_column_values_to_be_unique", "label", None)}
-    assert_stage_fails(summary, report, "labels are unique across all splits", train_labels[0])
+    assert_stage_fails(summary, report, caplog, "labels are unique across all splits", train_labels[0])
 
 
-def test_duplicate_label_within_a_split(prepared, tmp_path):
+def test_duplicate_label_within_a_split(prepared, tmp_path, caplog):
     images, labels = read_split(prepared, "train")
     write_split(prepared, "train", images, [labels[0], labels[0], *labels[2:]])
     summary, report = run(prepared, tmp_path)
     assert ("manifest", "expect_column_values_to_be_unique", "label", "split == 'train'") in failures(summary)
     assert ("manifest", "expect_column_values_to_be_unique", "label", "split == 'test'") not in failures(summary)
-    assert_stage_fails(summary, report, "labels are unique within train", "train/1")
+    assert_stage_fails(summary, report, caplog, "labels are unique within train", "train/1")
 
 
 @pytest.mark.parametrize("bad", ["ABC12", "ABC1234", "abc123", "ABC-12"])
-def test_label_breaks_the_pattern(prepared, tmp_path, bad):
+def test_label_breaks_the_pattern(prepared, tmp_path, bad, caplog):
     images, labels = read_split(prepared, "validation")
     write_split(prepared, "validation", images, [labels[0], bad, *labels[2:]])
     summary, report = run(prepared, tmp_path)
     assert failures(summary) == {("manifest", "expect_column_values_to_match_regex", "label", None)}
-    assert_stage_fails(summary, report, f"^[{ALPHABET}]{{6}}$", bad, "validation/1")
+    assert_stage_fails(summary, report, caplog, f"^[{ALPHABET}]{{6}}$", bad, "validation/1")
 
 
-def test_blank_images(prepared, tmp_path):
+def test_blank_images(prepared, tmp_path, caplog):
     images, labels = read_split(prepared, "train")
     images[2] = 7       # constant: std 0, but a mean that passes
     images[5] = 255     # all white: std 0 and a mean outside (1, 254)
@@ -168,17 +168,17 @@ def test_blank_images(prepared, tmp_path):
     blank = next(e for e in summary.failed() if e["kwargs"]["column"] == "std")
     assert blank["observed"]["unexpected"] == 2
     assert blank["observed"]["at"] == ["train/2", "train/5"]
-    assert_stage_fails(summary, report, "no blank image", "train/2")
+    assert_stage_fails(summary, report, caplog, "no blank image", "train/2")
 
 
-def test_wrong_image_shape(prepared, tmp_path):
+def test_wrong_image_shape(prepared, tmp_path, caplog):
     rng = np.random.default_rng(1)
     _, labels = read_split(prepared, "test")
     images = rng.integers(0, 256, (VALUES["test"], VALUES["height"] + 1, VALUES["width"], 3), dtype=np.uint8)
     write_split(prepared, "test", images, labels)
     summary, report = run(prepared, tmp_path)
     assert failures(summary) == {("splits", "expect_column_values_to_be_in_set", "height", None)}
-    assert_stage_fails(summary, report, f"images are {VALUES['height']} high", "11")
+    assert_stage_fails(summary, report, caplog, f"images are {VALUES['height']} high", "11")
 
 
 def test_wrong_dtype_and_grayscale(prepared, tmp_path):
@@ -200,25 +200,19 @@ def test_manifest_rows_out_of_order(prepared, tmp_path):
     assert failures(summary) == {("images", "expect_column_pair_values_to_be_equal", "sha256", None)}
 
 
-def params_with_captcha(values: dict) -> Params:
-    """The repository's params with this ``captcha`` section (too small for its experiment: dropped)."""
-    params = yaml.safe_load(paths.PARAMS.read_text(encoding="utf-8"))
-    params["captcha"] = values
-    params["experiments"] = {k: v for k, v in params["experiments"].items() if v["dataset"] != "captcha"}
-    return check_params(params)
+def test_main_validates_data_outside_the_pipeline_and_exits_nonzero(prepared, tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(VALUES))
+    report = tmp_path / "report"
+    args = ["captcha", "--prepared", str(prepared), "--report", str(report), "--values", str(values)]
+    main(args)
+    assert json.loads((report / "summary.json").read_text())["success"]
 
-
-def test_main_reads_params_and_exits_nonzero(prepared, tmp_path, monkeypatch):
-    monkeypatch.setattr(paths, "PREPARED", prepared.parent)
-    monkeypatch.setattr(paths, "REPORTS", tmp_path / "reports")
-    monkeypatch.setattr(validation, "load_params", lambda: params_with_captcha(VALUES))
-    main(["captcha"])
-    assert json.loads((tmp_path / "reports" / "captcha" / "validation" / "summary.json").read_text())["success"]
-
-    monkeypatch.setattr(validation, "load_params", lambda: params_with_captcha({**VALUES, "train": 9}))
+    values.write_text(yaml.safe_dump({**VALUES, "train": 9}))
     with pytest.raises(SystemExit) as exit_info:
-        main(["captcha"])
-    assert exit_info.value.code == 1
+        main(args)
+    assert str(exit_info.value.code).startswith("validate@captcha: error: captcha: ")  # printed; exit status 1
+    assert "expectations FAILED" in str(exit_info.value.code)
 
 
 def test_unknown_dataset_names_the_valid_ones():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -87,15 +88,16 @@ def test_meta_without_expected_counts_fails_rather_than_passing_vacuously(prepar
     assert {f"{s} has 1-0 images" for s in ("train", "validation", "test")} <= set(failed)
 
 
-def test_cli_validates_data_outside_the_pipeline(prepared, tmp_path, capsys):
-    from transferbench.data.validation import main
+def test_cli_validates_data_outside_the_pipeline(prepared, tmp_path, caplog):
+    from stages.validate import main
 
     values_file = tmp_path / "values.yaml"
     values_file.write_text(json.dumps(VALUES))  # JSON is YAML
-    main(["dogs_vs_cats", "--prepared", str(prepared), "--report", str(tmp_path / "r"),
-          "--values", str(values_file)])
-    assert "all 23 expectations passed" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="transferbench"):
+        main(["dogs_vs_cats", "--prepared", str(prepared), "--report", str(tmp_path / "r"),
+              "--values", str(values_file)])
+    assert "all 23 expectations passed" in caplog.text
     bad = tmp_path / "bad.yaml"
     bad.write_text(json.dumps({**VALUES, "tolerance": 2}))
-    with pytest.raises(ValueError, match="tolerance must be <= 1, got 2"):
+    with pytest.raises(SystemExit, match="^validate@dogs_vs_cats: error: .*tolerance must be <= 1, got 2"):
         main(["dogs_vs_cats", "--prepared", str(prepared), "--values", str(bad)])

@@ -254,5 +254,5 @@ def test_train_refuses_a_freeze_beyond_the_core_before_any_work(params, monkeypa
         train.run(checked, "x")
     assert not (tmp_path / "tmp").exists()
     monkeypatch.setattr(cli, "load_params", lambda: checked)
-    with pytest.raises(SystemExit, match=r"^error: experiments\.x\.freeze is 200"):  # one line, no traceback
+    with pytest.raises(SystemExit, match=r"^train@x: error: experiments\.x\.freeze is 200"):  # one line, no traceback
         cli.stage_main("train", ["x"], train.run)

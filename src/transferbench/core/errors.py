@@ -1,7 +1,22 @@
-"""Errors a user can fix: the stage prints their one-line message, without a traceback."""
+"""Errors a user can fix: a stage prints their message as one line and exits 1, without a traceback.
+
+Anything else that escapes a stage is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """Bad params or bad input; the message names the key or file, the bad value and what to do."""
+
+
+class ConfigError(UserError, ValueError):
     """A parameter is unknown, missing or out of range; the message names it and what is accepted."""
+
+
+class MissingInput(UserError, FileNotFoundError):
+    """A file an earlier stage writes is not there; the message names it and the stage to run."""
+
+
+class BadInput(UserError, ValueError):
+    """An input file is truncated, corrupt or inconsistent; the message names it and what to rerun."""

@@ -18,6 +18,8 @@ from pydantic import Field, field_validator, model_validator
 
 from transferbench.config.sections import Section, parse, problem
 from transferbench.core import paths
+from transferbench.core.errors import BadInput
+from transferbench.core.inputs import load_array, missing, prepared_by
 from transferbench.core.registry import Registry
 
 Count = Annotated[int, Field(ge=1)]
@@ -79,11 +81,13 @@ def read_manifest(path) -> pd.DataFrame:
 def load_split(dataset: str, split: str) -> tuple[np.ndarray, pd.DataFrame]:
     """The split's images (memory-mapped, read-only) and its manifest."""
     folder = paths.split_dir(dataset, split)
-    images = np.load(folder / "images.npy", mmap_mode="r")
+    images = load_array(folder / "images.npy", prepared_by(dataset))
+    if not (folder / "manifest.csv").is_file():
+        raise missing(folder / "manifest.csv", prepared_by(dataset))
     manifest = read_manifest(folder / "manifest.csv")
     if len(images) != len(manifest):
-        raise ValueError(f"{folder}: {len(images)} images but {len(manifest)} manifest rows; "
-                         "the prepared data is inconsistent, rerun its stage")
+        raise BadInput(f"{folder}: {len(images)} images but {len(manifest)} manifest rows; "
+                       f"the prepared data is inconsistent, run `dvc repro {prepared_by(dataset)}`")
     return images, manifest
 
 

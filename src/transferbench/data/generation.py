@@ -1,4 +1,4 @@
-"""DVC stage: render the seeded CAPTCHA dataset into data/prepared/captcha, on every core, resumably.
+"""Rendering the seeded CAPTCHA dataset into a prepared folder, on every core, resumably (stage `generate_captcha`).
 
 Work happens in tmp/generate_captcha/<fingerprint>/: each finished chunk leaves a marker there, so
 a killed run resumes where it stopped. The finished folder replaces the output in one move.
@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -18,16 +19,16 @@ from typing import TYPE_CHECKING, Any, Iterator
 from tqdm import tqdm
 
 from transferbench.data import captcha
-from transferbench.core import paths
 from transferbench.config.disk import check_fits
 from transferbench.config.sections import integer
-from transferbench.study.params import load_params
 from transferbench.core.parallel import cpu_count, map_chunks
 from transferbench.core.files import create_zeros_npy, open_work_dir, read_json, replace_dir, write_json, write_text
+from transferbench.core.inputs import shown
 
 if TYPE_CHECKING:
     from transferbench.data.datasets import CaptchaParams
 
+log = logging.getLogger(__name__)
 DATASET = "captcha"
 CHUNK_SIZE = 256  # images per task: small enough to lose little on a kill, large enough to amortise IPC
 
@@ -78,10 +79,11 @@ def generate(out_dir: Path, work_dir: Path, values: Any, seed: int, workers: int
     todo = [c for c in chunks if _read_marker(done, c) is None]
     total = sum(counts.values())
     workers = max(1, min(workers, len(todo)))
-    print(f"generate_captcha: {total:,} CAPTCHAs ({', '.join(f'{s} {n:,}' for s, n in counts.items())}), "
-          f"{values.width}x{values.height}, seed {seed} -> {_shown(out_dir)}")
+    log.info("%s CAPTCHAs (%s), %sx%s, seed %s -> %s", f"{total:,}",
+             ", ".join(f"{s} {n:,}" for s, n in counts.items()), values.width, values.height, seed,
+             shown(out_dir))
     if len(todo) < len(chunks):
-        print(f"resuming {_shown(work_dir)}: {len(chunks) - len(todo)} of {len(chunks)} chunks already done")
+        log.info("resuming %s: %d of %d chunks already done", shown(work_dir), len(chunks) - len(todo), len(chunks))
 
     remaining = sum(len(c.labels) for c in todo)
     with tqdm(total=total, initial=total - remaining, unit="img", desc="rendering", mininterval=1.0) as bar:
@@ -100,8 +102,8 @@ def generate(out_dir: Path, work_dir: Path, values: Any, seed: int, workers: int
     replace_dir(output, out_dir)
     shutil.rmtree(work_dir)
     elapsed = time.perf_counter() - started
-    print(f"generate_captcha: wrote {_shown(out_dir)} in {elapsed:.1f} s "
-          f"({remaining / elapsed:,.0f} rendered/s on {workers} worker{'s' * (workers > 1)})")
+    log.info("wrote %s in %.1f s (%s rendered/s on %d worker%s)", shown(out_dir), elapsed,
+             f"{remaining / elapsed:,.0f}", workers, "s" * (workers > 1))
 
 
 
@@ -148,31 +150,10 @@ def _manifest(labels: list[str], hashes: list[str]) -> str:
     return buffer.getvalue()
 
 
-def _shown(path: Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(paths.ROOT)) if path.is_relative_to(paths.ROOT) else str(path)
-
-
-def _remove_other_work_dirs(root: Path, keep: str) -> None:
-    # Partial runs of other params can never be resumed by this one and may hold gigabytes.
+def remove_other_work_dirs(root: Path, keep: str) -> None:
+    """Delete every work folder under ``root`` but ``keep``: partial runs of other params can never be
+    resumed by this one, and may hold gigabytes."""
     if root.exists():
         for stale in sorted(p for p in root.iterdir() if p.is_dir() and p.name != keep):
-            print(f"removing partial run of other params: {_shown(stale)}")
+            log.info("removing partial run of other params: %s", shown(stale))
             shutil.rmtree(stale)
-
-
-def main() -> None:
-    params = load_params()
-    values, seed = params.dataset(DATASET), params.seed
-    key = fingerprint(values, seed)
-    work_root = paths.tmp_dir("generate_captcha")
-    _remove_other_work_dirs(work_root, keep=key)
-    try:
-        generate(paths.prepared(DATASET), work_root / key, values, seed, values.workers or cpu_count())
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished chunks are kept in {_shown(work_root / key)}; rerun to resume")
-        raise SystemExit(130) from None
-
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,6 @@
-"""DVC stage: decode a fetched photo dataset once into data/prepared/<dataset>: checked, resized, resumable.
+"""Decoding a fetched photo dataset once into data/prepared/<dataset>: checked, resized, resumable.
 
-    python -m stages.prepare <dataset>
-
-Reads data/raw/<dataset>/ (layout in transferbench.data.raw), gives each item its split with the dataset's
+Stage `prepare@<dataset>` (stages/prepare.py) reads data/raw/<dataset>/ (layout in transferbench.data.raw), gives each item its split with the dataset's
 registry entry, decodes every image on ``workers`` processes (transferbench.data.images) and writes the prepared
 layout (transferbench.data.datasets) plus quarantine.csv, one row per item dropped and why. Work happens in
 tmp/prepare/<dataset>-<fingerprint>/, so a killed run resumes where it stopped:
@@ -19,26 +17,24 @@ chunk per process: CIFAR-10 at 224x224 is 9 GB of pixels.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import importlib
 import io
 import json
+import logging
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 from PIL import Image, features
 from tqdm import tqdm
 
-from transferbench.core.errors import ConfigError
-from transferbench.study.params import load_params
+from transferbench.core.errors import BadInput, ConfigError, MissingInput
 from transferbench.data import images
 from transferbench.core import paths
 from transferbench.config.disk import check_fits
@@ -49,6 +45,8 @@ from transferbench.core.parallel import cpu_count, map_chunks
 from transferbench.core.files import create_zeros_npy, open_work_dir, read_json, replace_dir, write_json, write_text
 from transferbench.data.raw import read_raw_manifest, sha256_file
 from transferbench.data.splits import UNUSED
+
+log = logging.getLogger(__name__)
 
 # Items per task: at most 256 (little lost on a kill, 38 MB of pixels at 224x224), at least 8 (IPC
 # and markers amortised), and otherwise 1/64 of the dataset, so small datasets keep every core busy.
@@ -91,7 +89,7 @@ def read_items(name: str, spec: DatasetSpec, values: Any, seed: int,
                raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(raw manifest, the assigned items: split, key, label, source_sha256, in split then key order)."""
     if not (Path(raw_dir) / "manifest.csv").is_file():
-        raise FileNotFoundError(f"{Path(raw_dir) / 'manifest.csv'} is missing: run `dvc repro fetch@{name}` first")
+        raise MissingInput(f"{Path(raw_dir) / 'manifest.csv'} is missing: run `dvc repro fetch@{name}` first")
     raw = read_raw_manifest(raw_dir)
     items = raw[raw["status"] == "ok"].reset_index(drop=True)
     _check_raw_items(name, spec, items)
@@ -108,13 +106,13 @@ def read_items(name: str, spec: DatasetSpec, values: Any, seed: int,
 
 def _check_raw_items(name: str, spec: DatasetSpec, items: pd.DataFrame) -> None:
     if items.empty:
-        raise ValueError(f"{name}'s raw manifest has no item with status ok: rerun `dvc repro fetch@{name}`")
+        raise BadInput(f"{name}'s raw manifest has no item with status ok: rerun `dvc repro fetch@{name}`")
     unknown = sorted(set(items["label"]) - set(spec.classes))
     if unknown:
-        raise ValueError(f"{name}'s raw manifest has label {unknown[0]!r}; classes: {', '.join(spec.classes)}")
+        raise BadInput(f"{name}'s raw manifest has label {unknown[0]!r}; classes: {', '.join(spec.classes)}")
     repeated = items["key"][items["key"].duplicated()]
     if len(repeated):
-        raise ValueError(f"{name}'s raw manifest lists key {repeated.iloc[0]!r} twice; keys must be unique")
+        raise BadInput(f"{name}'s raw manifest lists key {repeated.iloc[0]!r} twice; keys must be unique")
 
 
 def fingerprint(recipe: Mapping[str, Any]) -> str:
@@ -171,10 +169,10 @@ def prepare(name: str, values: Any, seed: int, raw_dir: Path, out_dir: Path, wor
     _forget_lost_work(chunks, work_dir)
     todo = [c for c in chunks if not _marker(work_dir, c).exists()]
     workers = max(1, min(workers or cpu_count(), len(todo) or 1))
-    print(f"prepare {name}: {len(items):,} images ({_counts_text(items)}) -> {shape[1]}x{shape[0]}, "
-          f"{workers} worker{'s' * (workers > 1)}")
+    log.info("prepare %s: %s images (%s) -> %dx%d, %d worker%s", name, f"{len(items):,}", _counts_text(items),
+             shape[1], shape[0], workers, "s" * (workers > 1))
     if len(todo) < len(chunks):
-        print(f"resuming {work_dir}: {len(chunks) - len(todo)} of {len(chunks)} chunks already decoded")
+        log.info("resuming %s: %d of %d chunks already decoded", work_dir, len(chunks) - len(todo), len(chunks))
     decode_started = time.perf_counter()
     _decode_all(todo, workers, work_dir, len(items), on_progress)
     decode_seconds = time.perf_counter() - decode_started
@@ -441,35 +439,12 @@ def _counts_text(items: pd.DataFrame) -> str:
     return ", ".join(f"{s} {int((items['split'] == s).sum()):,}" for s in paths.SPLITS)
 
 
-# ---- command line ----------------------------------------------------------------------------------
+# ---- partial work ---------------------------------------------------------------------------------
 
 def _remove_other_work_dirs(root: Path, name: str, keep: str) -> None:
     # Partial runs of other inputs can never be resumed by this one and may hold gigabytes.
     mine = re.compile(rf"^{re.escape(name)}-[0-9a-f]{{12}}$")
     if root.exists():
         for stale in sorted(p for p in root.iterdir() if p.is_dir() and mine.match(p.name) and p.name != keep):
-            print(f"removing partial run of other inputs: {stale}")
+            log.info("removing partial run of other inputs: %s", stale)
             shutil.rmtree(stale)
-
-
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m stages.prepare", description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", help="a fetched photo dataset, e.g. cats_and_dogs_filtered")
-    name = parser.parse_args(argv).dataset
-    spec = photo_spec(name)  # before loading params: a wrong name fails at once
-    params = load_params(paths.PARAMS)
-    values, seed = params.dataset(name), params.seed
-    work_root = paths.tmp_dir("prepare")
-    try:
-        report = prepare(name, values, seed, paths.RAW / name, paths.prepared(name), work_root,
-                         loader=source_loader(spec), workers=values.workers, max_pixels=MAX_PIXELS)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: decoded chunks are kept in {work_root}; rerun to resume", file=sys.stderr)
-        raise SystemExit(130) from None
-    write_json(paths.REPORTS / name / "prepare.json", report)
-    print("\n".join(summary_lines(report, paths.prepared(name))))
-    return report
-
-
-if __name__ == "__main__":
-    main()

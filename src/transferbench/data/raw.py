@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Mapping, TypeVar
 import pandas as pd
 import tenacity
 
+from transferbench.core.errors import UserError
 from transferbench.core.files import file_digest, write_text
 
 RAW_COLUMNS = ["key", "source_split", "label", "bytes", "sha256", "status", "reason"]
@@ -44,7 +45,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-class SourceUnavailable(RuntimeError):
+class SourceUnavailable(UserError, RuntimeError):
     """A source could not be reached or gave bad data; the message says what was tried and what to do."""
 
 

@@ -1,36 +1,34 @@
-"""Stage: validate a prepared dataset with great-expectations before anything trains on it.
+"""Validating a prepared dataset with great-expectations before anything trains on it (stage `validate@<dataset>`).
 
-    python -m stages.validate <dataset>
-
-Writes ``reports/<dataset>/validation/``: summary.json (deterministic, what training depends on),
-results.json (GX's full results) and data_docs/ (GX's HTML). Exits 1 when an expectation fails.
+Writes a report folder, ``reports/<dataset>/validation/`` in the pipeline: summary.json (deterministic, what
+training depends on), results.json (GX's full results) and data_docs/ (GX's HTML). :func:`finish` raises
+:class:`ValidationFailed` when an expectation fails, so the stage exits 1 and DVC stops before training.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
+import logging
 import math
 import mmap
 import os
 import shutil
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence, TextIO
+from typing import Any, Mapping
 
 import great_expectations as gx
 import numpy as np
 import pandas as pd
-import yaml
 from great_expectations.data_context.types.base import (
     DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig)
 
-from transferbench.study.params import load_params
 from transferbench.core import paths
+from transferbench.core.errors import BadInput
+from transferbench.core.inputs import load_array, missing, prepared_by
 from transferbench.data.datasets import DATASETS, read_manifest
 from transferbench.data.expectations import FRAMES, build_suites
 from transferbench.core.files import read_json, replace_dir, write_json
@@ -40,6 +38,12 @@ EXAMPLES = 5            # bad values quoted per failed expectation
 CHUNK = 256             # images per stats chunk: ~10 MB at 80x160x3, so memory stays flat
 # Kwargs that say where an expectation looks; the others say what it expects.
 _WHERE_KEYS = ("column", "column_A", "column_B", "column_list", "row_condition", "condition_parser")
+
+log = logging.getLogger(__name__)
+
+
+class ValidationFailed(BadInput):
+    """An expectation failed on the prepared data; each failure was logged, the message says where to look."""
 
 
 # ---- frames -----------------------------------------------------------------------------------
@@ -102,12 +106,15 @@ def _row_ids(split: str, n: int) -> pd.Index:
     return pd.Index([f"{split}/{i}" for i in range(n)], dtype=object)
 
 
-def read_frames(prepared_dir: Path) -> dict[str, pd.DataFrame]:
-    """The manifest, splits and images frames of the prepared data in ``prepared_dir``."""
+def read_frames(prepared_dir: Path, made_by: str) -> dict[str, pd.DataFrame]:
+    """The manifest, splits and images frames of the prepared data in ``prepared_dir`` (written by DVC stage
+    ``made_by``, which errors about missing or truncated files name)."""
     manifests, splits, images = [], [], []
     for split in paths.SPLITS:
         folder = Path(prepared_dir) / split
-        array = np.load(folder / "images.npy", mmap_mode="r")
+        array = load_array(folder / "images.npy", made_by)
+        if not (folder / "manifest.csv").is_file():
+            raise missing(folder / "manifest.csv", made_by)
         manifest = read_manifest(folder / "manifest.csv").assign(split=split)
         manifest.index = _row_ids(split, len(manifest))
         manifests.append(manifest)
@@ -274,7 +281,7 @@ def validate(dataset: str, prepared_dir: Path, values: Any, report_dir: Path) ->
     meta_path = Path(prepared_dir) / "meta.json"
     meta = read_json(meta_path) if meta_path.exists() else {}
     suites = build_suites(dataset, values, meta)  # before reading images: an unknown dataset fails at once
-    frames = read_frames(Path(prepared_dir))
+    frames = read_frames(Path(prepared_dir), prepared_by(dataset))
     report_dir = Path(report_dir)
     report_dir.parent.mkdir(parents=True, exist_ok=True)
     # Build the whole report beside the old one and swap it in: never a mix of two runs.
@@ -294,44 +301,18 @@ def validate(dataset: str, prepared_dir: Path, values: Any, report_dir: Path) ->
     return summary
 
 
-def finish(summary: Summary, report_dir: Path, out: TextIO | None = None, err: TextIO | None = None) -> None:
-    """Print the outcome; ``SystemExit(1)`` when anything failed, so DVC stops before training."""
-    out, err = out or sys.stdout, err or sys.stderr  # looked up now: tests and callers may swap them
+def finish(summary: Summary, report_dir: Path) -> None:
+    """Log the outcome; :class:`ValidationFailed` when anything failed, after a line per failure."""
     n = len(summary.expectations)
     if summary.class_balance:
         for split, counts in summary.class_balance.items():
             total = sum(counts.values())
             shares = ", ".join(f"{label} {n:,} ({n / total:.0%})" for label, n in counts.items())
-            print(f"{summary.dataset} {split}: {shares}", file=out)
+            log.info("%s %s: %s", summary.dataset, split, shares)
     if summary.success:
-        print(f"{summary.dataset}: all {n} expectations passed; reports in {report_dir}", file=out)
+        log.info("%s: all %d expectations passed; reports in %s", summary.dataset, n, report_dir)
         return
-    failed = summary.failed()
-    print(f"{summary.dataset}: {len(failed)} of {n} expectations FAILED; "
-          f"Data Docs: {Path(report_dir) / 'data_docs' / 'index.html'}", file=err)
     for line in failure_lines(summary):
-        print("  " + line, file=err)
-    raise SystemExit(1)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.validate", description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", help="a dataset section of params.yaml, e.g. captcha")
-    # For data outside the pipeline (CI validates the tests' fixture data with these): a prepared
-    # folder, where to write the report, and a YAML file holding the dataset's params section.
-    parser.add_argument("--prepared", type=Path, help="prepared data folder (default: the pipeline's)")
-    parser.add_argument("--report", type=Path, help="report folder (default: the pipeline's)")
-    parser.add_argument("--values", type=Path, help="YAML file with the dataset's params (default: params.yaml)")
-    args = parser.parse_args(argv)
-    if args.values:
-        values = DATASETS.get(args.dataset).section(yaml.safe_load(args.values.read_text(encoding="utf-8")),
-                                                    args.dataset)
-    else:
-        values = load_params().dataset(args.dataset)
-    report_dir = args.report or paths.validation_dir(args.dataset)
-    summary = validate(args.dataset, args.prepared or paths.prepared(args.dataset), values, report_dir)
-    finish(summary, report_dir)
-
-
-if __name__ == "__main__":
-    main()
+        log.error("%s", line)
+    raise ValidationFailed(f"{summary.dataset}: {len(summary.failed())} of {n} expectations FAILED (listed above); "
+                           f"Data Docs: {Path(report_dir) / 'data_docs' / 'index.html'}")

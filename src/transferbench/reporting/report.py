@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +30,8 @@ from tabulate import tabulate
 
 from transferbench.core import paths
 from transferbench.study import runs
-from transferbench.core.errors import ConfigError
-from transferbench.study.params import Params, load_params
+from transferbench.core.errors import BadInput, ConfigError
+from transferbench.study.params import Params
 from transferbench.core.files import read_json, write_json, write_text
 from transferbench.plots import comparison_curves, confusion_matrices
 from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
@@ -51,7 +50,7 @@ NO_NAN_COLUMNS = ("epoch", "accuracy", "val_accuracy")
 METRICS_KEYS = ("test.accuracy", "test.loss", "best_val_accuracy", "epochs", "seconds")
 
 
-class ReportError(ValueError):
+class ReportError(BadInput):
     """An input file is missing a column or key, or holds a value that is not a number."""
 
 
@@ -678,32 +677,9 @@ def _log_figures(report: Report, tmp: Path) -> list[str]:
 
 
 def print_overall(rows: Iterable[Mapping[str, Any]]) -> None:
+    """The answer, one line per experiment, on stdout: it is the stage's output, not a log message."""
     for row in rows:
         p, r, d = row["pretrained"], row["random"], row["difference"]
         acc = lambda side: fmt_stat(side["test_accuracy"], "number") if side["n"] else "no run"  # noqa: E731
         diff = f", difference {fmt_value(d['test_accuracy'], 'number', signed=True)}" if "test_accuracy" in d else ""
         print(f"{row['experiment']}: test accuracy pretrained {acc(p)}, random {acc(r)}{diff}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv:
-        raise SystemExit("usage: python -m stages.report")
-    try:
-        params = load_params()
-    except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
-    try:
-        report = build(params, paths.REPORTS)
-    except ReportError as err:
-        raise SystemExit(f"error: {err}") from None
-    for warning in log_figures(report):
-        print(f"warning: {warning}", file=sys.stderr)
-    print_overall(report.summary["overall"])
-    for item in report.summary["missing"]:
-        print(f"missing: {item['experiment']} {item['run']} ({item['reason']})", file=sys.stderr)
-    print(f"wrote {paths.REPORTS / 'README.md'}")
-
-
-if __name__ == "__main__":
-    main()

@@ -9,6 +9,7 @@ CAPTCHAs with every character right, ``position_accuracy`` per character positio
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import keras
@@ -24,12 +25,16 @@ from transferbench.study.params import Params
 from transferbench.training.batches import ArrayBatches
 from transferbench.models.backbones import load_model
 from transferbench.models.heads import HEADS, HeadSpec, task_outputs
-from transferbench.core.files import read_json, write_json, write_text
+from transferbench.core.files import write_json, write_text
+from transferbench.core.inputs import missing, read_json_input
 from transferbench.plots import learning_curves
 
+log = logging.getLogger(__name__)
 
-def task_metrics(task: Task, targets: np.ndarray, predictions: list[np.ndarray], head: HeadSpec) -> dict:
-    """Loss (Keras' total: the sum over heads) and accuracies, classes decided by the head's own rule."""
+
+def task_metrics(task: Task, targets: np.ndarray, predictions: list[np.ndarray], head: HeadSpec,
+                 predicted: np.ndarray) -> dict:
+    """Loss (Keras' total: the sum over heads) and accuracies of ``predicted``, the classes the head decided."""
     loss_fn = keras.losses.get(head.loss(task))
     columns = targets.reshape(len(targets), -1)
     loss = 0.0
@@ -37,7 +42,7 @@ def task_metrics(task: Task, targets: np.ndarray, predictions: list[np.ndarray],
         # A single sigmoid unit predicts (n, 1): give its targets that rank, as `compile` does in training.
         y = columns[:, i:i + 1] if np.ndim(p) == 2 and np.shape(p)[1] == 1 else columns[:, i]
         loss += float(np.mean(keras.ops.convert_to_numpy(loss_fn(y, p))))
-    correct = head.predicted_classes(task, predictions) == columns
+    correct = predicted == columns
     metrics = {"loss": loss, "accuracy": float(correct.mean()), "n": int(len(targets))}
     if task.kind == "multihead":
         metrics["sequence_accuracy"] = float(correct.all(axis=1).mean())
@@ -52,28 +57,33 @@ def confusion(targets: np.ndarray, predicted: np.ndarray, classes: tuple[str, ..
     return pd.DataFrame(counts, index=pd.Index(classes, name="true"), columns=list(classes))
 
 
-def evaluate(experiment: Experiment, model: keras.Model) -> tuple[dict, pd.DataFrame | None]:
-    """Test-split metrics and, for single-output tasks, the confusion matrix."""
-    images, manifest = load_split(experiment.dataset, "test")
+def evaluate(experiment: Experiment, model: keras.Model, images: np.ndarray,
+             manifest: pd.DataFrame) -> tuple[dict, pd.DataFrame | None]:
+    """Metrics on the test split (``images``, ``manifest``) and, for single-output tasks, the confusion matrix."""
     targets = experiment.spec.targets(manifest, experiment.dataset_settings)
     task = experiment.task
     batches = ArrayBatches(images, targets, experiment.settings.batch_size, n_outputs=task.n_outputs)
     raw = model.predict(batches, verbose=1 if sys.stdout.isatty() else 0)
     predictions = task_outputs(model, raw, task)
     head = HEADS.get(experiment.settings.head)
-    metrics = task_metrics(task, targets, predictions, head)
+    predicted = head.predicted_classes(task, predictions)  # decided once: metrics and confusion agree
+    metrics = task_metrics(task, targets, predictions, head, predicted)
     table = None
     if task.n_outputs == 1 and experiment.spec.classes:
-        table = confusion(targets, head.predicted_classes(task, predictions), experiment.spec.classes)
+        table = confusion(targets, predicted, experiment.spec.classes)
     return metrics, table
 
 
 def evaluate_run(experiment: Experiment) -> dict:
     """Evaluate one trained run; write its report folder; complete its MLflow run."""
     model_dir, report_dir = runs.model_dir(experiment), runs.report_dir(experiment)
-    trained = read_json(model_dir / "train.json")
+    trained = read_json_input(model_dir / "train.json", f"train@{experiment.name}")
+    for name in ("model.keras", "history.csv"):
+        if not (model_dir / name).is_file():
+            raise missing(model_dir / name, f"train@{experiment.name}")
+    images, manifest = load_split(experiment.dataset, "test")
     model = load_model(model_dir / "model.keras")
-    test, table = evaluate(experiment, model)
+    test, table = evaluate(experiment, model, images, manifest)
     history = pd.read_csv(model_dir / "history.csv")
     metrics = {
         "test": test,
@@ -138,8 +148,8 @@ def run(params: Params, name: str) -> dict:
         per_run.append(metrics)
         test = metrics["test"]
         extra = f", whole-sequence {test['sequence_accuracy']:.4f}" if "sequence_accuracy" in test else ""
-        print(f"{name} {runs.run_name(experiment)}: test accuracy {test['accuracy']:.4f}{extra}, "
-              f"loss {test['loss']:.4f}")
+        log.info("%s %s: test accuracy %.4f%s, loss %.4f", name, runs.run_name(experiment), test["accuracy"], extra,
+                 test["loss"])
     summary = aggregate(per_run)
     write_json(paths.experiment_report_dir(name) / "metrics.json", summary)
     return summary

@@ -8,6 +8,7 @@ atomically at the end of every epoch.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -23,6 +24,8 @@ from transferbench.training.batches import ArrayBatches
 from transferbench.models.heads import HEADS, HeadOptions, aux_output_names, output_names
 from transferbench.core.files import read_json, write_json
 from transferbench.models.backbones import MODELS, base_outputs, initial_core, load_model
+
+log = logging.getLogger(__name__)
 
 MONITOR = "val_accuracy"  # the task's outputs only: the mean over CAPTCHA heads, no aux (EpochSummary)
 
@@ -271,8 +274,7 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
     if state is not None:
         model = load_model(work_dir / "last.keras")
         current = state.get("phase", plan[0].name)
-        print(f"resuming {experiment.name} after epoch {state['epoch']} ({current}) from {work_dir}",
-              file=sys.stderr)
+        log.info("resuming %s after epoch %s (%s) from %s", experiment.name, state["epoch"], current, work_dir)
     else:
         keras.utils.set_random_seed(experiment.seed)
         model = build_model(experiment, weights_file)
@@ -292,8 +294,8 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
             strategies.apply(model, phase)
             compile_model(model, experiment, phase.learning_rate)  # a fresh optimizer at the phase's rate
             current = phase.name
-            print(f"{experiment.name}: phase {phase.name} from epoch {epoch + 1}, learning rate "
-                  f"{phase.learning_rate}", file=sys.stderr)
+            log.info("%s: phase %s from epoch %d, learning rate %s", experiment.name, phase.name, epoch + 1,
+                     phase.learning_rate)
         elif strategies.apply(model, phase):
             # A saved model comes back with its trainable flags; should they differ, the optimizer must follow.
             compile_model(model, experiment, phase.learning_rate)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -23,10 +23,13 @@ from transferbench.data.datasets import load_split
 from transferbench.study.experiments import Experiment
 from transferbench.study.params import Params
 from transferbench.training.batches import ArrayBatches
-from transferbench.core.files import read_json, replace_dir, write_json, write_text
+from transferbench.core.files import replace_dir, write_json, write_text
+from transferbench.core.inputs import read_json_input
 from transferbench.training.fit import configure_precision, finish, fit
 from transferbench.models.pretrained import init_weights_file
 from transferbench.models.strategies import check_freeze
+
+log = logging.getLogger(__name__)
 
 
 def fingerprint(experiment: Experiment, init_record: dict) -> str:
@@ -78,16 +81,16 @@ def train_run(experiment: Experiment, work_root: Path) -> Path:
     A finished folder survives a kill of a later run in the same stage, so no run is trained twice.
     """
     init_dir = runs.init_dir(experiment)
-    init_record = read_json(init_dir / "source.json")
+    init_record = read_json_input(init_dir / "source.json", f"weights@{experiment.name}")
     key = f"{runs.run_name(experiment)}-{fingerprint(experiment, init_record)}"
     done, work_dir = work_root / "done" / key, work_root / key
     if (done / "train.json").exists():
-        print(f"{experiment.name} {runs.run_name(experiment)}: finished in an earlier attempt", file=sys.stderr)
+        log.info("%s %s: finished in an earlier attempt", experiment.name, runs.run_name(experiment))
         return done
     batches = load_batches(experiment)
-    print(f"{experiment.name} {runs.run_name(experiment)}: {experiment.settings.model} from "
-          f"{experiment.weights_label} weights, seed {experiment.seed}, {len(batches['train'].images)} train / "
-          f"{len(batches['validation'].images)} validation images", file=sys.stderr)
+    log.info("%s %s: %s from %s weights, seed %d, %d train / %d validation images", experiment.name,
+             runs.run_name(experiment), experiment.settings.model, experiment.weights_label, experiment.seed,
+             len(batches['train'].images), len(batches['validation'].images))
 
     run_file = work_dir / "mlflow_run_id"
     run_id = tracking.start_run(experiment, run_file.read_text() if run_file.exists() else None)
@@ -119,8 +122,8 @@ def run(params: Params, name: str) -> None:
     check_freeze(f"experiments.{name}", params.experiments[name])  # needs the built core: not in params checks
     policy = configure_precision()
     experiments = runs.runs(params, name)
-    print(f"{name}: {len(experiments)} run(s) ({', '.join(runs.run_name(e) for e in experiments)}), {policy}",
-          file=sys.stderr)
+    log.info("%s: %d run(s) (%s), %s", name, len(experiments), ", ".join(runs.run_name(e) for e in experiments),
+             policy)
     work_root = paths.tmp_dir("train", name)
     finished = {runs.run_name(e): train_run(e, work_root) for e in experiments}
     out = paths.experiment_model_dir(name) / "runs"

@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from transferbench.core.errors import BadInput
 from transferbench.core.files import atomic_path, read_json, replace_dir, write_json
 
 # Written inside a finished extraction: which archive (by sha256) it came from.
@@ -23,7 +24,7 @@ STAMP = ".archive.json"
 BLOCK = 1 << 20
 
 
-class UnsafeArchive(ValueError):
+class UnsafeArchive(BadInput):
     """An entry would be written outside the target, or is a kind of file we do not extract."""
 
 

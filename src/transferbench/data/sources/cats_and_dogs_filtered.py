@@ -6,7 +6,7 @@ raw_dir/cats_and_dogs_filtered.zip is the download; raw_dir/extracted/cats_and_d
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ SPLITS = ("train", "validation")
 FOLDER_LABELS = {"cats": "cat", "dogs": "dog"}
 PARAM = "cats_and_dogs_filtered.source"
 
+log = logging.getLogger(__name__)
+
 
 def fetch(values: Any, raw_dir: Path | str, seed: int) -> dict:
     """Download (or find) the zip, unpack it safely, and write one manifest row per photo."""
@@ -34,8 +36,8 @@ def fetch(values: Any, raw_dir: Path | str, seed: int) -> dict:
                        param=f"{PARAM}.urls")
     archive_sha256 = source.sha256 or sha256_file(archive)
     if source.sha256 is None:
-        print(f"{ARCHIVE}: every entry's CRC checked; its sha256 is {archive_sha256} "
-              f"(set {PARAM}.sha256 to it to pin this exact file)", file=sys.stderr)
+        log.info("%s: every entry's CRC checked; its sha256 is %s (set %s.sha256 to it to pin this exact file)",
+                 ARCHIVE, archive_sha256, PARAM)
     extracted = ensure_extracted(archive, raw_dir / "extracted", archive_sha256)
     rows = image_rows(raw_dir, extracted / TOP)
     write_raw_manifest(raw_dir, rows)

@@ -43,6 +43,7 @@ PARAM = "dogs_vs_cats.source.competition"
 log = logging.getLogger(__name__)
 
 
+
 def fetch(values: Any, raw_dir: Path | str, seed: int) -> dict:
     """Find or download train.zip, unpack it safely, and write one manifest row per labelled photo."""
     from transferbench.config.sections import parse

@@ -1,0 +1,155 @@
+"""Every stage fails on bad input the same way: one line naming what is wrong and what to do, exit code 1,
+no traceback. Each kind of expected error goes through the real `python -m stages.<name>`, in a copy of the
+code and params (tests.stage_run), so the stages read and write there, not in this checkout."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from tests.fake_sources import make_zip
+from tests.loopback import closed_port_url
+from tests.stage_run import copy_code, run_stage
+
+# TensorFlow's C++ start-up lines (e.g. "E0000 ... failed call to cuInit" on a machine without a GPU) are
+# not the stage's to format; everything else on stderr is.
+TF_LINE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl)")
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
+PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's
+
+
+def error_line(result: subprocess.CompletedProcess, label: str, *needles: str, alone: bool = True) -> str:
+    """The stage's one error line, checked: exit code 1, no traceback, the line last and the only one.
+
+    ``alone``: nothing else on stderr but log lines and progress bars (and TensorFlow's start-up lines).
+    """
+    shown = f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+    assert result.returncode == 1, shown
+    assert "Traceback" not in result.stderr, shown
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not TF_LINE.match(line)]
+    assert lines and lines[-1].startswith(f"{label}: error: "), shown
+    assert [line for line in lines if ": error: " in line] == [lines[-1]], shown
+    if alone:
+        assert all(LOG_LINE.match(line) or PROGRESS_BAR.search(line) for line in lines[:-1]), shown
+    for needle in needles:
+        assert needle in lines[-1], shown
+    return lines[-1]
+
+
+def set_seeds(value: int) -> Callable[[dict], None]:
+    return lambda params: params.update(seeds=value)
+
+
+@pytest.mark.parametrize("stage, args, label", [
+    ("generate_captcha", (), "generate_captcha"),
+    ("fetch", ("pets",), "fetch@pets"),
+    ("prepare", ("pets",), "prepare@pets"),
+    ("validate", ("captcha",), "validate@captcha"),
+    ("report", (), "report"),
+])
+def test_bad_params_are_one_line_in_every_data_stage(tmp_path, stage, args, label):
+    root = copy_code(tmp_path, set_seeds(0))
+    error_line(run_stage(root, stage, *args), label, "seeds", "0")
+
+
+def test_bad_params_are_one_line_in_a_stage_that_trains(tmp_path):
+    root = copy_code(tmp_path, set_seeds(0))
+    error_line(run_stage(root, "train", "captcha"), "train@captcha", "seeds", "0")
+
+
+def test_unknown_experiment_names_the_valid_ones(tmp_path):
+    root = copy_code(tmp_path)
+    line = error_line(run_stage(root, "weights", "nope"), "weights@nope", "'nope'")
+    assert "captcha" in line and "pets" in line
+
+
+def test_missing_prepared_data_names_the_file_and_the_stage_to_run(tmp_path):
+    root = copy_code(tmp_path)
+    error_line(run_stage(root, "validate", "captcha"), "validate@captcha",
+               "data/prepared/captcha/train/images.npy is missing; run `dvc repro generate_captcha`")
+
+
+def test_missing_raw_data_names_the_fetch_stage(tmp_path):
+    root = copy_code(tmp_path)
+    error_line(run_stage(root, "prepare", "cifar10"), "prepare@cifar10",
+               "manifest.csv is missing", "`dvc repro fetch@cifar10`")
+
+
+def test_missing_initial_weights_stop_training_with_the_stage_to_run(tmp_path):
+    root = copy_code(tmp_path)
+    error_line(run_stage(root, "train", "captcha"), "train@captcha",
+               "models/captcha/init/", "source.json is missing; run `dvc repro weights@captcha`")
+
+
+def test_truncated_prepared_array_names_the_file_and_the_stage_to_rerun(tmp_path):
+    root = copy_code(tmp_path)
+    images = root / "data/prepared/captcha/train/images.npy"
+    images.parent.mkdir(parents=True)
+    np.save(images, np.zeros((20, 8, 8, 3), dtype=np.uint8))
+    images.write_bytes(images.read_bytes()[:600])  # as a disk that filled up would leave it
+    error_line(run_stage(root, "validate", "captcha"), "validate@captcha",
+               "data/prepared/captcha/train/images.npy is truncated or corrupt",
+               "mmap length is greater than file size", "run `dvc repro generate_captcha`")
+
+
+def test_unreachable_source_says_what_was_tried_and_what_to_do(tmp_path):
+    dead = closed_port_url("/cats_and_dogs_filtered.zip")
+
+    def unreachable(params: dict) -> None:
+        params["cats_and_dogs_filtered"]["source"]["urls"] = [dead]
+
+    root = copy_code(tmp_path, unreachable)
+    # The download logs each failed address as it goes (its own line); the error is still one line, last.
+    error_line(run_stage(root, "fetch", "cats_and_dogs_filtered"), "fetch@cats_and_dogs_filtered",
+               f"tried: - {dead}", "To provide it by hand", alone=False)
+
+
+def test_unsafe_archive_is_refused_in_one_line(tmp_path):
+    archive = tmp_path / "evil.zip"
+    archive.write_bytes(make_zip({"cats_and_dogs_filtered/train/cats/cat.0.jpg": b"x", "../escaped.txt": b"x"}))
+
+    def served_from_file(params: dict) -> None:
+        params["cats_and_dogs_filtered"]["source"].update(urls=[archive.as_uri()], sha256=None)
+
+    root = copy_code(tmp_path / "repo", served_from_file)
+    error_line(run_stage(root, "fetch", "cats_and_dogs_filtered"), "fetch@cats_and_dogs_filtered",
+               "entry '../escaped.txt' climbs out with '..'")
+    assert not (tmp_path / "repo" / "data" / "raw" / "escaped.txt").exists()
+
+
+def test_failed_validation_lists_each_failure_then_one_line(tmp_path):
+    def tiny(params: dict) -> None:
+        params["captcha"].update(train=4, validation=2, test=2)
+
+    root = copy_code(tmp_path, tiny)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("validation", 2), ("test", 3)):  # test has one image too many
+        folder = root / "data/prepared/captcha" / split
+        folder.mkdir(parents=True)
+        np.save(folder / "images.npy", rng.integers(0, 256, (n, 80, 160, 3), dtype=np.uint8))
+        labels = ["".join(rng.choice(list("ABC123"), 6)) for _ in range(n)]
+        (folder / "manifest.csv").write_text("label,sha256\n" + "".join(f"{label},{'0' * 64}\n" for label in labels))
+    result = run_stage(root, "validate", "captcha")
+    line = error_line(result, "validate@captcha", "expectations FAILED", "data_docs/index.html")
+    failures = [x for x in result.stderr.splitlines() if " ERROR transferbench.data.validation: FAILED " in x]
+    assert failures and f"{len(failures)} of" in line
+
+
+def test_unreadable_run_results_stop_the_report_in_one_line(tmp_path):
+    root = copy_code(tmp_path, lambda params: params.update(weights="none"))
+    metrics = root / "reports/runs/captcha/none-s42/metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text('{"test": {"accuracy": 0.5')  # cut off mid-write
+    (metrics.parent / "history.csv").write_text("epoch,accuracy,val_accuracy,loss,val_loss\n1,0.5,0.5,1,1\n")
+    error_line(run_stage(root, "report"), "report", "metrics.json: not valid JSON")
+
+
+def test_usage_errors_are_argparse_s(tmp_path):
+    root = copy_code(tmp_path)
+    result = run_stage(root, "fetch")
+    assert result.returncode == 2 and "usage: python -m stages.fetch [-h] dataset" in result.stderr
+    assert "Traceback" not in result.stderr
