@@ -8,8 +8,8 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `stages` without an installed package
 
@@ -21,8 +21,8 @@ def machine(*software: str) -> str:
     cpu = "unknown CPU"
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return ", ".join([f"{cpu_count()} usable cores ({os.cpu_count()} online), {cpu}; Python {platform.python_version()}",
-                      *software])
+    cores = f"{cpu_count()} usable cores ({os.cpu_count()} online)"
+    return ", ".join([f"{cores}, {cpu}; Python {platform.python_version()}", *software])
 
 
 def cpu_seconds() -> float:
@@ -41,7 +41,8 @@ def timed(call: Callable[[], object]) -> tuple[float, float]:
 Timing = tuple[float, float]
 
 
-def best_of_rounds(methods: dict[str, Callable[[], Timing]], repeat: int) -> tuple[list[dict[str, Timing]], dict[str, Timing]]:
+def best_of_rounds(methods: dict[str, Callable[[], Timing]],
+                   repeat: int) -> tuple[list[dict[str, Timing]], dict[str, Timing]]:
     """Every round runs each method once, in turn; each method keeps its fastest round.
 
     Interleaving makes load from other processes on a shared machine skew all methods alike.

@@ -27,9 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `stages` without an installed package
 
-import common  # noqa: E402  (benchmarks/common.py)
-
 import boto3  # noqa: E402
+import common  # noqa: E402  (benchmarks/common.py)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -85,7 +84,8 @@ def write_csvs(folder: Path, ids: list[str]) -> None:
 
 
 def add_latency(events, seconds: float) -> None:
-    """Every S3 request of clients using ``events`` waits ``seconds`` first (the GIL is free meanwhile, as on a network)."""
+    """Every S3 request of clients using ``events`` waits ``seconds`` first (the GIL is free meanwhile,
+    as on a network)."""
     if seconds:
         events.register("before-send.s3", lambda **_: time.sleep(seconds))
 
@@ -171,7 +171,8 @@ def main() -> None:
 
     print(machine())
     print(f"{args.count} JPEGs, {total / 1e6:.1f} MB ({total / args.count / 1e3:.0f} KB average), per method; best of "
-          f"{args.repeat} interleaved rounds; {args.latency_ms:g} ms added per S3 request; 1-minute load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+          f"{args.repeat} interleaved rounds; {args.latency_ms:g} ms added per S3 request; "
+          f"1-minute load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     baseline = best[next(iter(methods))][0]
     print("\n| method | best s | images/s | MB/s | vs first | CPU ms/image client | CPU ms/image server "
           "| s of every round |\n|---|---:|---:|---:|---:|---:|---:|---|")

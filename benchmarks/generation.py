@@ -20,7 +20,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `stages` without an installed package
 
 import common  # noqa: E402  (benchmarks/common.py)
-
 from captcha.image import ImageCaptcha  # noqa: E402
 
 from transferbench.data import captcha  # noqa: E402
@@ -47,7 +46,8 @@ def ours(count: int, workers: int) -> common.Timing:
     values = {"train": count - 2 * held_out, "validation": held_out, "test": held_out, "width": 160,
               "height": 80, "length": 6, "alphabet": ALPHABET, "workers": workers}
     with tempfile.TemporaryDirectory(prefix="bench-captcha-") as tmp, contextlib.redirect_stdout(sys.stderr):
-        return common.timed(lambda: generate_captcha.generate(Path(tmp) / "out", Path(tmp) / "work", values, 0, workers))
+        out, work = Path(tmp) / "out", Path(tmp) / "work"
+        return common.timed(lambda: generate_captcha.generate(out, work, values, 0, workers))
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ import io
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -121,7 +121,8 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         results = {}
         for side in args.sizes:
-            timings = {name: (lambda run=run: common.timed(lambda: run(side))) for name, run in methods.items()}
+            timings = {name: (lambda run=run, side=side: common.timed(lambda: run(side)))
+                       for name, run in methods.items()}
             results[side] = common.best_of_rounds(timings, args.repeat)
 
     print(machine())

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from transferbench.study.params import load_params  # noqa: E402
 from transferbench.study.experiments import resolve  # noqa: E402
+from transferbench.study.params import load_params  # noqa: E402
 from transferbench.training.batches import ArrayBatches  # noqa: E402
 from transferbench.training.fit import build_model, compile_model, configure_precision  # noqa: E402
 

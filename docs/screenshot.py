@@ -102,10 +102,10 @@ def synthetic_epoch(weights: str, epoch: int) -> dict[str, float]:
 
 def log_runs() -> tuple[str, list[str]]:
     """Two runs of the pets experiment, logged as training would: returns (experiment id, run ids)."""
-    from transferbench.tracking import mlflow_runs as tracking
     from transferbench.config.weights import Arm
     from transferbench.study.experiments import resolve
     from transferbench.study.params import check_params
+    from transferbench.tracking import mlflow_runs as tracking
 
     with open(ROOT / "params.yaml", encoding="utf-8") as f:
         params = yaml.safe_load(f)

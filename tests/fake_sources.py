@@ -15,9 +15,9 @@ import pickle
 import tarfile
 import threading
 import zipfile
+from collections.abc import Iterator, Mapping
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import boto3
 import numpy as np
@@ -67,7 +67,8 @@ def open_images(labels: Mapping[str, list[tuple[str, str, int]]], missing: set[s
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
-    endpoint = "http://%s:%d" % moto.get_host_and_port()
+    host, port = moto.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
     # Creating buckets needs a signed client (any credentials); fetching uses the unsigned one users get.
     admin = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                          aws_access_key_id="testing", aws_secret_access_key="testing")

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import yaml
 
 from transferbench.core import paths
-from transferbench.data.datasets import DATASETS
 from transferbench.core.files import write_json, write_text
+from transferbench.data.datasets import DATASETS
 
 PER_CLASS = {"train": 4, "validation": 2, "test": 2}
 

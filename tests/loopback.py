@@ -11,9 +11,9 @@ import socket
 import threading
 import urllib.parse
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 # A POST route: (request) -> (status, headers, body)
 Route = Callable[["Request"], tuple[int, dict[str, str], bytes]]
@@ -67,7 +67,7 @@ class LoopbackServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> "LoopbackServer":
+    def __enter__(self) -> LoopbackServer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -66,7 +66,8 @@ def run(parser: StageParser, work: Callable[[argparse.Namespace], Any], argv: Se
         raise SystemExit(130) from None
 
 
-def stage_main(stage: str, argv: Sequence[str] | None, work: Callable[[Params, str], Any], doc: str | None = None) -> None:
+def stage_main(stage: str, argv: Sequence[str] | None, work: Callable[[Params, str], Any],
+               doc: str | None = None) -> None:
     """``python -m stages.<stage> <experiment>``: check params and the name first, then ``work(params, name)``."""
 
     def checked(args: argparse.Namespace) -> None:

@@ -5,8 +5,8 @@ Every PNG is written without metadata, so equal data gives equal bytes (DVC and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import matplotlib
 
@@ -21,13 +21,14 @@ from transferbench.core.files import atomic_path  # noqa: E402
 def learning_curves(histories: Mapping[str, pd.DataFrame], title: str, out: Path) -> None:
     """Two panels (accuracy, loss); each run in ``histories`` drawn solid for validation, dashed for train."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for (label, history), color in zip(histories.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
-        for ax, metric in zip(axes, ("accuracy", "loss")):
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (label, history), color in zip(histories.items(), colors, strict=False):  # runs beyond the palette: not drawn
+        for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
             if metric in history:
                 ax.plot(history["epoch"], history[metric], "--", color=color, label=f"{label} train")
             if f"val_{metric}" in history:
                 ax.plot(history["epoch"], history[f"val_{metric}"], "-", color=color, label=f"{label} validation")
-    for ax, metric in zip(axes, ("accuracy", "loss")):
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
@@ -72,7 +73,7 @@ def comparison_curves(curves: pd.DataFrame, title: str, out: Path,
             part = rows[rows["split"] == split]
             if part.empty:
                 continue
-            for ax, metric in zip(axes, ("accuracy", "loss")):
+            for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
                 stats = part.groupby("epoch")[metric].agg(["mean", "std", "count"]).sort_index()
                 label = f"{arm} {split}" + (f" (mean of {seeds} seeds)" if seeds > 1 else "")
                 ax.plot(stats.index, stats["mean"], style, color=colors[arm], label=label)
@@ -83,7 +84,7 @@ def comparison_curves(curves: pd.DataFrame, title: str, out: Path,
         if stability and arm in stability:
             axes[0].axvline(stability[arm], linestyle=":", color=colors[arm],
                             label=f"{arm}: stable from epoch {stability[arm]:g}")
-    for ax, metric in zip(axes, ("accuracy", "loss")):
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
@@ -97,7 +98,7 @@ def confusion_matrices(matrices: Mapping[str, pd.DataFrame], title: str, out: Pa
     """One panel per arm: rows true class, columns predicted; colour = share of the true class, text = count."""
     fig, axes = plt.subplots(1, len(matrices), figsize=(1.2 + 4.6 * len(matrices), 4.6),
                              constrained_layout=True, squeeze=False)
-    for ax, (label, matrix) in zip(axes[0], matrices.items()):
+    for ax, (label, matrix) in zip(axes[0], matrices.items(), strict=True):
         counts = matrix.to_numpy(dtype=float)
         share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
         image = ax.imshow(share, vmin=0, vmax=1, cmap="Blues")

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
-import pytest
-
-from transferbench.data.sources import kaggle_dogs_vs_cats, openimages
 from tests import repo_copy
-from tests.fake_sources import (KAGGLE_KEY, KAGGLE_SECRETS, KAGGLE_USER, MIDS, FakeKaggle, cifar_tar,
-                                filtered_zip, kaggle_bundle, open_images)
+from tests.fake_sources import (
+    KAGGLE_KEY,
+    KAGGLE_SECRETS,
+    KAGGLE_USER,
+    MIDS,
+    FakeKaggle,
+    cifar_tar,
+    filtered_zip,
+    kaggle_bundle,
+    open_images,
+)
 from tests.loopback import LoopbackServer
+from transferbench.data.sources import kaggle_dogs_vs_cats, openimages
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +76,7 @@ def pipeline(tmp_path_factory):
             for name in ("pets", "cats_and_dogs_filtered"):  # Xception's minimum input
                 params[name].update(height=71, width=71)
             params["captcha"].update(train=24, validation=12, test=12, workers=2)
-            for name, values in params["experiments"].items():
+            for values in params["experiments"].values():
                 values.update(epochs=1, batch_size=8)
                 if values["strategy"] == "two_phase":
                     values.update(epochs=2, head_epochs=1)

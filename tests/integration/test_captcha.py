@@ -13,12 +13,12 @@ import pytest
 import yaml
 from captcha import image as captcha_image
 
-from transferbench.data import captcha
-from transferbench.data import generation as generate_captcha
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError
-from transferbench.study.params import check_params
+from transferbench.data import captcha
+from transferbench.data import generation as generate_captcha
 from transferbench.data.datasets import DATASETS, captcha_targets, read_manifest
+from transferbench.study.params import check_params
 
 VALUES = {"train": 20, "validation": 5, "test": 5, "width": 160, "height": 80, "length": 6,
           "alphabet": "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", "workers": 0}

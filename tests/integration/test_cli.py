@@ -31,7 +31,8 @@ def test_expected_error_is_one_line_naming_the_stage():
 
 def test_a_list_after_a_colon_stays_readable_on_one_line():
     message = "could not get x.zip; tried:\n  - http://a/x.zip: refused\n  - http://b/x.zip: 404\nPut it at y."
-    assert cli.one_line(message) == "could not get x.zip; tried: - http://a/x.zip: refused; - http://b/x.zip: 404; Put it at y."
+    assert cli.one_line(message) == ("could not get x.zip; tried: - http://a/x.zip: refused; "
+                                     "- http://b/x.zip: 404; Put it at y.")
 
 
 def test_a_bug_keeps_its_traceback():

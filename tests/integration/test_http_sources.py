@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
+from tests.fake_sources import CIFAR_NAMES, cifar_tar, filtered_zip, jpeg
+from tests.loopback import LoopbackServer, closed_port_url
 from transferbench.data.raw import RAW_COLUMNS, SourceUnavailable, read_raw_manifest
 from transferbench.data.sources import cats_and_dogs_filtered, cifar10
 from transferbench.data.sources.archives import check_zip
 from transferbench.data.sources.http import download, partial_path
-from tests.fake_sources import CIFAR_NAMES, cifar_tar, filtered_zip, jpeg
-from tests.loopback import LoopbackServer, closed_port_url
 
 FAST = {"base_delay": 0.01}  # retries without the real back-off
 

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from transferbench.data.raw import SourceUnavailable, read_raw_manifest
-from transferbench.data.sources import kaggle_dogs_vs_cats as kaggle_source
 from tests.fake_sources import KAGGLE_DOWNLOAD as DOWNLOAD
 from tests.fake_sources import KAGGLE_KEY as KEY
 from tests.fake_sources import KAGGLE_SECRETS as SECRETS
@@ -27,6 +25,8 @@ from tests.fake_sources import FakeKaggle, jpeg
 from tests.fake_sources import kaggle_bundle as bundle
 from tests.fake_sources import kaggle_train_zip as train_zip
 from tests.loopback import closed_port_url
+from transferbench.data.raw import SourceUnavailable, read_raw_manifest
+from transferbench.data.sources import kaggle_dogs_vs_cats as kaggle_source
 
 VALUES = {"train": 4, "validation": 2, "test": 2, "height": 32, "width": 32, "workers": 1, "tolerance": 0.0,
           "source": {"competition": "dogs-vs-cats"}}

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import urllib3
 
-from transferbench.data.raw import SourceUnavailable, read_raw_manifest, sha256_file
-from transferbench.data.sources import openimages
 from tests.fake_sources import open_images
 from tests.loopback import free_port
+from transferbench.data.raw import SourceUnavailable, read_raw_manifest, sha256_file
+from transferbench.data.sources import openimages
 
 CAT, DOG, BIRD, CAR = "/m/01yrx", "/m/0bt9lr", "/m/015p6", "/m/0k4j"
 # (ImageID, LabelName, Confidence) per split, in the real CSV's column meaning.
@@ -78,7 +78,8 @@ def ok_ids(manifest: pd.DataFrame) -> dict:
 
 def leftovers(raw_dir: Path) -> list[Path]:
     """Empty or temporary files under images/: none may survive a failure."""
-    return [p for p in (raw_dir / "images").rglob("*") if p.is_file() and (p.stat().st_size == 0 or "partial" in p.name)]
+    return [p for p in (raw_dir / "images").rglob("*")
+            if p.is_file() and (p.stat().st_size == 0 or "partial" in p.name)]
 
 
 def test_labels_splits_and_exclusions(values, tmp_path, gets, servers, monkeypatch):
@@ -214,7 +215,8 @@ def test_unreachable_sources_fail_fast_naming_what_was_tried(values, tmp_path):
         openimages.fetch(values, tmp_path, seed=0)
     assert time.perf_counter() - started < 5
     message = str(err.value)
-    for expected in (f"{dead}/mirror/train/train-annotations-human-imagelabels.csv", f"S3 bucket 'some-bucket' at {dead}",
+    for expected in (f"{dead}/mirror/train/train-annotations-human-imagelabels.csv",
+                     f"S3 bucket 'some-bucket' at {dead}",
                      "pets.source.csv_base", "pets.source.s3_endpoint", "pets.source.bucket", str(tmp_path / "csv")):
         assert expected in message
     assert not (tmp_path / "manifest.csv").exists()
@@ -225,7 +227,7 @@ def test_silent_server_times_out_within_seconds(values, tmp_path, monkeypatch):
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
-        url = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         monkeypatch.setattr(openimages, "PROBE_TIMEOUT", 0.3)
         values["source"].update(csv_base=url + "/", s3_endpoint=url)
         started = time.perf_counter()

@@ -18,13 +18,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from transferbench.data import images
+from tests.stage_run import copy_code, run_stage
 from transferbench.core import paths
-from transferbench.data import preparation as prepare
 from transferbench.core.errors import ConfigError
+from transferbench.data import images
+from transferbench.data import preparation as prepare
 from transferbench.data.datasets import DATASETS, read_manifest
 from transferbench.data.raw import write_raw_manifest
-from tests.stage_run import copy_code, run_stage
 
 H, W = 16, 20  # not square, so squashing and EXIF turns are visible
 MAX_PIXELS = 20_000  # "huge" for these tests: the 200x150 image exceeds it, every other image is far below
@@ -180,17 +180,17 @@ def test_every_item_is_kept_or_quarantined_with_its_reason(reference):
     out, _ = reference
     quarantine = pd.read_csv(out / "quarantine.csv", dtype=str, keep_default_na=False)
     assert list(quarantine.columns) == prepare.QUARANTINE_COLUMNS
-    dropped = {k: r.split(":")[0] for k, r in zip(quarantine["key"], quarantine["reason"])}
+    dropped = {k: r.split(":")[0] for k, r in zip(quarantine["key"], quarantine["reason"], strict=True)}
     assert dropped == {key: kind for key, (*_, kind, _) in FILES.items() if kind}
     kept = {key for split in paths.SPLITS for key in split_of(out, split)[1]["key"]}
     assert kept == {key for key, (*_, kind, _) in FILES.items() if not kind}
-    reasons = dict(zip(quarantine["key"], quarantine["reason"]))
+    reasons = dict(zip(quarantine["key"], quarantine["reason"], strict=True))
     assert reasons["train/dup_b.jpg"] == "duplicate: same pixels as train/dup_a.jpg"
     assert reasons["train/leak_test.jpg"] == "leak: also in test as test/leak_copy.jpg"
     assert reasons["train/leak_validation.jpg"] == "leak: also in validation as validation/leak_copy.jpg"
     assert "60000x60000" in reasons["train/bomb.png"] or "exceeds limit" in reasons["train/bomb.png"]
     assert "200x150 = 30,000 pixels; the limit is 20,000" in reasons["train/big.png"]
-    assert dict(zip(quarantine["key"], quarantine["split"]))["train/leak_test.jpg"] == "train"
+    assert dict(zip(quarantine["key"], quarantine["split"], strict=True))["train/leak_test.jpg"] == "train"
 
 
 def test_manifest_columns_rows_and_conversions(reference):
@@ -201,9 +201,10 @@ def test_manifest_columns_rows_and_conversions(reference):
         assert pixels.dtype == np.uint8 and pixels.shape == (len(manifest), H, W, 3)
         assert list(manifest["key"]) == sorted(manifest["key"])
         assert list(manifest["sha256"]) == [hashlib.sha256(p.tobytes()).hexdigest() for p in pixels]
-        for key, source_sha, label in zip(manifest["key"], manifest["source_sha256"], manifest["label"]):
+        for key, source_sha, label in zip(manifest["key"], manifest["source_sha256"], manifest["label"], strict=True):
             assert source_sha == hashlib.sha256(FILES[key][2]).hexdigest() and label == FILES[key][1]
-        assert dict(zip(manifest["key"], manifest["converted"])) == {k: FILES[k][4] for k in manifest["key"]}
+        converted = dict(zip(manifest["key"], manifest["converted"], strict=True))
+        assert converted == {k: FILES[k][4] for k in manifest["key"]}
     train = split_of(out, "train")[1].set_index("key")
     assert (train.at["train/good0.jpg", "orig_width"], train.at["train/good0.jpg", "orig_height"]) == (48, 36)
     assert (train.at["train/turned.jpg", "orig_width"], train.at["train/turned.jpg", "orig_height"]) == (40, 20)
@@ -245,7 +246,7 @@ def test_output_is_what_validation_reads(reference):
     assert (stats["sha256"] == stats["manifest_sha256"]).all()
     assert (stats["std"] > images.MIN_PIXEL_STD).all()
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["splits"] == {s: int(n) for s, n in zip(splits["split"], splits["images"])}
+    assert meta["splits"] == {s: int(n) for s, n in zip(splits["split"], splits["images"], strict=True)}
     assert meta["expected"] == {s: sum(f[0] == s for f in FILES.values()) for s in paths.SPLITS}
     assert meta["image_shape"] == [H, W, 3] and meta["classes"] == ["cat", "dog", "bird"] and meta["seed"] == 42
 
@@ -376,7 +377,8 @@ def test_pixel_sources_are_loaded_and_enlarged(tmp_path, monkeypatch):
 
 
 def test_source_loader_uses_load_only_where_a_source_defines_it(monkeypatch):
-    monkeypatch.setitem(sys.modules, "transferbench.data.sources.cifar10", types.SimpleNamespace(load=lambda raw_dir, key: b""))
+    monkeypatch.setitem(sys.modules, "transferbench.data.sources.cifar10",
+                        types.SimpleNamespace(load=lambda raw_dir, key: b""))
     monkeypatch.setitem(sys.modules, "transferbench.data.sources.cats_and_dogs_filtered", types.SimpleNamespace())
     assert prepare.source_loader(DATASETS.get("cifar10")) == "transferbench.data.sources.cifar10"
     assert prepare.source_loader(DATASETS.get("cats_and_dogs_filtered")) is None

@@ -19,8 +19,8 @@ import yaml
 
 from transferbench.core import paths
 from transferbench.reporting import report
-from transferbench.study.params import Params, check_params
 from transferbench.reporting.report import ReportError, epochs_to_stability
+from transferbench.study.params import Params, check_params
 
 # Validation accuracy per epoch, and the epoch from which each stays within 0.02 of its best.
 PETS_VAL = {
@@ -171,7 +171,8 @@ def test_summary_json_is_sorted_and_has_the_overall_table(built):
         "none", "epochs_to_stability"] == [17]
     assert summary["figures"]["pets"] == {"confusion matrices": "figures/pets-confusion.png",
                                           "learning curves": "figures/pets-curves.png"}
-    assert summary["figures"]["captcha"] == {"learning curves": "figures/captcha-curves.png"}  # no confusion for 6 heads
+    # No confusion matrix for six heads.
+    assert summary["figures"]["captcha"] == {"learning curves": "figures/captcha-curves.png"}
 
 
 def test_readme_answers_with_published_figures_and_definitions(built):
@@ -239,7 +240,8 @@ def test_figures_exist_and_are_byte_identical_across_runs(built, tmp_path):
     for name in ("README.md", "summary.json", "curves.csv", "figures/pets-curves.png", "figures/pets-confusion.png"):
         (again / name).unlink()
     report.build(make_params(), again)
-    for name in ("figures/pets-curves.png", "figures/pets-confusion.png", "figures/captcha-curves.png", "figures/small-curves.png"):
+    for name in ("figures/pets-curves.png", "figures/pets-confusion.png", "figures/captcha-curves.png",
+                 "figures/small-curves.png"):
         first = (root / name).read_bytes()
         assert first.startswith(b"\x89PNG") and len(first) > 10_000, name
         assert (again / name).read_bytes() == first, name

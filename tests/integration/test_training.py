@@ -7,20 +7,19 @@ from __future__ import annotations
 import types
 
 import numpy as np
-from transferbench.core.files import read_json
 import pytest
 
+from tests.fixture_data import write_prepared_captcha
+from transferbench.core.files import read_json
 from transferbench.data.datasets import Task, read_manifest
-from transferbench.training.evaluation import task_metrics
+from transferbench.models.backbones import MODELS, build_core, load_model
+from transferbench.models.heads import HEADS, HeadOptions, task_outputs
 from transferbench.study.experiments import resolve
 from transferbench.study.params import check_params
 from transferbench.training.batches import ArrayBatches
-from transferbench.training.train import history_csv
-from transferbench.models.heads import HEADS, HeadOptions, task_outputs
-from transferbench.models.backbones import MODELS, build_core, load_model
+from transferbench.training.evaluation import task_metrics
 from transferbench.training.fit import EpochSummary, assemble_model, compile_model, fit
-
-from tests.fixture_data import write_prepared_captcha
+from transferbench.training.train import history_csv
 
 
 def summarised(heads: list[str], learning_rate: float, logs: dict) -> dict:
@@ -230,7 +229,7 @@ def test_flip_augmentation_acts_in_training_only(params):
     flipped = np.asarray(model.get_layer("augment")(x, training=True))
     same = [np.array_equal(flipped[i], x[i]) for i in range(16)]
     mirrored = [np.array_equal(flipped[i], x[i, :, ::-1]) for i in range(16)]
-    assert all(s or m for s, m in zip(same, mirrored)), "only horizontal flips"
+    assert all(s or m for s, m in zip(same, mirrored, strict=True)), "only horizontal flips"
     assert any(mirrored) and any(same)
     assert not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=False)))
 

@@ -12,9 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from transferbench.core import paths
-
 from stages.validate import main
+from transferbench.core import paths
 from transferbench.core.errors import ConfigError
 from transferbench.data.expectations import build_suites
 from transferbench.data.validation import ValidationFailed, finish, image_stats, validate

@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-from tests.fixture_data import write_prepared_photos
 
+from tests.fixture_data import write_prepared_photos
 from transferbench.core.files import read_json, write_json
 from transferbench.data.validation import validate
 

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
+from tests.loopback import LoopbackServer
+from transferbench.core.errors import ConfigError
 from transferbench.models import backbones as models
 from transferbench.models import pretrained as weights
-from transferbench.core.errors import ConfigError
 from transferbench.study.experiments import resolve
-from tests.loopback import LoopbackServer
 from transferbench.study.params import check_params
 
 

@@ -79,7 +79,8 @@ def test_each_stage_depends_on_no_code_it_does_not_run():
         needed = {f for m in graph.closure(graph.stage_module(stage["cmd"])) for f in graph.module_paths(m)}
         for dep in _code_deps(stage):
             path = graph.ROOT / dep
-            files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+            files = [path] if path.is_file() else [p for p in path.rglob("*")
+                                                   if p.is_file() and "__pycache__" not in p.parts]
             unused = sorted(p.relative_to(graph.ROOT).as_posix() for p in files
                             if p.relative_to(graph.ROOT).as_posix() not in needed)
             if not files or unused:

@@ -46,4 +46,4 @@ def test_classes_are_decided_once_and_metrics_agree_with_the_confusion_matrix(pa
     assert metrics["n"] == len(labels)
     assert table.to_numpy().sum() == len(labels)
     assert np.trace(table.to_numpy()) / len(labels) == pytest.approx(metrics["accuracy"])
-    assert table.loc["dog", "cat"] == sum(t == "dog" and p == "cat" for t, p in zip(labels, expected))
+    assert table.loc["dog", "cat"] == sum(t == "dog" and p == "cat" for t, p in zip(labels, expected, strict=True))

@@ -12,16 +12,23 @@ import functools
 import numpy as np
 import pytest
 
-from transferbench.models import heads
+from tests.tiny_backbone import TINY_LAYERS, each_model
 from transferbench.core.errors import ConfigError
 from transferbench.data.datasets import Task
-from transferbench.models.heads import HEADS, HeadOptions, check_head, task_outputs
-from transferbench.models.backbones import (MODELS, POOLINGS, build_core, core_layer_count, create_base,
-                                            load_core_weights, load_model, pooling_layer)
+from transferbench.models import heads
+from transferbench.models.backbones import (
+    MODELS,
+    POOLINGS,
+    build_core,
+    core_layer_count,
+    create_base,
+    load_core_weights,
+    load_model,
+    pooling_layer,
+)
 from transferbench.models.custom_objects import CaffePreprocess
+from transferbench.models.heads import HEADS, HeadOptions, check_head, task_outputs
 from transferbench.training.fit import assemble_model
-
-from tests.tiny_backbone import TINY_LAYERS, each_model
 
 TASKS = [Task("binary", 2), Task("multiclass", 3), Task("multihead", 36, 6)]
 HEAD_SETTINGS = {  # a pooling and settings each head fits; between them every pooling is used
@@ -36,7 +43,7 @@ def small_shape(name: str) -> tuple[int, int, int]:
     return (size, size + 8, 3)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_core(name: str):
     """One core per model, reused under every head (building Xception dominates otherwise)."""
     return build_core(name, small_shape(name))
@@ -81,7 +88,7 @@ def test_forward_pass_per_model_and_head(name, head, task):
     aux = [n for i in range(1, len(MODELS.get(name).aux_loss_weights) + 1) for n in heads.aux_output_names(task, i)]
     assert list(model.output_names) == main + aux
     width = 1 if task.kind == "binary" else task.n_classes
-    for output_name, p in zip(model.output_names, predictions):
+    for output_name, p in zip(model.output_names, predictions, strict=True):
         p = np.asarray(p)
         assert p.shape == (3, width), output_name
         assert np.isfinite(p).all(), output_name
@@ -197,7 +204,7 @@ def test_weights_file_round_trip_and_mismatch(tmp_path):
     core.save_weights(path)
     fresh = build_core("cnn", (48, 40, 3))  # a core's weights do not depend on the input size
     load_core_weights(fresh, path, "cnn")
-    for a, b in zip(core.get_weights(), fresh.get_weights()):
+    for a, b in zip(core.get_weights(), fresh.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     other = build_core("tiny", (32, 32, 3))
     with pytest.raises(ConfigError, match="does not fit model 'tiny'"):

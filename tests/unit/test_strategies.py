@@ -11,16 +11,15 @@ import keras
 import numpy as np
 import pytest
 
-from transferbench.core.errors import ConfigError
-from transferbench.models import strategies
-from transferbench.study.params import check_params
-from transferbench.study.experiments import resolve
-from transferbench.training.batches import ArrayBatches
-from transferbench.core.files import read_json
-from transferbench.models.backbones import core_of
-from transferbench.training.fit import build_model, compile_model, fit
-
 from tests.tiny_backbone import TINY_LAYERS
+from transferbench.core.errors import ConfigError
+from transferbench.core.files import read_json
+from transferbench.models import strategies
+from transferbench.models.backbones import core_of
+from transferbench.study.experiments import resolve
+from transferbench.study.params import check_params
+from transferbench.training.batches import ArrayBatches
+from transferbench.training.fit import build_model, compile_model, fit
 
 
 def entry(**overrides) -> dict:

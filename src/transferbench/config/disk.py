@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from transferbench.core.errors import ConfigError
 

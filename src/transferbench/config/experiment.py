@@ -8,8 +8,9 @@ transferbench.study.experiments.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Mapping, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_serializer, field_validator, model_validator
 
@@ -50,7 +51,7 @@ class Step(Section):
 
 
 SCHEDULES = ("constant", "plateau", "step")
-Schedule = Annotated[Union[Constant, Plateau, Step], Field(discriminator="kind")]
+Schedule = Annotated[Constant | Plateau | Step, Field(discriminator="kind")]
 
 
 def require_tag(value: Any, tag: str, accepted: tuple[str, ...], key: str | None = None) -> Any:
@@ -192,4 +193,4 @@ STRATEGY_MODELS: dict[str, type[ExperimentBase]] = {
 STRATEGIES = tuple(STRATEGY_MODELS)
 STRATEGY_ONLY_KEYS = tuple(dict.fromkeys(k for model in STRATEGY_MODELS.values() for k in model.STRATEGY_KEYS))
 
-ExperimentSection = Annotated[Union[Full, Partial, Frozen, TwoPhase], Field(discriminator="strategy")]
+ExperimentSection = Annotated[Full | Partial | Frozen | TwoPhase, Field(discriminator="strategy")]

@@ -8,7 +8,8 @@ naming the dotted key (``experiments.pets.batch_size``), the bad value and what 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError

@@ -9,9 +9,9 @@ import contextlib
 import functools
 import hashlib
 import random
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Iterator, Mapping
 
 import numpy as np
 from captcha import image as captcha_image

@@ -9,8 +9,9 @@ A prepared dataset, whatever its source, is laid out the same way, so training n
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Mapping
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd

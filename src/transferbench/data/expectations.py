@@ -16,17 +16,18 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
 from great_expectations.expectations.row_conditions import Column
 
-from transferbench.data.datasets import DATASETS, CaptchaParams, PhotoParams
-from transferbench.data.images import MIN_PIXEL_STD, PIXEL_MEAN_RANGE
 from transferbench.core.paths import SPLITS
 from transferbench.core.registry import Registry
+from transferbench.data.datasets import DATASETS, CaptchaParams, PhotoParams
+from transferbench.data.images import MIN_PIXEL_STD, PIXEL_MEAN_RANGE
 
 FRAMES = ("manifest", "splits", "images")
 

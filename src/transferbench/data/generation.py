@@ -13,17 +13,18 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from transferbench.data import captcha
 from transferbench.config.disk import check_fits
 from transferbench.config.sections import integer
-from transferbench.core.parallel import cpu_count, map_chunks
 from transferbench.core.files import create_zeros_npy, open_work_dir, read_json, replace_dir, write_json, write_text
 from transferbench.core.inputs import shown
+from transferbench.core.parallel import cpu_count, map_chunks
+from transferbench.data import captcha
 
 if TYPE_CHECKING:
     from transferbench.data.datasets import CaptchaParams

@@ -1,9 +1,10 @@
 """Decoding a fetched photo dataset once into data/prepared/<dataset>: checked, resized, resumable.
 
-Stage `prepare@<dataset>` (stages/prepare.py) reads data/raw/<dataset>/ (layout in transferbench.data.raw), gives each item its split with the dataset's
-registry entry, decodes every image on ``workers`` processes (transferbench.data.images) and writes the prepared
-layout (transferbench.data.datasets) plus quarantine.csv, one row per item dropped and why. Work happens in
-tmp/prepare/<dataset>-<fingerprint>/, so a killed run resumes where it stopped:
+Stage `prepare@<dataset>` (stages/prepare.py) reads data/raw/<dataset>/ (layout in transferbench.data.raw),
+gives each item its split with the dataset's registry entry, decodes every image on ``workers`` processes
+(transferbench.data.images) and writes the prepared layout (transferbench.data.datasets) plus
+quarantine.csv, one row per item dropped and why. Work happens in tmp/prepare/<dataset>-<fingerprint>/,
+so a killed run resumes where it stopped:
 
     plan.json            what the work belongs to; another plan there means start over
     done/<chunk>.json    one record per item of a decoded chunk
@@ -26,23 +27,24 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image, features
 from tqdm import tqdm
 
-from transferbench.core.errors import BadInput, ConfigError, MissingInput
-from transferbench.data import images
-from transferbench.core import paths
 from transferbench.config.disk import check_fits
 from transferbench.config.sections import integer
+from transferbench.core import paths
+from transferbench.core.errors import BadInput, ConfigError, MissingInput
+from transferbench.core.files import create_zeros_npy, open_work_dir, read_json, replace_dir, write_json, write_text
+from transferbench.core.parallel import cpu_count, map_chunks
+from transferbench.data import images
 from transferbench.data.datasets import DATASETS, DatasetParams, DatasetSpec
 from transferbench.data.images import MAX_PIXELS, Chunk
-from transferbench.core.parallel import cpu_count, map_chunks
-from transferbench.core.files import create_zeros_npy, open_work_dir, read_json, replace_dir, write_json, write_text
 from transferbench.data.raw import read_raw_manifest, sha256_file
 from transferbench.data.splits import UNUSED
 
@@ -278,7 +280,7 @@ def drop_reasons(table: pd.DataFrame) -> pd.Series:
     usable = usable.assign(rank=usable["split"].map(PRIORITY)).sort_values(["rank", "key"], kind="stable")
     keepers = usable[~usable["sha256"].duplicated()].set_index("sha256")
     copies = usable[usable["sha256"].duplicated()]
-    for index, split, sha in zip(copies.index, copies["split"], copies["sha256"]):
+    for index, split, sha in zip(copies.index, copies["split"], copies["sha256"], strict=True):
         kept_split, kept_key = keepers.at[sha, "split"], keepers.at[sha, "key"]
         drop[index] = (f"duplicate: same pixels as {kept_key}" if split == kept_split
                        else f"leak: also in {kept_split} as {kept_key}")

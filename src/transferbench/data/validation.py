@@ -15,23 +15,27 @@ import mmap
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import great_expectations as gx
 import numpy as np
 import pandas as pd
 from great_expectations.data_context.types.base import (
-    DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig)
+    DataContextConfig,
+    InMemoryStoreBackendDefaults,
+    ProgressBarsConfig,
+)
 
 from transferbench.core import paths
 from transferbench.core.errors import BadInput
+from transferbench.core.files import read_json, replace_dir, write_json
 from transferbench.core.inputs import load_array, missing, prepared_by
 from transferbench.data.datasets import DATASETS, read_manifest
 from transferbench.data.expectations import FRAMES, build_suites
-from transferbench.core.files import read_json, replace_dir, write_json
 
 DOCS_SITE = "local"
 EXAMPLES = 5            # bad values quoted per failed expectation

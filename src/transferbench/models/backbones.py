@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from transferbench.config.experiment import POOLINGS
 from transferbench.core.errors import ConfigError
@@ -164,7 +165,7 @@ def build_core(name: str, input_shape: tuple[int, int, int], pooling: str | None
     return MODELS.get(name).build_core((height, width, channels))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def core_layer_count(name: str) -> int:
     """``len(core.layers)`` (Keras' order, input layer first), what ``freeze: N`` counts; size-independent."""
     size = MODELS.get(name).min_size

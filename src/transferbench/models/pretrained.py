@@ -15,8 +15,8 @@ import contextlib
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from transferbench.config.weights import IMAGENET, Arm
 from transferbench.core.errors import ConfigError

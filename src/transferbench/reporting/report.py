@@ -21,21 +21,22 @@ import contextlib
 import math
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
 
 from transferbench.core import paths
-from transferbench.study import runs
 from transferbench.core.errors import BadInput, ConfigError
-from transferbench.study.params import Params
 from transferbench.core.files import read_json, write_json, write_text
 from transferbench.plots import comparison_curves, confusion_matrices
 from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
 from transferbench.reporting.reference_studies import PUBLISHED
+from transferbench.study import runs
+from transferbench.study.params import Params
 
 RANDOM = "none"  # the weights label of random initialisation; every other arm counts as pretrained
 STABILITY_TOLERANCE = 0.02
@@ -524,7 +525,8 @@ def readme(summaries: Mapping[str, Mapping[str, Any]], figures: Mapping[str, Map
         "character (the figure seed 000 most likely published), and the experiment's table adds whole-CAPTCHA "
         "accuracy (all six characters right). *Test loss* is Keras' total loss (for CAPTCHAs the sum over "
         "the six heads). *Best validation accuracy* is the best epoch's, the checkpoint that is tested. "
-        f"*Epochs to stability* is {STABILITY_DEFINITION} (`transferbench.reporting.report.epochs_to_stability`), per run, then "
+        f"*Epochs to stability* is {STABILITY_DEFINITION} "
+        "(`transferbench.reporting.report.epochs_to_stability`), per run, then "
         "averaged over seeds. The tolerance is absolute: well above the epoch-to-epoch sampling noise of "
         "the validation sets (binomial standard error about 0.004 at 95% accuracy on pets' 2,835 images) "
         "and below the gap seed 000 reports between its arms (0.023). Seed 000's 8 and 17 epochs were read "

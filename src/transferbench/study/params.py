@@ -9,8 +9,9 @@ count) is checked by the stage that builds it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any
 
 import yaml
 from pydantic import Field, ValidationInfo, create_model, field_serializer, field_validator
@@ -68,7 +69,7 @@ class Params(Section):
         return self.experiments[experiment].weights or self.weights
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _params_model(datasets: tuple[str, ...]) -> type[Params]:
     fields: dict[str, Any] = {name: (DATASETS.get(name).params_model | None, None) for name in datasets}
     return create_model("Params", __base__=Params, **fields)

@@ -17,17 +17,17 @@ import numpy as np
 import pandas as pd
 
 from transferbench.core import paths
-from transferbench.study import runs
-from transferbench.tracking import mlflow_runs as tracking
-from transferbench.data.datasets import Task, load_split
-from transferbench.study.experiments import Experiment
-from transferbench.study.params import Params
-from transferbench.training.batches import ArrayBatches
-from transferbench.models.backbones import load_model
-from transferbench.models.heads import HEADS, HeadSpec, task_outputs
 from transferbench.core.files import write_json, write_text
 from transferbench.core.inputs import missing, read_json_input
+from transferbench.data.datasets import Task, load_split
+from transferbench.models.backbones import load_model
+from transferbench.models.heads import HEADS, HeadSpec, task_outputs
 from transferbench.plots import learning_curves
+from transferbench.study import runs
+from transferbench.study.experiments import Experiment
+from transferbench.study.params import Params
+from transferbench.tracking import mlflow_runs as tracking
+from transferbench.training.batches import ArrayBatches
 
 log = logging.getLogger(__name__)
 

@@ -11,19 +11,19 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import keras
 
 from transferbench.config.experiment import Plateau, Schedule, Step
-from transferbench.models import strategies
+from transferbench.core.files import read_json, write_json
 from transferbench.data.datasets import Task
+from transferbench.models import strategies
+from transferbench.models.backbones import MODELS, base_outputs, initial_core, load_model
+from transferbench.models.heads import HEADS, HeadOptions, aux_output_names, output_names
 from transferbench.study.experiments import Experiment
 from transferbench.training.batches import ArrayBatches
-from transferbench.models.heads import HEADS, HeadOptions, aux_output_names, output_names
-from transferbench.core.files import read_json, write_json
-from transferbench.models.backbones import MODELS, base_outputs, initial_core, load_model
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class TargetsPerOutput(keras.utils.PyDataset):
         self.source = {name: name for name in main}
         index = 1
         while all(name in self.names for name in aux_output_names(task, index)):
-            self.source.update(zip(aux_output_names(task, index), main))
+            self.source.update(zip(aux_output_names(task, index), main, strict=True))
             index += 1
         unknown = sorted(set(self.names) - set(self.source))
         if unknown:
@@ -195,7 +195,7 @@ class TargetsPerOutput(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         x, y = self.batches[index]
-        by_task = dict(zip(output_names(self.task), y if isinstance(y, (list, tuple)) else (y,)))
+        by_task = dict(zip(output_names(self.task), y if isinstance(y, (list, tuple)) else (y,), strict=True))
         return x, {name: by_task[self.source[name]] for name in self.names}
 
     def on_epoch_end(self) -> None:

@@ -17,17 +17,17 @@ from pathlib import Path
 import keras
 
 from transferbench.core import paths
-from transferbench.study import runs
-from transferbench.tracking import mlflow_runs as tracking
-from transferbench.data.datasets import load_split
-from transferbench.study.experiments import Experiment
-from transferbench.study.params import Params
-from transferbench.training.batches import ArrayBatches
 from transferbench.core.files import replace_dir, write_json, write_text
 from transferbench.core.inputs import read_json_input
-from transferbench.training.fit import configure_precision, finish, fit
+from transferbench.data.datasets import load_split
 from transferbench.models.pretrained import init_weights_file
 from transferbench.models.strategies import check_freeze
+from transferbench.study import runs
+from transferbench.study.experiments import Experiment
+from transferbench.study.params import Params
+from transferbench.tracking import mlflow_runs as tracking
+from transferbench.training.batches import ArrayBatches
+from transferbench.training.fit import configure_precision, finish, fit
 
 log = logging.getLogger(__name__)
 

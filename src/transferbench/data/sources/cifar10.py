@@ -76,7 +76,7 @@ def batch_rows(raw_dir: Path, batch: str, split: str, names: list[str]) -> list[
     images, labels = _batch(str(raw_dir / FOLDER / batch))
     return [{"key": f"{batch}:{i:04d}", "source_split": split, "label": names[label], "bytes": image.nbytes,
              "sha256": hashlib.sha256(image.tobytes()).hexdigest(), "status": "ok", "reason": ""}
-            for i, (image, label) in enumerate(zip(images, labels))]
+            for i, (image, label) in enumerate(zip(images, labels, strict=True))]
 
 
 # Preparation calls load() from worker processes tens of thousands of times: unpickle each batch once

@@ -16,8 +16,8 @@ import os
 import sys
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import requests
 import urllib3

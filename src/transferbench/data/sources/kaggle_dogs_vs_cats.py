@@ -161,7 +161,7 @@ def _json_keys(path: Path) -> set[str]:
     return {k for k in ("username", "key") if isinstance(content, dict) and content.get(k)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _api_class() -> type:
     # `import kaggle` authenticates at import and prints its own help when there are no credentials;
     # ours is more specific, so that output is dropped.

@@ -31,9 +31,10 @@ import logging
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pandas as pd
@@ -46,7 +47,14 @@ from s3transfer.exceptions import RetriesExceededError
 from tqdm import tqdm
 
 from transferbench.core.files import atomic_path
-from transferbench.data.raw import SourceUnavailable, read_raw_manifest, retry, sha256_file, verified, write_raw_manifest
+from transferbench.data.raw import (
+    SourceUnavailable,
+    read_raw_manifest,
+    retry,
+    sha256_file,
+    verified,
+    write_raw_manifest,
+)
 
 if TYPE_CHECKING:
     from transferbench.data.datasets import OpenImagesSource
@@ -119,7 +127,8 @@ def read_labels(path: Path, mids: Mapping[str, str]) -> pd.DataFrame:
     except ValueError as err:
         raise SourceUnavailable(f"{path} is not an Open Images labels CSV ({err}); expected columns "
                                 "ImageID,Source,LabelName,Confidence; delete it to download it again") from None
-    frame = pd.concat(kept, ignore_index=True).drop_duplicates() if kept else pd.DataFrame(columns=["image_id", "label"])
+    frame = (pd.concat(kept, ignore_index=True).drop_duplicates() if kept
+             else pd.DataFrame(columns=["image_id", "label"]))
     bad = frame.loc[~frame["image_id"].str.fullmatch(IMAGE_ID, na=False), "image_id"]
     if len(bad):
         raise SourceUnavailable(f"{path}: ImageID {bad.iloc[0]!r} is not a plain ID (letters, digits, '_', '-')")
@@ -263,7 +272,7 @@ def probe_csv(urls: list[str]) -> list[str]:
     """Problems reaching the CSV URLs (HEAD, short timeout), as readable lines."""
     for url in urls:
         try:
-            status = retry(lambda: requests.head(url, timeout=PROBE_TIMEOUT, allow_redirects=True).status_code,
+            status = retry(lambda url=url: requests.head(url, timeout=PROBE_TIMEOUT, allow_redirects=True).status_code,
                            what=url, attempts=PROBE_TRIES, base_delay=0.2)
         except requests.RequestException as err:
             return [f"labels CSV {url}: {type(err).__name__}: {err}"]  # the host is down: skip its other files
@@ -306,7 +315,7 @@ def previous_records(raw_dir: Path) -> dict[str, tuple[int, str]]:
         return {}
     old = read_raw_manifest(raw_dir)
     old = old[old["status"] == "ok"]
-    return {k: (int(b), s) for k, b, s in zip(old["key"], old["bytes"], old["sha256"])}
+    return {k: (int(b), s) for k, b, s in zip(old["key"], old["bytes"], old["sha256"], strict=True)}
 
 
 def summarise(rows: list[dict], seconds: float, workers: int, limit: int) -> dict:
