@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from transferbench.cli import stage_main
+from transferbench.study.params import Params
 
 
-def evaluate(params: dict, name: str) -> None:
+def evaluate(params: Params, name: str) -> None:
     # Keras takes seconds to import: imported once params and the name are known to be good.
     from transferbench.training.evaluation import run
 

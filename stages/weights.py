@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from transferbench.cli import stage_main
 from transferbench.core.inputs import shown
 from transferbench.models.pretrained import prepare_init
+from transferbench.study.params import Params
 from transferbench.study.runs import arm_experiments, init_dir
 
 log = logging.getLogger("stages.weights")  # not __name__: that is __main__ under `python -m`
 
 
-def prepare_arms(params: dict, name: str) -> None:
+def prepare_arms(params: Params, name: str) -> None:
     """The initial weights of every arm of experiment ``name``, each in its own folder."""
     # Initial weights do not depend on the training seed: one per arm.
     for experiment in arm_experiments(params, name):

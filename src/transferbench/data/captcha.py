@@ -68,7 +68,8 @@ def seeded_captcha(key: str) -> Iterator[None]:
     Replaces a module global, so it is not thread-safe: one image at a time per process.
     """
     saved = captcha_image.secrets
-    captcha_image.secrets = _SeededSecrets(key)
+    # Through the module's namespace: the stand-in only has the calls captcha.image makes, it is no module.
+    vars(captcha_image)["secrets"] = _SeededSecrets(key)
     try:
         yield
     finally:

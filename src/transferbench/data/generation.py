@@ -93,7 +93,7 @@ def generate(out_dir: Path, work_dir: Path, values: Any, seed: int, workers: int
             bar.update(len(chunk.labels))
 
     for split in counts:
-        hashes = [h for c in chunks if c.split == split for h in _read_marker(done, c)]
+        hashes = [h for c in chunks if c.split == split for h in _finished_hashes(done, c)]
         write_text(output / split / "manifest.csv", _manifest(labels[split], hashes))
     write_json(output / "meta.json", {
         "dataset": DATASET, "image_shape": list(shape), "splits": counts,
@@ -141,6 +141,13 @@ def _read_marker(done: Path, chunk: captcha.Chunk) -> list[str] | None:
         return None
     hashes = read_json(path)
     return hashes if len(hashes) == len(chunk.labels) else None
+
+
+def _finished_hashes(done: Path, chunk: captcha.Chunk) -> list[str]:
+    """The image hashes of a chunk once rendering is over, when every chunk has its marker."""
+    hashes = _read_marker(done, chunk)
+    assert hashes is not None, f"{_marker_path(done, chunk)}: no marker after every chunk was rendered"
+    return hashes
 
 
 def _manifest(labels: list[str], hashes: list[str]) -> str:

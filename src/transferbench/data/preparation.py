@@ -29,7 +29,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -95,6 +95,8 @@ def read_items(name: str, spec: DatasetSpec, values: Any, seed: int,
     raw = read_raw_manifest(raw_dir)
     items = raw[raw["status"] == "ok"].reset_index(drop=True)
     _check_raw_items(name, spec, items)
+    # Every fetched dataset (photo_spec) registers how its items are split: see datasets._photo.
+    assert spec.assign_splits is not None, f"{name} has a source but no assign_splits"
     split = pd.Series(spec.assign_splits(items, values, seed)).reindex(items.index)  # NaN where it gave none
     bad = sorted({str(s) for s in split} - {*paths.SPLITS, UNUSED})
     if bad:
@@ -281,7 +283,8 @@ def drop_reasons(table: pd.DataFrame) -> pd.Series:
     keepers = usable[~usable["sha256"].duplicated()].set_index("sha256")
     copies = usable[usable["sha256"].duplicated()]
     for index, split, sha in zip(copies.index, copies["split"], copies["sha256"], strict=True):
-        kept_split, kept_key = keepers.at[sha, "split"], keepers.at[sha, "key"]
+        # Both columns hold str; pandas-stubs type a cell as any scalar.
+        kept_split, kept_key = cast(str, keepers.at[sha, "split"]), cast(str, keepers.at[sha, "key"])
         drop[index] = (f"duplicate: same pixels as {kept_key}" if split == kept_split
                        else f"leak: also in {kept_split} as {kept_key}")
     return drop
@@ -373,7 +376,7 @@ def build_report(name: str, spec: DatasetSpec, raw: pd.DataFrame, table: pd.Data
         "fetch": _fetch_counts(raw), "timing": dict(timing),
     }
     if spec.published_counts:
-        report["published"] = _published(spec, kept, raw)
+        report["published"] = _published(spec.published_counts, kept, raw)
     return report
 
 
@@ -391,14 +394,14 @@ def _fetch_counts(raw: pd.DataFrame) -> dict:
     return out
 
 
-def _published(spec: DatasetSpec, kept: pd.DataFrame, raw: pd.DataFrame) -> dict:
+def _published(published_counts: Mapping[str, Mapping[str, int]], kept: pd.DataFrame, raw: pd.DataFrame) -> dict:
     """The seed's images per split and class beside ours ('*' = all classes), and what the fetch left out.
 
     Where the seed's rules differ from ours (pets: it kept images with two labels), the items the
     fetch excluded from that source split account for the difference.
     """
     out = {}
-    for split, classes in spec.published_counts.items():
+    for split, classes in published_counts.items():
         mine, source = kept[kept["split"] == split], raw[raw["source_split"] == split]
         out[split] = {
             "classes": {c: {"seed": n, "ours": int(len(mine) if c == "*" else (mine["label"] == c).sum())}

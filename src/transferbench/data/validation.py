@@ -74,7 +74,7 @@ def image_stats(images: np.ndarray, chunk: int = CHUNK, workers: int | None = No
             values = block.astype(np.float64)
             mean, std = values.mean(axis=1), values.std(axis=1)
         # hashlib releases the GIL on large buffers, so threads hash and sum in parallel.
-        hashes = [hashlib.sha256(row).hexdigest() for row in block]
+        hashes = [hashlib.sha256(row.data).hexdigest() for row in block]  # .data: the row's bytes, not copied
         _unmap(images, start, start + len(block))
         return mean, std, hashes
 
@@ -93,7 +93,9 @@ def _unmap(images: np.ndarray, start: int, stop: int) -> None:
     Mapped pages count as the process's memory until unmapped: without this a 7.7 GB split shows
     7.7 GB resident. The data stays in the page cache; touching it again just maps it back.
     """
-    mm = getattr(images, "_mmap", None)  # np.memmap's mmap object, mapped from an aligned offset
+    if not isinstance(images, np.memmap):
+        return
+    mm: mmap.mmap | None = getattr(images, "_mmap", None)  # np.memmap's mmap object, mapped from an aligned offset
     # Only a whole read-only map as np.load returns it: a slice's offset is its parent's.
     if mm is None or images.base is not mm or images.mode != "r" or not hasattr(mm, "madvise"):
         return
@@ -274,7 +276,7 @@ def failure_lines(summary: Summary) -> list[str]:
 def class_balance(manifest: pd.DataFrame) -> dict:
     """{split: {label: images}} with every split's labels sorted, for summary.json and the console."""
     counts = manifest.groupby(["split", "label"]).size()
-    return {split: {label: int(n) for label, n in counts[split].sort_index().items()}
+    return {split: {label: int(n) for label, n in counts.xs(split).sort_index().items()}
             for split in paths.SPLITS if split in counts.index.get_level_values(0)}
 
 

@@ -92,7 +92,7 @@ def read_history(path: Path) -> pd.DataFrame:
         values = pd.to_numeric(history[column], errors="coerce")
         bad = values.isna() & (history[column].notna() | (column in NO_NAN_COLUMNS))
         if bad.any():
-            row = int(bad.idxmax())
+            row = int(bad.argmax())  # the first bad row's position (history has the default RangeIndex)
             raise ReportError(f"{path}: column {column!r} has {str(history[column].iloc[row])!r} at data row "
                               f"{row + 1}; expected a number")
         history[column] = values
@@ -491,7 +491,7 @@ def overall_table(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
         published = s["published"]
         headline = "—"
         if published:
-            first = {}
+            first: dict[str, Mapping[str, Any]] = {}  # arm -> its first published figure
             for f in published["figures"]:
                 first.setdefault(f["weights"], f)
             headline = "; ".join(f"{'pretrained' if w != RANDOM else 'random'} {PUBLISHED_METRICS[f['metric']]} "

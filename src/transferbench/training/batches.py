@@ -27,6 +27,7 @@ class ArrayBatches(keras.utils.PyDataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.order: np.ndarray | None  # a permutation of the images when shuffling, else None (their own order)
         if self.shuffle:
             self.order = np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
         else:
@@ -37,6 +38,7 @@ class ArrayBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         lo, hi = index * self.batch_size, min((index + 1) * self.batch_size, len(self.images))
+        picked: slice | np.ndarray
         if self.order is None:
             picked = slice(lo, hi)
         else:

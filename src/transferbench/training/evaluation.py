@@ -43,7 +43,8 @@ def task_metrics(task: Task, targets: np.ndarray, predictions: list[np.ndarray],
         y = columns[:, i:i + 1] if np.ndim(p) == 2 and np.shape(p)[1] == 1 else columns[:, i]
         loss += float(np.mean(keras.ops.convert_to_numpy(loss_fn(y, p))))
     correct = predicted == columns
-    metrics = {"loss": loss, "accuracy": float(correct.mean()), "n": int(len(targets))}
+    metrics: dict[str, float | dict[str, float]] = {"loss": loss, "accuracy": float(correct.mean()),
+                                                     "n": int(len(targets))}
     if task.kind == "multihead":
         metrics["sequence_accuracy"] = float(correct.all(axis=1).mean())
         metrics["position_accuracy"] = {f"head{i}": float(correct[:, i].mean()) for i in range(task.n_outputs)}
@@ -88,7 +89,7 @@ def evaluate_run(experiment: Experiment) -> dict:
     metrics = {
         "test": test,
         "best_val_accuracy": float(history["val_accuracy"].max()),
-        "best_epoch": int(history.loc[history["val_accuracy"].idxmax(), "epoch"]),
+        "best_epoch": int(history["epoch"].iloc[history["val_accuracy"].argmax()]),
         "epochs": int(history["epoch"].max()),
         "seconds": trained["seconds"],
         "weights": experiment.weights_label,

@@ -76,6 +76,8 @@ def assemble_model(model_name: str, core: keras.Model, image_shape: tuple[int, i
     features, aux_maps = base_outputs(model_name, core, pixels, pooling)
     outputs = head_spec.build(features, task, head_options)
     for index, aux_map in enumerate(aux_maps, start=1):
+        # Only a core with auxiliary classifiers (GoogLeNet) has extra outputs, and its spec has their trunk.
+        assert spec.aux_trunk is not None, f"model {model_name!r}: extra core outputs but no aux_trunk"
         trunk = spec.aux_trunk(aux_map, f"aux{index}")
         outputs += [head_spec.classifier(trunk, task, head_options, n) for n in aux_output_names(task, index)]
     return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=name)

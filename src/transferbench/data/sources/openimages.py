@@ -268,12 +268,15 @@ def parallel(work: Callable[[dict], dict], items: Iterable[dict], workers: int) 
 
 # ---- fail fast ------------------------------------------------------------------------------
 
+def _head_status(url: str) -> int:
+    return requests.head(url, timeout=PROBE_TIMEOUT, allow_redirects=True).status_code
+
+
 def probe_csv(urls: list[str]) -> list[str]:
     """Problems reaching the CSV URLs (HEAD, short timeout), as readable lines."""
     for url in urls:
         try:
-            status = retry(lambda url=url: requests.head(url, timeout=PROBE_TIMEOUT, allow_redirects=True).status_code,
-                           what=url, attempts=PROBE_TRIES, base_delay=0.2)
+            status = retry(functools.partial(_head_status, url), what=url, attempts=PROBE_TRIES, base_delay=0.2)
         except requests.RequestException as err:
             return [f"labels CSV {url}: {type(err).__name__}: {err}"]  # the host is down: skip its other files
         if status != 200:
