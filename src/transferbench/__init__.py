@@ -1,6 +1,7 @@
 """transferbench: how much do ImageNet-pretrained weights help against random initialisation?
 
-One module per DVC stage (run as ``python -m stages.<name>``) plus small shared modules.
+The package behind the DVC stages (``stages/``), one subpackage per layer: core, config, data, models,
+study, tracking, training, reporting (docs/architecture.md).
 """
 
 import os

@@ -1,1 +1,1 @@
-"""reporting"""
+"""The report: pretrained against random per experiment, beside the reference studies' published figures."""
