@@ -241,16 +241,14 @@ def test_step_schedule_survives_a_kill(params, tmp_path):
 
 def test_train_refuses_a_freeze_beyond_the_core_before_any_work(params, monkeypatch, tmp_path):
     from transferbench import cli
-    from transferbench.core import paths
     from transferbench.training import train
 
-    monkeypatch.setattr(paths, "TMP", tmp_path / "tmp")
     make_experiment(params, strategy="partial", freeze=200)  # valid params: the count needs the core
     checked = check_params(params)
     n_layers = len(TINY_LAYERS)
     with pytest.raises(ConfigError, match=rf"^experiments\.x\.freeze is 200 but tiny's core has {n_layers} layers; "
                                           rf"accepted for partial: a layer count from 1 to {n_layers - 1}"):
-        train.run(checked, "x")
+        train.run(checked, "x", work_root=tmp_path / "tmp")
     assert not (tmp_path / "tmp").exists()
     monkeypatch.setattr(cli, "load_params", lambda: checked)
     with pytest.raises(SystemExit, match=r"^train@x: error: experiments\.x\.freeze is 200"):  # one line, no traceback

@@ -117,14 +117,17 @@ def train_run(experiment: Experiment, work_root: Path) -> Path:
     return done
 
 
-def run(params: Params, name: str) -> None:
-    """Train every run of experiment ``name``; publish them to models/<name>/runs/ once all are done."""
+def run(params: Params, name: str, work_root: Path | None = None) -> None:
+    """Train every run of experiment ``name``; publish them to models/<name>/runs/ once all are done.
+
+    Resumable work lives in ``work_root`` (default tmp/train/<name>/) until then.
+    """
     check_freeze(f"experiments.{name}", params.experiments[name])  # needs the built core: not in params checks
     policy = configure_precision()
     experiments = runs.runs(params, name)
     log.info("%s: %d run(s) (%s), %s", name, len(experiments), ", ".join(runs.run_name(e) for e in experiments),
              policy)
-    work_root = paths.tmp_dir("train", name)
+    work_root = work_root or paths.tmp_dir("train", name)
     finished = {runs.run_name(e): train_run(e, work_root) for e in experiments}
     out = paths.experiment_model_dir(name) / "runs"
     staging = out.with_name("runs.partial")
