@@ -100,6 +100,38 @@ def test_stability_on_hand_made_curves(key):
     assert epochs_to_stability(list(range(1, len(val) + 1)), val) == expected
 
 
+@pytest.mark.parametrize("val", [[0.5, 0.9, 0.85], [0.60, 0.70, 0.74, 0.72, 0.715]])
+def test_a_run_whose_last_epoch_falls_below_the_band_is_not_stable(val):
+    """An overfitting run (the second curve is seed 002's shape) ends more than 0.02 under its best."""
+    assert epochs_to_stability(list(range(1, len(val) + 1)), val) is None
+
+
+def test_the_report_says_which_runs_never_stabilised(tmp_path):
+    """A normal overfitting curve must not crash the report; it is counted, not averaged in."""
+    root = write_all(tmp_path / "reports")
+    shutil.rmtree(root / "runs" / "pets" / "none-s43")
+    write_run(root, "pets", "none", 43, [0.60, 0.70, 0.74, 0.72, 0.715], {"accuracy": 0.7, "loss": 0.9})
+    pets = report.build(make_params(), root).summary["experiments"]["pets"]
+    assert pets["results"]["none"]["epochs_to_stability"] == {"mean": 5.0, "std": None, "n": 1, "not_stable": 1}
+    assert pets["difference"]["imagenet - none"]["epochs_to_stability"] == pytest.approx(3.5 - 5.0)
+    page = (root / "README.md").read_text()
+    assert "5 (1 of 2 runs not stable)" in page
+    assert (root / "figures" / "pets-curves.png").is_file()
+
+
+def test_an_arm_with_no_stable_run_says_so_and_gets_no_stability_difference(tmp_path):
+    """No pretrained-minus-random stability is made up from runs that never settled."""
+    root = write_all(tmp_path / "reports")
+    for seed in (42, 43):
+        shutil.rmtree(root / "runs" / "pets" / f"none-s{seed}")
+        write_run(root, "pets", "none", seed, [0.5, 0.9, 0.85], {"accuracy": 0.7, "loss": 0.9})
+    pets = report.build(make_params(), root).summary["experiments"]["pets"]
+    assert pets["results"]["none"]["epochs_to_stability"] == {"mean": None, "std": None, "n": 0, "not_stable": 2}
+    assert "epochs_to_stability" not in pets["difference"]["imagenet - none"]
+    assert "test_accuracy" in pets["difference"]["imagenet - none"]
+    assert "not stable (2 runs)" in (root / "README.md").read_text()
+
+
 def test_stability_edge_cases():
     assert epochs_to_stability([1, 2, 3], [0.9, 0.9, 0.9]) == 1  # flat from the start
     assert epochs_to_stability([1, 2, 3, 4], [0.5, 0.6, 0.7, 0.9]) == 4  # still rising at the end
@@ -124,7 +156,8 @@ def test_means_stds_and_differences(built):
     assert imagenet["test_accuracy"]["std"] == pytest.approx(0.014142, abs=1e-6)
     assert none["test_accuracy"]["mean"] == pytest.approx(0.91)
     assert imagenet["test_loss"]["mean"] == pytest.approx(0.15) and none["test_loss"]["mean"] == pytest.approx(0.35)
-    assert imagenet["epochs_to_stability"] == {"mean": 3.5, "std": pytest.approx(0.707107, abs=1e-6), "n": 2}
+    assert imagenet["epochs_to_stability"] == {"mean": 3.5, "std": pytest.approx(0.707107, abs=1e-6), "n": 2,
+                                               "not_stable": 0}
     assert none["epochs_to_stability"]["mean"] == 5.5
     assert imagenet["best_val_accuracy"]["mean"] == pytest.approx(0.96)
     assert imagenet["seconds"]["mean"] == pytest.approx(142.5)

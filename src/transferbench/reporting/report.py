@@ -56,9 +56,10 @@ class ReportError(BadInput):
 
 
 def epochs_to_stability(epochs: Sequence[int], val_accuracy: Sequence[float],
-                        tolerance: float = STABILITY_TOLERANCE) -> int:
+                        tolerance: float = STABILITY_TOLERANCE) -> int | None:
     """The first epoch from which validation accuracy never again falls more than ``tolerance`` below the
-    run's best validation accuracy.
+    run's best validation accuracy; None when the last epoch is itself that far below (not stable yet:
+    an overfitting run on a small validation set, say).
 
     Absolute, not relative, and measured from the best epoch (the checkpoint the run keeps), so a run that
     dips late is not called stable early; 0.02 is well above the epoch-to-epoch sampling noise of the
@@ -70,7 +71,9 @@ def epochs_to_stability(epochs: Sequence[int], val_accuracy: Sequence[float],
                          f"{len(val_accuracy)} values")
     floor = max(val_accuracy) - tolerance
     below = [i for i, value in enumerate(val_accuracy) if value < floor]
-    return int(epochs[below[-1] + 1]) if below else int(epochs[0])
+    if not below:
+        return int(epochs[0])
+    return int(epochs[below[-1] + 1]) if below[-1] + 1 < len(epochs) else None
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -147,7 +150,7 @@ class Run:
     confusion: pd.DataFrame | None
 
     @property
-    def stability(self) -> int:
+    def stability(self) -> int | None:
         return epochs_to_stability(self.history["epoch"].tolist(), self.history["val_accuracy"].tolist())
 
     def values(self) -> dict[str, float]:
@@ -165,7 +168,8 @@ class Run:
         }
         if "sequence_accuracy" in test:
             out["test_sequence_accuracy"] = test["sequence_accuracy"]
-        return {k: float(v) for k, v in out.items()}
+        # A run that never stabilised has no epochs to stability; summarise counts it instead.
+        return {k: float(v) for k, v in out.items() if v is not None}
 
 
 @dataclass
@@ -255,6 +259,13 @@ def has_imagenet(model: str) -> bool:
         return False
 
 
+def stability_stat(arm_runs: Sequence[Run]) -> dict:
+    """Epochs to stability over the runs that stabilised, and how many did not (their mean would be a guess)."""
+    stable = [float(r.stability) for r in arm_runs if r.stability is not None]
+    stat = mean_std(stable) if stable else {"mean": None, "std": None, "n": 0}
+    return {**stat, "not_stable": len(arm_runs) - len(stable)}
+
+
 def summarise(experiment: ExperimentRuns) -> dict:
     """Per arm: mean/std/n of every number; pretrained minus random; missing runs; the seed's figures."""
     results = {}
@@ -264,8 +275,9 @@ def summarise(experiment: ExperimentRuns) -> dict:
                                  "seeds": [r.seed for r in arm_runs]}
         if arm_runs:
             per_run = [r.values() for r in arm_runs]
-            for key in per_run[0]:
+            for key in dict.fromkeys(k for v in per_run for k in v):
                 entry[key] = mean_std([v[key] for v in per_run if key in v])
+            entry["epochs_to_stability"] = stability_stat(arm_runs)
         results[arm] = entry
     pretrained = pretrained_arm(experiment.arms)
     differences = {}
@@ -273,7 +285,8 @@ def summarise(experiment: ExperimentRuns) -> dict:
         if arm != RANDOM and results[arm]["n"] and RANDOM in results and results[RANDOM]["n"]:
             differences[f"{arm} - {RANDOM}"] = {
                 key: results[arm][key]["mean"] - results[RANDOM][key]["mean"]
-                for key in results[arm] if isinstance(results[arm][key], dict) and key in results[RANDOM]}
+                for key in results[arm] if isinstance(results[arm][key], dict) and key in results[RANDOM]
+                and results[arm][key]["mean"] is not None and results[RANDOM][key]["mean"] is not None}
     published = PUBLISHED.get(experiment.dataset)
     summary = {
         "dataset": experiment.dataset,
@@ -361,12 +374,20 @@ def fmt_value(value: float, kind: str, signed: bool = False, unit: tuple[str, fl
 
 
 def fmt_stat(stat: Mapping[str, Any] | None, kind: str) -> str:
-    """``mean ± std`` (std in the mean's unit), or the mean alone for one seed; a dash for no value."""
+    """``mean ± std`` (std in the mean's unit), or the mean alone for one seed; a dash for no value.
+
+    Epochs to stability also say how many runs never stabilised (they are not in the mean).
+    """
     if not stat:
         return "—"
+    unstable = stat.get("not_stable", 0)
+    if stat["mean"] is None:
+        return "not stable" + (f" ({unstable} runs)" if unstable > 1 else "")
     text = fmt_value(stat["mean"], kind)
     if stat["std"] is not None:
         text += f" ± {fmt_value(stat['std'], kind, unit=time_unit(stat['mean']))}"
+    if unstable:
+        text += f" ({unstable} of {stat['n'] + unstable} runs not stable)"
     return text
 
 
@@ -527,7 +548,9 @@ def readme(summaries: Mapping[str, Mapping[str, Any]], figures: Mapping[str, Map
         "the six heads). *Best validation accuracy* is the best epoch's, the checkpoint that is tested. "
         f"*Epochs to stability* is {STABILITY_DEFINITION} "
         "(`transferbench.reporting.report.epochs_to_stability`), per run, then "
-        "averaged over seeds. The tolerance is absolute: well above the epoch-to-epoch sampling noise of "
+        "averaged over the seeds whose runs stabilised; a run whose last epoch is still further below its best "
+        "is *not stable* and counted beside the mean, not in it. The tolerance is absolute: well above the "
+        "epoch-to-epoch sampling noise of "
         "the validation sets (binomial standard error about 0.004 at 95% accuracy on pets' 2,835 images) "
         "and below the gap seed 000 reports between its arms (0.023). Seed 000's 8 and 17 epochs were read "
         "off its curves by eye, so they compare only roughly. *Training time* is the training stage's wall "
@@ -577,7 +600,8 @@ def build(params: Params, reports_root: Path) -> Report:
         curves.append(frame)
         if experiment.runs:
             stability = {arm: s["epochs_to_stability"]["mean"]
-                         for arm, s in summaries[experiment.name]["results"].items() if s["n"]}
+                         for arm, s in summaries[experiment.name]["results"].items()
+                         if s["n"] and s["epochs_to_stability"]["mean"] is not None}
             out = reports_root / FIGURES / f"{experiment.name}-curves.png"
             comparison_curves(frame, f"{experiment.name}: {experiment.model}, "
                               + " vs ".join(arm_title(a) for a in experiment.arms), out, stability)
