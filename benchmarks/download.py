@@ -25,7 +25,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `stages` without an installed package
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.common` when run as a script
 
 import boto3  # noqa: E402
 import common  # noqa: E402  (benchmarks/common.py)

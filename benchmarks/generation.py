@@ -17,7 +17,7 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `stages` without an installed package
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.common` when run as a script
 
 import common  # noqa: E402  (benchmarks/common.py)
 from captcha.image import ImageCaptcha  # noqa: E402
