@@ -7,6 +7,8 @@ Xception itself.
 
 from __future__ import annotations
 
+import hashlib
+
 import keras
 import numpy as np
 import pytest
@@ -185,6 +187,37 @@ def batches(experiment, n=8):
     targets = rng.integers(0, 2, n)
     return (ArrayBatches(images, targets, 4, shuffle=True, seed=experiment.seed),
             ArrayBatches(images[:4], targets[:4], 4))
+
+
+class Recording(ArrayBatches):
+    """Training batches that note what they serve: (epoch, sha256 of the batch's images), in order."""
+
+    def __getitem__(self, index):
+        x, y = super().__getitem__(index)
+        self.seen.append((self.epoch, hashlib.sha256(x.tobytes()).hexdigest()))
+        return x, y
+
+
+def recorded(experiment, n=24):
+    train, validation = batches(experiment, n)
+    recording = Recording(train.images, train.targets, 4, shuffle=True, seed=experiment.seed)
+    recording.seen = []
+    return recording, validation
+
+
+def test_a_resumed_run_trains_on_the_same_batches_in_the_same_order(params, tmp_path):
+    experiment = make_experiment(params, epochs=3)
+    straight, validation = recorded(experiment)
+    fit(experiment, None, straight, validation, tmp_path / "straight", verbose=0)
+    killed, validation = recorded(experiment)
+    with pytest.raises(Kill):
+        fit(experiment, None, killed, validation, tmp_path / "killed", extra_callbacks=[KillAtEpoch(2)], verbose=0)
+    resumed, validation = recorded(experiment)
+    fit(experiment, None, resumed, validation, tmp_path / "killed", verbose=0)
+    n_batches = len(straight)  # 6: the last epoch's batches end each run's record
+    last_epoch = [sha for _, sha in straight.seen[-n_batches:]]
+    assert len(set(last_epoch)) == n_batches
+    assert [sha for _, sha in resumed.seen[-n_batches:]] == last_epoch
 
 
 TWO_PHASE = dict(strategy="two_phase", head_epochs=2, fine_tune_learning_rate=0.001, freeze=0, epochs=4,

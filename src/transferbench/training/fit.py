@@ -310,8 +310,10 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
         callbacks = [EpochSummary(output_names(experiment.task)), *schedule, checkpoint, *extra_callbacks, resume]
         train.set_epoch(epoch)
         task = experiment.task
+        # shuffle=False: the batches shuffle themselves from (seed, epoch). Keras' own shuffle would also
+        # reorder them with Python's `random`, seeded only on a fresh run, so a resumed run saw other batches.
         model.fit(feed_for(model, train, task), validation_data=feed_for(model, validation, task),
-                  epochs=phase.end, initial_epoch=epoch, callbacks=callbacks, verbose=verbose)
+                  epochs=phase.end, initial_epoch=epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
         epoch = phase.end
     return history
 
