@@ -19,11 +19,6 @@ def shown(path: Path | str) -> str:
     return str(resolved.relative_to(paths.ROOT)) if resolved.is_relative_to(paths.ROOT) else str(path)
 
 
-def prepared_by(dataset: str) -> str:
-    """The DVC stage that writes data/prepared/<dataset>."""
-    return "generate_captcha" if dataset == "captcha" else f"prepare@{dataset}"
-
-
 def missing(path: Path | str, stage: str) -> MissingInput:
     return MissingInput(f"{shown(path)} is missing; run `dvc repro {stage}`")
 

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from transferbench.config.sections import Section, parse, problem
 from transferbench.core import paths
 from transferbench.core.errors import BadInput
-from transferbench.core.inputs import load_array, missing, prepared_by
+from transferbench.core.inputs import load_array, missing
 from transferbench.core.registry import Registry
 
 Count = Annotated[int, Field(ge=1)]
@@ -77,6 +77,11 @@ DATASETS: Registry[DatasetSpec] = Registry("dataset")
 def read_manifest(path) -> pd.DataFrame:
     # Labels such as "012345" must stay strings, and "NA" is a label, not a missing value.
     return pd.read_csv(path, dtype={"label": str, "sha256": str}, keep_default_na=False)
+
+
+def prepared_by(dataset: str) -> str:
+    """The DVC stage that writes data/prepared/<dataset>: a fetched dataset's prepare@, else its generator."""
+    return "generate_captcha" if DATASETS.get(dataset).source is None else f"prepare@{dataset}"
 
 
 def load_split(dataset: str, split: str) -> tuple[np.ndarray, pd.DataFrame]:

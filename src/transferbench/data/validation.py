@@ -33,8 +33,8 @@ from great_expectations.data_context.types.base import (
 from transferbench.core import paths
 from transferbench.core.errors import BadInput
 from transferbench.core.files import read_json, replace_dir, write_json
-from transferbench.core.inputs import load_array, missing, prepared_by
-from transferbench.data.datasets import DATASETS, read_manifest
+from transferbench.core.inputs import load_array, missing
+from transferbench.data.datasets import DATASETS, prepared_by, read_manifest
 from transferbench.data.expectations import FRAMES, build_suites
 
 DOCS_SITE = "local"

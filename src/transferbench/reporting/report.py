@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from transferbench.config.weights import RANDOM  # every other arm counts as pretrained
 from transferbench.core import paths
 from transferbench.core.errors import BadInput, ConfigError
 from transferbench.core.files import read_json, write_json, write_text
@@ -38,7 +39,6 @@ from transferbench.reporting.reference_studies import PUBLISHED
 from transferbench.study import runs
 from transferbench.study.params import Params
 
-RANDOM = "none"  # the weights label of random initialisation; every other arm counts as pretrained
 STABILITY_TOLERANCE = 0.02
 FIGURES = "figures"  # reports/figures/<experiment>-curves.png, -confusion.png
 STABILITY_DEFINITION = (
