@@ -261,7 +261,7 @@ def test_readme_tables_are_well_formed(built):
     overall = found[1]
     assert [row[0] for row in overall[1:]] == ["[pets](#pets)", "[captcha](#captcha)", "[small](#small)",
                                                "[absent](#absent)"]
-    assert overall[1][2:5] == ["0.9600 ± 0.0141", "0.9100 ± 0.0141", "+0.0500"]
+    assert overall[1][2:5] == ["0.9600 [0.8329, 1.0871]", "0.9100 [0.7829, 1.0371]", "+0.0500"]
 
 
 def test_curves_csv_long_format(built):
