@@ -18,7 +18,6 @@ from transferbench.reporting.formatting import (
     fmt_seeds_stat,
     fmt_value,
     markdown_table,
-    setting_of,
 )
 from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
 from transferbench.reporting.stats import first_reaching, paired_bootstrap, per_image_correct
@@ -131,7 +130,3 @@ def per_class_table(per_class: Mapping[str, Any]) -> list[str]:
                      for a in arms)] for name in names]
     return markdown_table([per_class["kind"], *map(arm_title, arms)], rows)
 
-
-def settings_of(arms: Sequence[str], found: Mapping[str, str]) -> dict[str, str]:
-    """Each arm's setting: as its runs recorded it, else as its label says."""
-    return {arm: found.get(arm) or setting_of(arm) for arm in arms}

@@ -21,7 +21,7 @@ import contextlib
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,7 +296,9 @@ def pretrained_arm(arms: Sequence[str]) -> str | None:
     first other fine-tuned arm, else the first pretrained one."""
     others = [a for a in arms if a != RANDOM]
     tuned = [a for a in others if setting_of(a) == FINE_TUNED]
-    return "imagenet" if "imagenet" in others else (tuned or others or [None])[0]
+    if "imagenet" in others:
+        return "imagenet"
+    return (tuned or others)[0] if others else None
 
 
 def missing_arm_reason(experiment: ExperimentRuns, which: str) -> str | None:
@@ -338,7 +340,9 @@ def summarise(experiment: ExperimentRuns) -> dict:
         arm_runs = experiment.by_arm(arm)
         entry: dict[str, Any] = {"runs": [r.name for r in arm_runs], "n": len(arm_runs),
                                  "seeds": [r.seed for r in arm_runs],
-                                 "setting": arm_runs[0].setting if arm_runs else setting_of(arm)}
+                                 "setting": arm_runs[0].setting if arm_runs else setting_of(arm),
+                                 "loss_definition": sorted({str(r.metrics["loss_definition"]) for r in arm_runs
+                                                            if "loss_definition" in r.metrics})}
         if arm_runs:
             per_run = [r.values() for r in arm_runs]
             for key in dict.fromkeys(k for v in per_run for k in v):
@@ -526,6 +530,10 @@ def experiment_section(name: str, summary: Mapping[str, Any], figures: Mapping[s
         runs_cells = [f"{results[a]['n']} (seeds {', '.join(map(str, results[a]['seeds'])) or '—'})" for a in arms]
         rows.append(["runs", *runs_cells, *([""] if has_diff else [])])
         lines += [*markdown_table(header, rows), ""]
+    definitions = {a: results[a]["loss_definition"] for a in arms if results[a].get("loss_definition")}
+    if definitions:
+        lines += ["**Loss**, as each arm's runs define it (losses defined differently do not compare):", "",
+                  *(f"- {arm_title(a)}: {'; '.join(d)}" for a, d in definitions.items()), ""]
     published = summary["published"]
     if published:
         lines += [f"Published by {published['source']} ({published['recipe']}), beside ours for the same metric:", "",
@@ -802,10 +810,6 @@ def _log_figures(report: Report, tmp: Path) -> list[str]:
     return warnings
 
 
-def print_overall(rows: Iterable[Mapping[str, Any]]) -> None:
-    """The answer, one line per experiment, on stdout: it is the stage's output, not a log message."""
-    for row in rows:
-        p, r, d = row["pretrained"], row["random"], row["difference"]
-        acc = lambda side: fmt_stat(side["test_accuracy"], "number") if side["n"] else "no run"  # noqa: E731
-        diff = f", difference {fmt_value(d['test_accuracy'], 'number', signed=True)}" if "test_accuracy" in d else ""
-        print(f"{row['experiment']}: test accuracy pretrained {acc(p)}, random {acc(r)}{diff}")
+def print_answer(summaries: Mapping[str, Mapping[str, Any]]) -> None:
+    """The report's first table on stdout: it is the stage's output, not a log message."""
+    print("\n".join(answer_table(summaries)))
