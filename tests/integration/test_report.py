@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.report_runs import write_run
 from transferbench.core import paths
 from transferbench.reporting import report
 from transferbench.reporting.report import ReportError, epochs_to_stability
@@ -46,25 +47,6 @@ def make_params() -> Params:
         "absent": {**planned["pets"], "model": "vgg16"},
     })
     return check_params(params)
-
-
-def write_run(root: Path, experiment: str, weights: str, seed: int, val: list[float], test: dict,
-              confusion: pd.DataFrame | None = None, run_id: str | None = None) -> Path:
-    folder = root / "runs" / experiment / f"{weights}-s{seed}"
-    folder.mkdir(parents=True)
-    n = len(val)
-    history = pd.DataFrame({
-        "epoch": range(1, n + 1), "accuracy": [min(1.0, v + 0.03) for v in val], "val_accuracy": val,
-        "loss": [(1 - v) * 2 for v in val], "val_loss": [(1 - v) * 2.5 for v in val],
-        "learning_rate": 0.001, "head0_accuracy": 0.5,  # extra columns are ignored
-    })
-    history.to_csv(folder / "history.csv", index=False)
-    metrics = {"test": {**test, "n": 100}, "best_val_accuracy": max(val), "best_epoch": val.index(max(val)) + 1,
-               "epochs": n, "seconds": 100.0 + seed, "weights": weights, "seed": seed, "mlflow_run_id": run_id}
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    if confusion is not None:
-        confusion.to_csv(folder / "confusion.csv")
-    return folder
 
 
 def confusion_table(right: int) -> pd.DataFrame:
