@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.report_runs import write_run
+from tests.stage_run import copy_code, run_stage
 from transferbench.config.weights import Arm
 from transferbench.core import paths
 from transferbench.core.errors import BadInput
@@ -333,3 +334,32 @@ def test_the_stage_prints_the_first_table(built, capsys):
     printed = capsys.readouterr().out
     assert printed.splitlines()[0].startswith("| experiment ")
     assert printed.strip() in (root / "README.md").read_text()
+
+
+def test_the_report_stage_prints_the_answer_and_a_bad_test_set_is_one_line(tmp_path):
+    """`python -m stages.report` on the repository's params with captcha's two arms trained (one seed)."""
+    root = copy_code(tmp_path)
+    predicted = {"imagenet": wrong(CAPTCHA_TARGET, 10, (1,), 36), "none": wrong(CAPTCHA_TARGET, 60, (2,), 36)}
+    for arm, guess in predicted.items():
+        test = {"accuracy": float((guess == CAPTCHA_TARGET).mean()), "loss": 0.1}
+        write_run(root / "reports", "captcha", arm, 42, [0.5, 0.9], test, predictions=(CAPTCHA_TARGET, guess))
+    result = run_stage(root, "report")
+    assert result.returncode == 0, result.stderr
+    diff, low, high = bootstrap(CAPTCHA_TARGET, [predicted["imagenet"]], [predicted["none"]])
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| captcha "))
+    assert f"| {points(diff)} [{points(low)}, {points(high)}] " in row and "(one seed, no interval)" in row
+    np.savez(root / "reports/runs/captcha/none-s42/predictions.npz", target=CAPTCHA_TARGET[::-1],
+             predicted=predicted["none"])
+    failed = run_stage(root, "report")
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert failed.stderr.strip().splitlines()[-1].startswith("report: error: ")
+    assert "different 'target' arrays" in failed.stderr
+
+
+def test_published_figures_are_keyed_by_experiments_params_yaml_plans():
+    from transferbench.reporting.reference_studies import PUBLISHED
+
+    planned = yaml.safe_load(paths.PARAMS.read_text(encoding="utf-8"))["experiments"]
+    assert set(PUBLISHED) <= set(planned)
+    assert "cats_and_dogs_filtered" not in PUBLISHED  # Xception two-phase: no seed published it
+    assert planned["cats_and_dogs_filtered_cnn"]["model"] == "cnn"  # seed 002's figures are the small CNN's
