@@ -147,6 +147,9 @@ def test_means_stds_and_differences(built):
     assert none["epochs_to_stability"]["mean"] == 5.5
     assert imagenet["best_val_accuracy"]["mean"] == pytest.approx(0.96)
     assert imagenet["seconds"]["mean"] == pytest.approx(142.5)
+    # No per_class_accuracy in these older metrics.json: per class from the confusion matrix (9 of 10 right).
+    assert pets["per_class"] == {"kind": "class", "arms": {"imagenet": dict.fromkeys(CLASSES, 0.9),
+                                                           "none": dict.fromkeys(CLASSES, 0.7)}}
     diff = pets["difference"]["imagenet - none"]
     assert diff["test_accuracy"] == pytest.approx(0.05)
     assert diff["test_loss"] == pytest.approx(-0.2)
