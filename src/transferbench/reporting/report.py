@@ -1,10 +1,11 @@
 """Stage `report`: the project's answer, pretrained against random initialisation, per experiment.
 
 Reads every run that params.yaml plans (transferbench.study.runs: arms x seeds) from reports/runs/<experiment>/<run>/
-(history.csv, metrics.json, confusion.csv) and writes:
+(history.csv, metrics.json, confusion.csv, predictions.npz) and writes:
 
-- reports/README.md: the page to read first: tables per experiment and overall, the seeds' published
-  figures beside ours, missing runs, links to the figures;
+- reports/README.md: the page to read first: the answer (per experiment and pretrained setting against
+  random initialisation, with intervals: transferbench.reporting.answer), tables per experiment and overall,
+  time to accuracy, per-class accuracy, the seeds' published figures beside ours, missing runs, figures;
 - reports/summary.json: the same numbers as data (sorted keys, no timestamps);
 - reports/curves.csv: every run's curves in long format, for `dvc plots` (template
   .dvc/plots/pretrained_vs_random.json: pretrained and random as separate lines);
