@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from transferbench import cli
 from transferbench.core import paths
 from transferbench.core.inputs import shown
-from transferbench.reporting.report import build, log_figures, print_overall
+from transferbench.reporting.report import build, log_figures, print_answer
 from transferbench.study.params import load_params
 
 log = logging.getLogger("stages.report")  # not __name__: that is __main__ under `python -m`
@@ -26,7 +26,7 @@ def report(args: argparse.Namespace) -> None:
     built = build(params, paths.REPORTS)
     for warning in log_figures(built):
         log.warning("%s", warning)
-    print_overall(built.summary["overall"])
+    print_answer(built.summary["experiments"])
     for item in built.summary["missing"]:
         log.warning("missing: %s %s (%s)", item["experiment"], item["run"], item["reason"])
     log.info("wrote %s", shown(paths.REPORTS / "README.md"))

@@ -56,12 +56,14 @@ def arm_colors(arms: list[str]) -> dict[str, str]:
 
 
 def comparison_curves(curves: pd.DataFrame, title: str, out: Path,
-                      stability: Mapping[str, float] | None = None) -> None:
+                      stability: Mapping[str, float] | None = None,
+                      references: Mapping[str, float] | None = None) -> None:
     """Accuracy and loss per epoch, every arm on one figure: validation solid, train dashed.
 
     ``curves`` is long format (weights, seed, split in {train, validation}, epoch, accuracy, loss).
     Lines are the mean over seeds; with several seeds a band shows mean +- one standard deviation.
-    ``stability`` (arm -> epoch) draws a dotted vertical line where the arm's validation accuracy settled.
+    ``stability`` (arm -> epoch) draws a dotted vertical line where the arm's validation accuracy settled;
+    ``references`` (label -> accuracy: a published figure) a grey horizontal line, to read time to accuracy off.
     """
     arms = list(dict.fromkeys(curves["weights"]))
     colors = arm_colors(arms)
@@ -84,6 +86,8 @@ def comparison_curves(curves: pd.DataFrame, title: str, out: Path,
         if stability and arm in stability:
             axes[0].axvline(stability[arm], linestyle=":", color=colors[arm],
                             label=f"{arm}: stable from epoch {stability[arm]:g}")
+    for (label, value), style in zip((references or {}).items(), ("-.", ":", "--", "-"), strict=False):
+        axes[0].axhline(value, linestyle=style, color="grey", linewidth=1, label=f"{label} {value:.4f}")
     for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.report_runs import write_run
 from transferbench.core import paths
 from transferbench.reporting import report
 from transferbench.reporting.report import ReportError, epochs_to_stability
@@ -46,25 +47,6 @@ def make_params() -> Params:
         "absent": {**planned["pets"], "model": "vgg16"},
     })
     return check_params(params)
-
-
-def write_run(root: Path, experiment: str, weights: str, seed: int, val: list[float], test: dict,
-              confusion: pd.DataFrame | None = None, run_id: str | None = None) -> Path:
-    folder = root / "runs" / experiment / f"{weights}-s{seed}"
-    folder.mkdir(parents=True)
-    n = len(val)
-    history = pd.DataFrame({
-        "epoch": range(1, n + 1), "accuracy": [min(1.0, v + 0.03) for v in val], "val_accuracy": val,
-        "loss": [(1 - v) * 2 for v in val], "val_loss": [(1 - v) * 2.5 for v in val],
-        "learning_rate": 0.001, "head0_accuracy": 0.5,  # extra columns are ignored
-    })
-    history.to_csv(folder / "history.csv", index=False)
-    metrics = {"test": {**test, "n": 100}, "best_val_accuracy": max(val), "best_epoch": val.index(max(val)) + 1,
-               "epochs": n, "seconds": 100.0 + seed, "weights": weights, "seed": seed, "mlflow_run_id": run_id}
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    if confusion is not None:
-        confusion.to_csv(folder / "confusion.csv")
-    return folder
 
 
 def confusion_table(right: int) -> pd.DataFrame:
@@ -112,7 +94,8 @@ def test_the_report_says_which_runs_never_stabilised(tmp_path):
     shutil.rmtree(root / "runs" / "pets" / "none-s43")
     write_run(root, "pets", "none", 43, [0.60, 0.70, 0.74, 0.72, 0.715], {"accuracy": 0.7, "loss": 0.9})
     pets = report.build(make_params(), root).summary["experiments"]["pets"]
-    assert pets["results"]["none"]["epochs_to_stability"] == {"mean": 5.0, "std": None, "n": 1, "not_stable": 1}
+    assert pets["results"]["none"]["epochs_to_stability"] == {"mean": 5.0, "std": None, "n": 1, "low": None,
+                                                                  "high": None, "not_stable": 1}
     assert pets["difference"]["imagenet - none"]["epochs_to_stability"] == pytest.approx(3.5 - 5.0)
     page = (root / "README.md").read_text()
     assert "5 (1 of 2 runs not stable)" in page
@@ -126,7 +109,8 @@ def test_an_arm_with_no_stable_run_says_so_and_gets_no_stability_difference(tmp_
         shutil.rmtree(root / "runs" / "pets" / f"none-s{seed}")
         write_run(root, "pets", "none", seed, [0.5, 0.9, 0.85], {"accuracy": 0.7, "loss": 0.9})
     pets = report.build(make_params(), root).summary["experiments"]["pets"]
-    assert pets["results"]["none"]["epochs_to_stability"] == {"mean": None, "std": None, "n": 0, "not_stable": 2}
+    assert pets["results"]["none"]["epochs_to_stability"] == {"mean": None, "std": None, "n": 0, "low": None,
+                                                                   "high": None, "not_stable": 2}
     assert "epochs_to_stability" not in pets["difference"]["imagenet - none"]
     assert "test_accuracy" in pets["difference"]["imagenet - none"]
     assert "not stable (2 runs)" in (root / "README.md").read_text()
@@ -156,11 +140,16 @@ def test_means_stds_and_differences(built):
     assert imagenet["test_accuracy"]["std"] == pytest.approx(0.014142, abs=1e-6)
     assert none["test_accuracy"]["mean"] == pytest.approx(0.91)
     assert imagenet["test_loss"]["mean"] == pytest.approx(0.15) and none["test_loss"]["mean"] == pytest.approx(0.35)
+    # Two seeds: t(0.975, 1) = 12.706, so the interval is 3.5 +- 12.706 * 0.7071 / sqrt(2).
     assert imagenet["epochs_to_stability"] == {"mean": 3.5, "std": pytest.approx(0.707107, abs=1e-6), "n": 2,
-                                               "not_stable": 0}
+                                               "low": pytest.approx(3.5 - 6.353, abs=1e-3),
+                                               "high": pytest.approx(3.5 + 6.353, abs=1e-3), "not_stable": 0}
     assert none["epochs_to_stability"]["mean"] == 5.5
     assert imagenet["best_val_accuracy"]["mean"] == pytest.approx(0.96)
     assert imagenet["seconds"]["mean"] == pytest.approx(142.5)
+    # No per_class_accuracy in these older metrics.json: per class from the confusion matrix (9 of 10 right).
+    assert pets["per_class"] == {"kind": "class", "arms": {"imagenet": dict.fromkeys(CLASSES, 0.9),
+                                                           "none": dict.fromkeys(CLASSES, 0.7)}}
     diff = pets["difference"]["imagenet - none"]
     assert diff["test_accuracy"] == pytest.approx(0.05)
     assert diff["test_loss"] == pytest.approx(-0.2)
@@ -215,17 +204,18 @@ def test_readme_answers_with_published_figures_and_definitions(built):
     for figure in ("0.9596", "0.1184", "0.9366", "0.2408", "0.9982", "0.0479", "0.9496", "0.4323"):
         assert figure in text, figure
     rows = [row for table in tables(text) for row in table]
-    assert ["epochs to stability", "pretrained (imagenet)", "8", "3.5 ± 0.7"] in [r[:4] for r in rows]
-    assert ["test accuracy", "0.9600 ± 0.0141", "0.9100 ± 0.0141", "+0.0500"] in rows
-    assert ["test accuracy, per character", "0.9900 ± 0.0000", "0.9400 ± 0.0141", "+0.0500"] in rows
-    assert ["test accuracy, whole CAPTCHA (all characters right)", "0.9500 ± 0.0141", "0.6800 ± 0.0283",
-            "+0.2700"] in rows
+    assert ["epochs to stability", "fine-tuned (imagenet)", "8", "3.5 [-2.9, 9.9]"] in [r[:4] for r in rows]
+    assert ["test accuracy", "0.9600 [0.8329, 1.0871]", "0.9100 [0.7829, 1.0371]", "+0.0500"] in rows
+    assert ["test accuracy, per character", "0.9900 [0.9900, 0.9900]", "0.9400 [0.8129, 1.0671]", "+0.0500"] in rows
+    assert ["test accuracy, whole CAPTCHA (all characters right)", "0.9500 [0.8229, 1.0771]",
+            "0.6800 [0.4259, 0.9341]", "+0.2700"] in rows
     assert "most likely per character" in text
     assert "**No pretrained run:** params.yaml trains cnn from random initialisation only" in text
     assert ["small", "`none-s43`"] in [r[:2] for r in rows] and ["absent", "`imagenet-s42`"] in [r[:2] for r in rows]
     assert "![pets: learning curves](figures/pets-curves.png)" in text
     assert "![pets: confusion matrices](figures/pets-confusion.png)" in text
-    assert "validation accuracy, last epoch" in text and "0.712 and 0.725" not in text  # no small-CNN seed run here
+    # Published figures are keyed by experiment: `small` is not seed 002's experiment, whatever its dataset.
+    assert "0.7120" not in text and "seed 002" not in text
 
 
 def tables(markdown: str) -> list[list[list[str]]]:
@@ -246,14 +236,17 @@ def tables(markdown: str) -> list[list[list[str]]]:
 def test_readme_tables_are_well_formed(built):
     root, _ = built
     found = tables((root / "README.md").read_text())
-    # overall, missing runs, then per experiment: results (none for `absent`), the seed's figures
-    assert [table[0][0] for table in found] == ["experiment", "experiment", *["", "seed's figure"] * 3, "seed's figure"]
+    # the answer, overall, missing runs, then per experiment: results, the seed's figures, time to accuracy,
+    # per class (pets) or position (captcha); nothing for `absent`
+    assert [table[0][0] for table in found] == ["experiment", "experiment", "experiment",
+                                                "", "seed's figure", "arm", "class",
+                                                "", "seed's figure", "arm", "position", ""]
     for table in found:
         assert {len(row) for row in table} == {len(table[0])}, table[0]  # a stray '|' in a cell would add one
-    overall = found[0]
+    overall = found[1]
     assert [row[0] for row in overall[1:]] == ["[pets](#pets)", "[captcha](#captcha)", "[small](#small)",
                                                "[absent](#absent)"]
-    assert overall[1][2:5] == ["0.9600 ± 0.0141", "0.9100 ± 0.0141", "+0.0500"]
+    assert overall[1][2:5] == ["0.9600 [0.8329, 1.0871]", "0.9100 [0.7829, 1.0371]", "+0.0500"]
 
 
 def test_curves_csv_long_format(built):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Figure:
-    """One published number (or several runs' numbers) for one arm of one dataset."""
+    """One published number (or several runs' numbers) for one arm of one experiment."""
 
     weights: str  # the arm it belongs to: "imagenet" (pretrained) or "none" (random initialisation)
     metric: str  # "test_accuracy", "test_loss", "last_val_accuracy", "last_train_accuracy", "epochs_to_stability"
@@ -22,7 +22,7 @@ class Figure:
 
 @dataclass(frozen=True)
 class Published:
-    """A seed's experiment on one dataset: where it comes from, its recipe, its figures."""
+    """A seed's experiment: where it comes from, its recipe, its figures."""
 
     source: str
     recipe: str
@@ -38,6 +38,8 @@ METRICS = {
     "epochs_to_stability": "epochs to stability",
 }
 
+# Keyed by experiment (params.yaml's experiments), not dataset: one dataset can hold several experiments
+# (cats_and_dogs_filtered: seed 002's small CNN, and an Xception two-phase recipe no seed published).
 PUBLISHED: dict[str, Published] = {
     "pets": Published(
         source="seed 000",
@@ -61,7 +63,7 @@ PUBLISHED: dict[str, Published] = {
             Figure("none", "test_loss", (0.4323,), "Keras' total over the six heads"),
         ),
     ),
-    "cats_and_dogs_filtered": Published(
+    "cats_and_dogs_filtered_cnn": Published(
         source="seed 002",
         recipe="small CNN from scratch (conv 16/32/64 + max-pool, Dense, sigmoid), RMSprop, 15 epochs, 150x150",
         figures=(

@@ -1,10 +1,11 @@
 """Stage `report`: the project's answer, pretrained against random initialisation, per experiment.
 
 Reads every run that params.yaml plans (transferbench.study.runs: arms x seeds) from reports/runs/<experiment>/<run>/
-(history.csv, metrics.json, confusion.csv) and writes:
+(history.csv, metrics.json, confusion.csv, predictions.npz) and writes:
 
-- reports/README.md: the page to read first: tables per experiment and overall, the seeds' published
-  figures beside ours, missing runs, links to the figures;
+- reports/README.md: the page to read first: the answer (per experiment and pretrained setting against
+  random initialisation, with intervals: transferbench.reporting.answer), tables per experiment and overall,
+  time to accuracy, per-class accuracy, the seeds' published figures beside ours, missing runs, figures;
 - reports/summary.json: the same numbers as data (sorted keys, no timestamps);
 - reports/curves.csv: every run's curves in long format, for `dvc plots` (template
   .dvc/plots/pretrained_vs_random.json: pretrained and random as separate lines);
@@ -18,24 +19,44 @@ unreachable or a run id is unknown it warns and goes on: the files are the produ
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from tabulate import tabulate
 
 from transferbench.config.weights import RANDOM  # every other arm counts as pretrained
 from transferbench.core import paths
 from transferbench.core.errors import BadInput, ConfigError
 from transferbench.core.files import read_json, write_json, write_text
 from transferbench.plots import comparison_curves, confusion_matrices
+from transferbench.reporting.answer import (
+    COMPARABLE_METRICS,
+    answer_table,
+    compare,
+    helped,
+    per_class_table,
+    time_table,
+    time_to_accuracy,
+)
+from transferbench.reporting.formatting import (
+    FINE_TUNED,
+    SETTING_TITLES,
+    arm_title,
+    fmt_difference,
+    fmt_stat,
+    fmt_value,
+    markdown_table,
+    setting_of,
+)
 from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
 from transferbench.reporting.reference_studies import PUBLISHED
+from transferbench.reporting.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, mean_interval
 from transferbench.study import runs
 from transferbench.study.params import Params
 
@@ -47,8 +68,11 @@ STABILITY_DEFINITION = (
 )
 HISTORY_COLUMNS = ("epoch", "accuracy", "val_accuracy", "loss", "val_loss")
 # Loss may legitimately be NaN (a diverged epoch); accuracies and epochs never are.
-NO_NAN_COLUMNS = ("epoch", "accuracy", "val_accuracy")
+NO_NAN_COLUMNS = ("epoch", "accuracy", "val_accuracy", "seconds")
+# Cumulative training seconds at each epoch's end; runs recorded before it was kept have epochs only.
+OPTIONAL_HISTORY_COLUMNS = ("seconds",)
 METRICS_KEYS = ("test.accuracy", "test.loss", "best_val_accuracy", "epochs", "seconds")
+PREDICTION_ARRAYS = ("target", "predicted")
 
 
 class ReportError(BadInput):
@@ -91,7 +115,8 @@ def read_history(path: Path) -> pd.DataFrame:
                               f"required: {', '.join(HISTORY_COLUMNS)}")
     if history.empty:
         raise ReportError(f"{path}: no rows (no epoch was recorded)")
-    for column in HISTORY_COLUMNS:
+    optional = [c for c in OPTIONAL_HISTORY_COLUMNS if c in history.columns]
+    for column in (*HISTORY_COLUMNS, *optional):
         values = pd.to_numeric(history[column], errors="coerce")
         bad = values.isna() & (history[column].notna() | (column in NO_NAN_COLUMNS))
         if bad.any():
@@ -122,7 +147,35 @@ def read_metrics(path: Path) -> dict:
             value = value[part]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ReportError(f"{path}: {key} is {value!r}; expected a number")
+    if "setting" in metrics and metrics["setting"] not in SETTING_TITLES:
+        raise ReportError(f"{path}: setting is {metrics['setting']!r}; accepted: {', '.join(SETTING_TITLES)}")
+    for key in ("per_class_accuracy",):
+        table = metrics.get(key, {})
+        if not isinstance(table, Mapping) or not all(is_number(v) for v in table.values()):
+            raise ReportError(f"{path}: {key} is {table!r}; expected {{class name: accuracy}}")
     return metrics
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """predictions.npz's ``target`` and ``predicted``: equal shapes, (n,) or (n, positions), whole numbers."""
+    try:
+        with np.load(path) as data:
+            names = list(data.files)
+            arrays = [data[name] for name in PREDICTION_ARRAYS if name in names]
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ReportError(f"{path}: not a readable .npz file ({err}); rerun its evaluate stage") from None
+    if len(arrays) != len(PREDICTION_ARRAYS):
+        raise ReportError(f"{path}: arrays {names}; required: {', '.join(PREDICTION_ARRAYS)}")
+    target, predicted = arrays
+    if (target.shape != predicted.shape or target.ndim not in (1, 2) or not len(target)
+            or not all(np.issubdtype(a.dtype, np.integer) for a in arrays)):
+        raise ReportError(f"{path}: target {target.shape} {target.dtype} and predicted {predicted.shape} "
+                          f"{predicted.dtype} must be integer arrays of one shape, (n,) or (n, positions)")
+    return target, predicted
 
 
 def read_confusion(path: Path) -> pd.DataFrame:
@@ -148,6 +201,12 @@ class Run:
     history: pd.DataFrame
     metrics: dict
     confusion: pd.DataFrame | None
+    predictions: tuple[np.ndarray, np.ndarray] | None = None  # target, predicted (test-manifest order)
+    predictions_file: Path | None = None
+
+    @property
+    def setting(self) -> str:
+        return str(self.metrics.get("setting") or setting_of(self.weights))
 
     @property
     def stability(self) -> int | None:
@@ -206,11 +265,14 @@ def collect(params: Params, reports_root: Path) -> list[ExperimentRuns]:
                 reason = "no run folder" if not folder.is_dir() else f"no {' or '.join(absent)}"
                 found.missing.append({"run": run_name, "reason": f"{reason} in {folder.relative_to(reports_root)}"})
                 continue
-            confusion = folder / "confusion.csv"
+            confusion, predictions = folder / "confusion.csv", folder / "predictions.npz"
             found.runs.append(Run(
                 name=run_name, weights=experiment.weights_label, seed=experiment.seed,
                 history=read_history(folder / "history.csv"), metrics=read_metrics(folder / "metrics.json"),
-                confusion=read_confusion(confusion) if confusion.is_file() else None))
+                confusion=read_confusion(confusion) if confusion.is_file() else None,
+                predictions=read_predictions(predictions) if predictions.is_file() else None,
+                predictions_file=predictions if predictions.is_file() else None))
+        same_test_set(found.runs)
         planned_names = {runs.run_name(e) for e in planned}
         if runs_dir.is_dir():
             found.ignored = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and p.name not in planned_names)
@@ -218,20 +280,26 @@ def collect(params: Params, reports_root: Path) -> list[ExperimentRuns]:
     return collected
 
 
+def same_test_set(found: Sequence[Run]) -> None:
+    """Every run's ``target`` must be the first's: a paired comparison over images needs one test set."""
+    with_predictions = [r for r in found if r.predictions is not None]
+    for run in with_predictions[1:]:
+        first = with_predictions[0]
+        if not np.array_equal(first.predictions[0], run.predictions[0]):  # type: ignore[index]
+            raise ReportError(f"{run.predictions_file} and {first.predictions_file}: different 'target' arrays, "
+                              "so not the same test set in the same order; rerun both runs' evaluate stage")
+
+
 # ---- numbers ------------------------------------------------------------------------------------
 
-def mean_std(values: Sequence[float]) -> dict:
-    """Mean and sample standard deviation (n - 1; None for one value) of the seeds' values."""
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    return {"mean": mean, "std": std, "n": n}
-
-
 def pretrained_arm(arms: Sequence[str]) -> str | None:
-    """The arm compared against random initialisation: ImageNet if planned, else the first weights file."""
+    """The arm the overall table sets against random initialisation: fine-tuned ImageNet if planned, else the
+    first other fine-tuned arm, else the first pretrained one."""
     others = [a for a in arms if a != RANDOM]
-    return "imagenet" if "imagenet" in others else (others[0] if others else None)
+    tuned = [a for a in others if setting_of(a) == FINE_TUNED]
+    if "imagenet" in others:
+        return "imagenet"
+    return (tuned or others)[0] if others else None
 
 
 def missing_arm_reason(experiment: ExperimentRuns, which: str) -> str | None:
@@ -262,7 +330,7 @@ def has_imagenet(model: str) -> bool:
 def stability_stat(arm_runs: Sequence[Run]) -> dict:
     """Epochs to stability over the runs that stabilised, and how many did not (their mean would be a guess)."""
     stable = [float(r.stability) for r in arm_runs if r.stability is not None]
-    stat = mean_std(stable) if stable else {"mean": None, "std": None, "n": 0}
+    stat = mean_interval(stable) if stable else {"mean": None, "std": None, "n": 0, "low": None, "high": None}
     return {**stat, "not_stable": len(arm_runs) - len(stable)}
 
 
@@ -272,11 +340,14 @@ def summarise(experiment: ExperimentRuns) -> dict:
     for arm in experiment.arms:
         arm_runs = experiment.by_arm(arm)
         entry: dict[str, Any] = {"runs": [r.name for r in arm_runs], "n": len(arm_runs),
-                                 "seeds": [r.seed for r in arm_runs]}
+                                 "seeds": [r.seed for r in arm_runs],
+                                 "setting": arm_runs[0].setting if arm_runs else setting_of(arm),
+                                 "loss_definition": sorted({str(r.metrics["loss_definition"]) for r in arm_runs
+                                                            if "loss_definition" in r.metrics})}
         if arm_runs:
             per_run = [r.values() for r in arm_runs]
             for key in dict.fromkeys(k for v in per_run for k in v):
-                entry[key] = mean_std([v[key] for v in per_run if key in v])
+                entry[key] = mean_interval([v[key] for v in per_run if key in v])
             entry["epochs_to_stability"] = stability_stat(arm_runs)
         results[arm] = entry
     pretrained = pretrained_arm(experiment.arms)
@@ -287,7 +358,10 @@ def summarise(experiment: ExperimentRuns) -> dict:
                 key: results[arm][key]["mean"] - results[RANDOM][key]["mean"]
                 for key in results[arm] if isinstance(results[arm][key], dict) and key in results[RANDOM]
                 and results[arm][key]["mean"] is not None and results[RANDOM][key]["mean"] is not None}
-    published = PUBLISHED.get(experiment.dataset)
+    published = PUBLISHED.get(experiment.name)
+    published_figures = [] if published is None else [
+        {"weights": f.weights, "metric": f.metric, "values": list(f.values), "note": f.note,
+         "ours": results.get(f.weights, {}).get(f.metric)} for f in published.figures]
     summary = {
         "dataset": experiment.dataset,
         "model": experiment.model,
@@ -301,13 +375,71 @@ def summarise(experiment: ExperimentRuns) -> dict:
         "missing": experiment.missing,
         "ignored_run_folders": experiment.ignored,
         "published": None if published is None else {
-            "source": published.source,
-            "recipe": published.recipe,
-            "figures": [{"weights": f.weights, "metric": f.metric, "values": list(f.values), "note": f.note,
-                         "ours": results.get(f.weights, {}).get(f.metric)} for f in published.figures],
-        },
+            "source": published.source, "recipe": published.recipe, "figures": published_figures},
+        "comparisons": {arm: comparison(experiment, arm) for arm in experiment.arms if arm != RANDOM},
+        "time_to_accuracy": time_to_accuracy(
+            {arm: mean_curve(experiment.by_arm(arm)) for arm in experiment.arms if experiment.by_arm(arm)},
+            published_figures, published.source if published else None),
+        "per_class": per_class(experiment),
     }
     return summary
+
+
+def comparison(experiment: ExperimentRuns, arm: str) -> dict:
+    """``arm`` against random initialisation on test accuracy (points), with a paired bootstrap interval."""
+    mine, random = experiment.by_arm(arm), experiment.by_arm(RANDOM)
+    out: dict[str, Any] = {"setting": setting_of(arm), "against": RANDOM}
+    if not mine or not random:
+        absent = arm if not mine else RANDOM
+        why = "not planned in params.yaml" if absent not in experiment.arms else "every run is missing"
+        return {**out, "no_result": f"no {absent} run ({why})"}
+    both = [*mine, *random]
+    lacking = [r.name for r in both if r.predictions is None]
+    means = (mean_interval([r.metrics["test"]["accuracy"] for r in mine])["mean"],
+             mean_interval([r.metrics["test"]["accuracy"] for r in random])["mean"])
+    target = None if lacking else both[0].predictions[0]  # type: ignore[index]
+    result = compare(target, [r.predictions[1] for r in mine if r.predictions is not None],
+                     [r.predictions[1] for r in random if r.predictions is not None], means)
+    return {**out, **result, **({"no_predictions": lacking} if lacking else {})}
+
+
+def mean_curve(arm_runs: Sequence[Run]) -> pd.DataFrame:
+    """Validation accuracy per epoch averaged over the runs (and cumulative seconds, when every run has them)."""
+    columns = ["epoch", "val_accuracy"] + (["seconds"] if all("seconds" in r.history for r in arm_runs) else [])
+    joined = pd.concat([r.history[columns] for r in arm_runs], ignore_index=True)
+    return joined.groupby("epoch", as_index=False).mean().sort_values("epoch")
+
+
+def per_class(experiment: ExperimentRuns) -> dict | None:
+    """Per arm, each class's (CAPTCHA: each position's) test accuracy averaged over seeds; None if none known."""
+    arms: dict[str, dict[str, float]] = {}
+    kind = "class"
+    for arm in experiment.arms:
+        tables = []
+        for run in experiment.by_arm(arm):
+            test = run.metrics["test"]
+            if "position_accuracy" in test:
+                kind = "position"
+                tables.append(test["position_accuracy"])
+            elif "per_class_accuracy" in run.metrics:
+                tables.append(run.metrics["per_class_accuracy"])
+            elif run.confusion is not None:  # runs evaluated before per-class accuracy was kept
+                counts = run.confusion.to_numpy(dtype=float)
+                tables.append(dict(zip(run.confusion.index, np.diag(counts) / np.maximum(counts.sum(axis=1), 1),
+                                       strict=True)))
+        if tables:
+            names = list(dict.fromkeys(k for t in tables for k in t))
+            arms[arm] = {k: float(np.mean([t[k] for t in tables if k in t])) for k in names}
+    return {"kind": kind, "arms": arms} if arms else None
+
+
+def references(summary: Mapping[str, Any]) -> dict[str, float]:
+    """The seed's published accuracies a validation curve can be held against, labelled for a figure legend."""
+    published = summary["published"]
+    if not published:
+        return {}
+    return {f"{published['source']} {f['weights']} {PUBLISHED_METRICS[f['metric']]}": float(np.mean(f["values"]))
+            for f in published["figures"] if f["metric"] in COMPARABLE_METRICS}
 
 
 def curves_frame(experiment: ExperimentRuns) -> pd.DataFrame:
@@ -338,12 +470,6 @@ def summed_confusion(experiment: ExperimentRuns) -> dict[str, pd.DataFrame]:
 
 # ---- README -------------------------------------------------------------------------------------
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    """A GitHub markdown table's lines, cells shown exactly as given (already formatted, never re-parsed)."""
-    return tabulate([list(row) for row in rows], headers=list(header), tablefmt="github",
-                    disable_numparse=True).splitlines()
-
-
 ROWS = (  # (summary key, label, kind)
     ("test_accuracy", "test accuracy", "number"),
     ("test_sequence_accuracy", "test accuracy, whole CAPTCHA (all characters right)", "number"),
@@ -358,57 +484,14 @@ ROWS = (  # (summary key, label, kind)
 KINDS = {key: kind for key, _, kind in ROWS}
 
 
-def time_unit(seconds: float) -> tuple[str, float]:
-    magnitude = abs(seconds)
-    return ("s", 1) if magnitude < 120 else ("min", 60) if magnitude < 7200 else ("h", 3600)
-
-
-def fmt_value(value: float, kind: str, signed: bool = False, unit: tuple[str, float] | None = None) -> str:
-    sign = "+" if signed and value > 0 else ""
-    if kind == "seconds":
-        name, scale = unit or time_unit(value)
-        return f"{sign}{value / scale:.1f} {name}"
-    if kind == "epochs":
-        return f"{sign}{value:.0f}" if float(value).is_integer() else f"{sign}{value:.1f}"
-    return f"{sign}{value:.4f}"
-
-
-def fmt_stat(stat: Mapping[str, Any] | None, kind: str) -> str:
-    """``mean ± std`` (std in the mean's unit), or the mean alone for one seed; a dash for no value.
-
-    Epochs to stability also say how many runs never stabilised (they are not in the mean).
-    """
-    if not stat:
-        return "—"
-    unstable = stat.get("not_stable", 0)
-    if stat["mean"] is None:
-        return "not stable" + (f" ({unstable} runs)" if unstable > 1 else "")
-    text = fmt_value(stat["mean"], kind)
-    if stat["std"] is not None:
-        text += f" ± {fmt_value(stat['std'], kind, unit=time_unit(stat['mean']))}"
-    if unstable:
-        text += f" ({unstable} of {stat['n'] + unstable} runs not stable)"
-    return text
-
-
-def arm_title(arm: str) -> str:
-    return "random init (none)" if arm == RANDOM else f"pretrained ({arm})"
-
-
-def verdict(summary: Mapping[str, Any], key: str = "test_accuracy") -> str:
-    """One honest sentence on the difference: is it bigger than the seeds' own spread?"""
-    pretrained = summary["pretrained_arm"]
-    diff = summary["difference"].get(f"{pretrained} - {RANDOM}", {}).get(key)
-    if diff is None:
-        return ""
-    a, b = summary["results"][pretrained][key], summary["results"][RANDOM][key]
-    if a["std"] is None or b["std"] is None:
-        spread = "one seed per arm, so no seed-to-seed spread to compare with"
-    elif abs(diff) > a["std"] + b["std"]:
-        spread = "larger than the two arms' standard deviations added"
-    else:
-        spread = "within the seed-to-seed spread (the two standard deviations added): not a clear difference"
-    return f"{fmt_value(diff, KINDS[key], signed=True)} ({spread})"
+def verdicts(summary: Mapping[str, Any]) -> list[str]:
+    """One line per pretrained arm: its test accuracy minus random's, in points, and whether that is sure."""
+    lines = []
+    for arm, comparison in summary["comparisons"].items():
+        if "no_result" not in comparison:
+            lines.append(f"- {arm_title(arm)} − {arm_title(RANDOM)}: {fmt_difference(comparison)} points; "
+                         f"helped: {helped(comparison)}")
+    return lines
 
 
 def published_row(figure: Mapping[str, Any]) -> list[str]:
@@ -428,8 +511,9 @@ def experiment_section(name: str, summary: Mapping[str, Any], figures: Mapping[s
              f"arms {', '.join(f'`{a}`' for a in arms)}; seeds {', '.join(map(str, summary['planned_seeds']))}.", ""]
     for which, reason in summary["no_result"].items():
         lines += [f"**No {which} run:** {reason}.", ""]
-    if has_diff:
-        lines += [f"**Pretrained minus random, test accuracy:** {verdict(summary)}.", ""]
+    if verdicts(summary):
+        lines += ["**Pretrained minus random, test accuracy** (points, 95% paired bootstrap over test images):", "",
+                  *verdicts(summary), ""]
     if any(results[a]["n"] for a in arms):
         header = ["", *map(arm_title, arms), *([f"difference ({pretrained} − {RANDOM})"] if has_diff else [])]
         multihead = any("test_sequence_accuracy" in results[a] for a in arms)
@@ -447,11 +531,22 @@ def experiment_section(name: str, summary: Mapping[str, Any], figures: Mapping[s
         runs_cells = [f"{results[a]['n']} (seeds {', '.join(map(str, results[a]['seeds'])) or '—'})" for a in arms]
         rows.append(["runs", *runs_cells, *([""] if has_diff else [])])
         lines += [*markdown_table(header, rows), ""]
+    definitions = {a: results[a]["loss_definition"] for a in arms if results[a].get("loss_definition")}
+    if definitions:
+        lines += ["**Loss**, as each arm's runs define it (losses defined differently do not compare):", "",
+                  *(f"- {arm_title(a)}: {'; '.join(d)}" for a, d in definitions.items()), ""]
     published = summary["published"]
     if published:
         lines += [f"Published by {published['source']} ({published['recipe']}), beside ours for the same metric:", "",
                   *markdown_table(["seed's figure", "arm", "published", "ours", "note"],
                                   map(published_row, published["figures"])), ""]
+    if any(summary["time_to_accuracy"].values()):
+        lines += ["**Time to accuracy**: the first epoch at which an arm's validation accuracy (mean over its "
+                  "seeds) reaches the target; seconds are cumulative training time.", "",
+                  *time_table(summary["time_to_accuracy"]), ""]
+    if summary["per_class"]:
+        what = "per character position" if summary["per_class"]["kind"] == "position" else "per class"
+        lines += [f"**Test accuracy {what}** (mean over seeds):", "", *per_class_table(summary["per_class"]), ""]
     for label, path in figures.items():
         lines += [f"![{name}: {label}]({path})", ""]
     if summary["missing"]:
@@ -533,16 +628,29 @@ def readme(summaries: Mapping[str, Mapping[str, Any]], figures: Mapping[str, Map
         "# Results: how much do ImageNet-pretrained weights help?",
         "",
         "Written by `python -m stages.report` (DVC stage `report`) from every run under "
-        "`reports/runs/<experiment>/`; do not edit by hand. Numbers are the mean ± sample standard "
-        "deviation over training seeds (n − 1; no ± with one seed); *difference* is the pretrained mean "
-        "minus the random-initialisation mean. The same numbers are in `summary.json`; "
+        "`reports/runs/<experiment>/`; do not edit by hand. The same numbers are in `summary.json`; "
         "`dvc plots show` draws `curves.csv`; `mlflow ui` in the repository root shows every run.",
+        "",
+        "## The answer",
+        "",
+        *answer_table(summaries),
+        "",
+        "Each pretrained arm is one setting (Kornblith, Shlens & Le 2019): *fine-tuned* trains the pretrained "
+        "base with its head, *fixed features* freezes the base under a linear or SVM head; *random init* trains "
+        "the same model from random weights. Test accuracies are the mean over training seeds with a 95% t "
+        "interval (one seed: no interval). The difference is in percentage points, from the test images' "
+        "per-image correctness (each arm's seeds averaged per image; CAPTCHAs per character), with a 95% "
+        f"paired bootstrap interval ({BOOTSTRAP_RESAMPLES:,} resamples of the images, seed {BOOTSTRAP_SEED}): it "
+        "says how much the test set's sampling could move the difference. Pretraining *helped* when that "
+        "interval lies above 0. The seeds' figures are each labelled with the metric they measured.",
         "",
         "## Overall",
         "",
         *overall_table(summaries),
         "",
-        "**How to read it.** *Test accuracy* is on the held-out test split; for CAPTCHAs it is per "
+        "**How to read it.** Numbers are the mean over training seeds and its 95% t interval in brackets "
+        "(none with one seed); *difference* is the pretrained mean minus the random-initialisation mean. "
+        "*Test accuracy* is on the held-out test split; for CAPTCHAs it is per "
         "character (the figure seed 000 most likely published), and the experiment's table adds whole-CAPTCHA "
         "accuracy (all six characters right). *Test loss* is Keras' total loss (for CAPTCHAs the sum over "
         "the six heads). *Best validation accuracy* is the best epoch's, the checkpoint that is tested. "
@@ -604,7 +712,8 @@ def build(params: Params, reports_root: Path) -> Report:
                          if s["n"] and s["epochs_to_stability"]["mean"] is not None}
             out = reports_root / FIGURES / f"{experiment.name}-curves.png"
             comparison_curves(frame, f"{experiment.name}: {experiment.model}, "
-                              + " vs ".join(arm_title(a) for a in experiment.arms), out, stability)
+                              + " vs ".join(arm_title(a) for a in experiment.arms), out, stability,
+                              references(summaries[experiment.name]))
             figures[experiment.name]["learning curves"] = out
         matrices = summed_confusion(experiment)
         if matrices:
@@ -702,10 +811,6 @@ def _log_figures(report: Report, tmp: Path) -> list[str]:
     return warnings
 
 
-def print_overall(rows: Iterable[Mapping[str, Any]]) -> None:
-    """The answer, one line per experiment, on stdout: it is the stage's output, not a log message."""
-    for row in rows:
-        p, r, d = row["pretrained"], row["random"], row["difference"]
-        acc = lambda side: fmt_stat(side["test_accuracy"], "number") if side["n"] else "no run"  # noqa: E731
-        diff = f", difference {fmt_value(d['test_accuracy'], 'number', signed=True)}" if "test_accuracy" in d else ""
-        print(f"{row['experiment']}: test accuracy pretrained {acc(p)}, random {acc(r)}{diff}")
+def print_answer(summaries: Mapping[str, Mapping[str, Any]]) -> None:
+    """The report's first table on stdout: it is the stage's output, not a log message."""
+    print("\n".join(answer_table(summaries)))

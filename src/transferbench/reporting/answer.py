@@ -1,0 +1,132 @@
+"""The answer per experiment: did pretraining help, by how much, how sure; how fast each arm got there.
+
+Pure functions of arrays and summaries: report.py reads the runs and calls these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from transferbench.config.weights import RANDOM
+from transferbench.reporting.formatting import (
+    arm_title,
+    fmt_difference,
+    fmt_seeds_stat,
+    fmt_value,
+    markdown_table,
+)
+from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
+from transferbench.reporting.stats import first_reaching, paired_bootstrap, per_image_correct
+
+# Published figures a validation curve can be held against (the seeds' test figures were measured on
+# held-out data of the same distribution; their train figures and losses are not comparable).
+COMPARABLE_METRICS = ("test_accuracy", "last_val_accuracy")
+
+
+def compare(target: np.ndarray | None, pretrained: Sequence[np.ndarray], random: Sequence[np.ndarray],
+            means: tuple[float, float]) -> dict:
+    """Pretrained minus random test accuracy: a paired bootstrap over images when every run saved its
+    predictions (``target`` not None), else the difference of the two arms' means without an interval."""
+    if target is None:
+        return {"difference": means[0] - means[1], "low": None, "high": None}
+    return paired_bootstrap(per_image_correct(target, pretrained), per_image_correct(target, random))
+
+
+def helped(comparison: Mapping[str, Any]) -> str:
+    """The verdict: yes / no / not clear, from whether the 95% interval excludes 0."""
+    if comparison.get("low") is None:
+        return "not known: no per-image predictions, so no interval"
+    if comparison["low"] > 0:
+        return "yes (95% interval above 0)"
+    if comparison["high"] < 0:
+        return "no, it hurt (95% interval below 0)"
+    return "not clear (95% interval includes 0)"
+
+
+def time_to_accuracy(curves: Mapping[str, pd.DataFrame], published: Sequence[Mapping[str, Any]],
+                     source: str | None) -> dict[str, list[dict]]:
+    """Per arm, the first epoch (and seconds) its mean validation curve reaches each target: every comparable
+    published figure of the seed, and every other arm's best mean validation accuracy; None = not reached.
+
+    ``curves``: arm -> mean over seeds (epoch, val_accuracy, and seconds when every run recorded it).
+    """
+    targets = [(f"{source}'s {figure['weights']} {PUBLISHED_METRICS[figure['metric']]}",
+                float(np.mean(figure["values"])))
+               for figure in published if figure["metric"] in COMPARABLE_METRICS]
+    out: dict[str, list[dict]] = {}
+    for arm, curve in curves.items():
+        rows = list(targets) + [(f"best validation accuracy of {other}", float(other_curve["val_accuracy"].max()))
+                                for other, other_curve in curves.items() if other != arm]
+        seconds = curve["seconds"].tolist() if "seconds" in curve else None
+        out[arm] = [{"target": label, "accuracy": value,
+                     "reached": first_reaching(curve["epoch"].tolist(), curve["val_accuracy"].tolist(), value,
+                                               seconds)}
+                    for label, value in rows]
+    return out
+
+
+def answer_rows(name: str, summary: Mapping[str, Any]) -> list[list[str]]:
+    """The first table's rows for one experiment: one per pretrained arm against random initialisation."""
+    results = summary["results"]
+    figures = published_cell(summary["published"])
+    if not summary["comparisons"]:
+        random = results.get(RANDOM, {})
+        reason = summary["no_result"].get("pretrained", "no pretrained arm")
+        return [[name, "—", "—", fmt_seeds_stat(random.get("test_accuracy")), "—", f"not measured: {reason}",
+                 figures]]
+    rows = []
+    for arm, comparison in summary["comparisons"].items():
+        mine, random = results[arm], results.get(RANDOM, {})
+        if "no_result" in comparison:
+            difference, verdict = "—", f"not measured: {comparison['no_result']}"
+        else:
+            difference, verdict = fmt_difference(comparison), helped(comparison)
+        rows.append([name, arm_title(arm), fmt_seeds_stat(mine.get("test_accuracy")),
+                     fmt_seeds_stat(random.get("test_accuracy")), difference, verdict, figures])
+    return rows
+
+
+ANSWER_HEADER = ["experiment", "pretrained setting (arm)", "test accuracy: pretrained [95% interval over seeds]",
+                 "random init", "pretrained − random, points [95% paired bootstrap]", "did pretraining help?",
+                 "seed's published figures (metric)"]
+
+
+def answer_table(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The report's first table, every experiment."""
+    return markdown_table(ANSWER_HEADER, [row for name, s in summaries.items() for row in answer_rows(name, s)])
+
+
+def published_cell(published: Mapping[str, Any] | None) -> str:
+    """Every accuracy the seed published for this experiment, each labelled with its arm and metric."""
+    if not published:
+        return "none published"
+    shown = [f"{f['weights']}: {PUBLISHED_METRICS[f['metric']]} "
+             + " and ".join(fmt_value(v, "number") for v in f["values"])
+             for f in published["figures"] if "accuracy" in f["metric"]]
+    return f"{published['source']}: " + "; ".join(shown) if shown else "none published"
+
+
+def time_table(times: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """Markdown: arm, target, epochs (and seconds) to reach it, or "not reached"."""
+    rows = []
+    for arm, entries in times.items():
+        for entry in entries:
+            reached = entry["reached"]
+            when = "not reached" if reached is None else f"epoch {reached['epoch']}" + (
+                "" if reached["seconds"] is None else f", {fmt_value(reached['seconds'], 'seconds')}")
+            rows.append([arm_title(arm), entry["target"], fmt_value(entry["accuracy"], "number"), when])
+    return markdown_table(["arm", "target", "validation accuracy", "first reached (mean curve over seeds)"], rows)
+
+
+def per_class_table(per_class: Mapping[str, Any]) -> list[str]:
+    """Markdown: one row per class (or CAPTCHA position), one column per arm, mean accuracy over seeds."""
+    arms = list(per_class["arms"])
+    names = list(dict.fromkeys(k for values in per_class["arms"].values() for k in values))
+    rows = [[name, *(fmt_value(per_class["arms"][a][name], "number") if name in per_class["arms"][a] else "—"
+                     for a in arms)] for name in names]
+    return markdown_table([per_class["kind"], *map(arm_title, arms)], rows)
+

@@ -1,0 +1,83 @@
+"""How the report writes numbers, intervals, arms and tables (pure functions of already computed values)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from tabulate import tabulate
+
+from transferbench.config.weights import RANDOM
+
+# The three settings of an experiment's arms (Kornblith, Shlens & Le 2019), as metrics.json names them.
+RANDOM_SETTING, FIXED, FINE_TUNED = "random", "fixed_features", "fine_tuned"
+SETTING_TITLES = {RANDOM_SETTING: "random init", FIXED: "fixed features", FINE_TUNED: "fine-tuned"}
+FIXED_SUFFIX = "-fixed"  # imagenet-fixed, file-<name>-fixed: the pretrained base frozen under a linear/SVM head
+
+
+def setting_of(arm: str) -> str:
+    """The setting an arm label stands for (runs written before metrics.json named it: none or fine-tuned)."""
+    if arm == RANDOM:
+        return RANDOM_SETTING
+    return FIXED if arm.endswith(FIXED_SUFFIX) else FINE_TUNED
+
+
+def arm_title(arm: str) -> str:
+    """e.g. ``random init (none)``, ``fine-tuned (imagenet)``, ``fixed features (imagenet-fixed)``."""
+    return f"{SETTING_TITLES[setting_of(arm)]} ({arm})"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """A GitHub markdown table's lines, cells shown exactly as given (already formatted, never re-parsed)."""
+    return tabulate([list(row) for row in rows], headers=list(header), tablefmt="github",
+                    disable_numparse=True).splitlines()
+
+
+def time_unit(seconds: float) -> tuple[str, float]:
+    magnitude = abs(seconds)
+    return ("s", 1) if magnitude < 120 else ("min", 60) if magnitude < 7200 else ("h", 3600)
+
+
+def fmt_value(value: float, kind: str, signed: bool = False, unit: tuple[str, float] | None = None) -> str:
+    sign = "+" if signed and value > 0 else ""
+    if kind == "seconds":
+        name, scale = unit or time_unit(value)
+        return f"{sign}{value / scale:.1f} {name}"
+    if kind == "epochs":
+        return f"{sign}{value:.0f}" if float(value).is_integer() else f"{sign}{value:.1f}"
+    if kind == "points":
+        return f"{sign}{value * 100:.1f}"
+    return f"{sign}{value:.4f}"
+
+
+def fmt_stat(stat: Mapping[str, Any] | None, kind: str) -> str:
+    """``mean [low, high]`` (the 95% t interval over seeds, in the mean's unit), or the mean alone for one
+    seed; a dash for no value. Epochs to stability also say how many runs never stabilised (not in the mean).
+    """
+    if not stat:
+        return "—"
+    unstable = stat.get("not_stable", 0)
+    if stat["mean"] is None:
+        return "not stable" + (f" ({unstable} runs)" if unstable > 1 else "")
+    text = fmt_value(stat["mean"], kind)
+    if stat.get("low") is not None:
+        unit = time_unit(stat["mean"])
+        text += f" [{fmt_value(stat['low'], kind, unit=unit)}, {fmt_value(stat['high'], kind, unit=unit)}]"
+    if unstable:
+        text += f" ({unstable} of {stat['n'] + unstable} runs not stable)"
+    return text
+
+
+def fmt_seeds_stat(stat: Mapping[str, Any] | None, kind: str = "number") -> str:
+    """fmt_stat, saying so when one seed leaves no interval (rather than showing a bare mean)."""
+    text = fmt_stat(stat, kind)
+    return f"{text} (one seed, no interval)" if stat and stat.get("n") == 1 and stat["mean"] is not None else text
+
+
+def fmt_difference(comparison: Mapping[str, Any]) -> str:
+    """Pretrained minus random in points, with the bootstrap's 95% interval when there is one."""
+    text = fmt_value(comparison["difference"], "points", signed=True)
+    if comparison.get("low") is None:
+        return f"{text} (difference of means; no predictions.npz, no interval)"
+    low, high = (fmt_value(comparison[k], "points", signed=True) for k in ("low", "high"))
+    return f"{text} [{low}, {high}]"

@@ -1,0 +1,365 @@
+"""The report's answer on fixture runs: three settings, one and three seeds, a never-stable curve, a missing
+arm, an experiment without a published figure; every number recomputed here from the fixture's arrays.
+
+pets: fine-tuned, fixed features and random, three seeds each, predictions saved (one fixed-features
+seed never stabilises; random's runs predate the `setting` key and history's `seconds`).
+captcha: fine-tuned with one seed (two missing), random with three; six positions per image.
+cats_and_dogs_filtered_cnn: seed 002's small CNN, random only, one seed, seed 002's overfitting curve.
+cats_and_dogs_filtered: Xception on the same data, fine-tuned only (the random arm's runs all missing),
+no published figure. absent: nothing trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.report_runs import write_run
+from tests.stage_run import copy_code, run_stage
+from transferbench.config.weights import Arm
+from transferbench.core import paths
+from transferbench.core.errors import BadInput
+from transferbench.reporting import report
+from transferbench.study import experiments, runs
+from transferbench.study.params import Params, check_params
+
+ARMS = {"pets": ["imagenet", "imagenet-fixed", "none"], "captcha": ["imagenet", "none"],
+        "cats_and_dogs_filtered_cnn": ["none"], "cats_and_dogs_filtered": ["imagenet", "none"],
+        "absent": ["imagenet", "none"]}
+SEEDS = (42, 43, 44)
+SETTINGS = {"imagenet": "fine_tuned", "imagenet-fixed": "fixed_features", "none": None}  # none: an older run
+PETS_CURVES = {"imagenet": [0.80, 0.90, 0.95, 0.945, 0.96, 0.955],
+               "imagenet-fixed": [0.70, 0.80, 0.85, 0.88, 0.89, 0.90],
+               "none": [0.30, 0.50, 0.70, 0.80, 0.85, 0.86]}
+NEVER_STABLE = [0.70, 0.90, 0.85, 0.85, 0.85, 0.85]  # imagenet-fixed, seed 44: ends 0.05 under its best
+PETS_ERRORS = {"imagenet": (3, 4, 2), "imagenet-fixed": (6, 8, 7), "none": (9, 12, 10)}  # of 60 images, per seed
+CAPTCHA_ERRORS = {"imagenet": (10,), "none": (30, 35, 40)}  # wrong characters of 40 x 6
+CLASSES = ["bird", "cat", "dog"]
+LOSS_DEFINITIONS = {"imagenet": {"loss_definition": "categorical cross-entropy"},
+                    "imagenet-fixed": {"loss_definition": "squared hinge + L2 penalty of the linear head"}}
+
+
+def make_params() -> Params:
+    params = yaml.safe_load(paths.PARAMS.read_text(encoding="utf-8"))
+    planned = params["experiments"]
+    params.update(weights=["imagenet", "none"], seed=42, seeds=3, experiments={
+        "pets": planned["pets"], "captcha": planned["captcha"],
+        "cats_and_dogs_filtered_cnn": planned["cats_and_dogs_filtered_cnn"],
+        "cats_and_dogs_filtered": planned["cats_and_dogs_filtered"], "absent": {**planned["pets"], "model": "vgg16"}})
+    return check_params(params)
+
+
+def arms_as_planned(params: Params, name: str) -> list:
+    """The arms each fixture experiment trains, the fixed-features one included, as training plans them."""
+    base = experiments.resolve(params, name)
+    return [dataclasses.replace(base, arm=Arm(label)) for label in ARMS[name]]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def three_settings():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runs, "arm_experiments", arms_as_planned)
+        yield
+
+
+def wrong(target: np.ndarray, errors: int, key: tuple, classes: int) -> np.ndarray:
+    """``target`` with ``errors`` cells changed to another class, at places fixed by ``key``."""
+    predicted = target.copy()
+    flat = predicted.reshape(-1)
+    where = np.random.default_rng(key).choice(flat.size, errors, replace=False)
+    flat[where] = (flat[where] + 1) % classes
+    return predicted
+
+
+PETS_TARGET = np.random.default_rng(1).permutation(np.arange(60) % 3)
+CAPTCHA_TARGET = np.random.default_rng(2).integers(0, 36, size=(40, 6))
+FILTERED_TARGET = np.arange(50) % 2
+
+
+def pets_predicted(arm: str, seed: int) -> np.ndarray:
+    return wrong(PETS_TARGET, PETS_ERRORS[arm][SEEDS.index(seed)], (seed, len(arm)), 3)
+
+
+def write_fixture(root: Path) -> Path:
+    for arm, curve in PETS_CURVES.items():
+        for seed in SEEDS:
+            predicted = pets_predicted(arm, seed)
+            correct = predicted == PETS_TARGET
+            counts = pd.crosstab(pd.Categorical(PETS_TARGET, range(3)), pd.Categorical(predicted, range(3)),
+                                 dropna=False).to_numpy()
+            per_class = {c: float(correct[PETS_TARGET == i].mean()) for i, c in enumerate(CLASSES)}
+            val = NEVER_STABLE if (arm, seed) == ("imagenet-fixed", 44) else curve
+            write_run(root, "pets", arm, seed, val, {"accuracy": float(correct.mean()), "loss": 0.5},
+                      pd.DataFrame(counts, index=pd.Index(CLASSES, name="true"), columns=CLASSES),
+                      predictions=(PETS_TARGET, predicted), setting=SETTINGS[arm],
+                      epoch_seconds=None if arm == "none" else 10.0 + seed - 42,
+                      extra={"per_class_accuracy": per_class, **LOSS_DEFINITIONS.get(arm, {})})
+    for arm, errors in CAPTCHA_ERRORS.items():
+        for seed, count in zip(SEEDS, errors, strict=False):
+            predicted = wrong(CAPTCHA_TARGET, count, (seed, len(arm)), 36)
+            correct = predicted == CAPTCHA_TARGET
+            write_run(root, "captcha", arm, seed, [0.5, 0.9, float(correct.mean())], {
+                "accuracy": float(correct.mean()), "loss": 0.1, "sequence_accuracy": float(correct.all(1).mean()),
+                "position_accuracy": {f"head{i}": float(correct[:, i].mean()) for i in range(6)}},
+                predictions=(CAPTCHA_TARGET, predicted), setting=SETTINGS[arm])
+    write_run(root, "cats_and_dogs_filtered_cnn", "none", 42, [0.60, 0.70, 0.74, 0.72, 0.715],
+              {"accuracy": 0.71, "loss": 0.9})
+    for seed in SEEDS:
+        predicted = wrong(FILTERED_TARGET, 5, (seed,), 2)
+        write_run(root, "cats_and_dogs_filtered", "imagenet", seed, [0.8, 0.9, 0.9],
+                  {"accuracy": float((predicted == FILTERED_TARGET).mean()), "loss": 0.3},
+                  predictions=(FILTERED_TARGET, predicted), setting="fine_tuned")
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = write_fixture(tmp_path_factory.mktemp("reports"))
+    return root, report.build(make_params(), root)
+
+
+def tables(markdown: str) -> list[list[list[str]]]:
+    """Each markdown table as rows of stripped cells, header first (separator dropped)."""
+    found: list[list[list[str]]] = []
+    previous = ""
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            if not previous.startswith("|"):
+                found.append([])
+            if not set(line) <= set("|-: "):
+                found[-1].append([c.strip() for c in line.strip().removeprefix("|").removesuffix("|").split("|")])
+        previous = line
+    return found
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t interval, with the quantiles of a t table (df 2: 4.303)."""
+    quantile = {1: 12.706, 2: 4.303}[len(values) - 1]
+    mean, half = statistics.mean(values), quantile * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def bootstrap(target: np.ndarray, mine: list[np.ndarray], random: list[np.ndarray]) -> tuple[float, float, float]:
+    """Paired bootstrap of the per-image correctness difference, written out directly (same seed, one draw)."""
+    def per_image(predicted: list[np.ndarray]) -> np.ndarray:
+        return np.mean([(p == target).reshape(len(target), -1).mean(axis=1) for p in predicted], axis=0)
+
+    diff = per_image(mine) - per_image(random)
+    index = np.random.default_rng(0).integers(0, len(diff), size=(10_000, len(diff)))
+    low, high = np.percentile(diff[index].mean(axis=1), [2.5, 97.5])
+    return float(diff.mean()), float(low), float(high)
+
+
+def points(value: float) -> str:
+    return f"{'+' if value > 0 else ''}{value * 100:.1f}"
+
+
+# ---- the first table ----------------------------------------------------------------------------
+
+def test_the_first_table_answers_per_experiment_and_setting(built):
+    root, _ = built
+    text = (root / "README.md").read_text()
+    assert text.index("## The answer") < text.index("## Overall")
+    first = tables(text)[0]
+    assert first[0][:2] == ["experiment", "pretrained setting (arm)"]
+    rows = {(row[0], row[1]): row[2:] for row in first[1:]}
+    assert list(rows) == [("pets", "fine-tuned (imagenet)"), ("pets", "fixed features (imagenet-fixed)"),
+                          ("captcha", "fine-tuned (imagenet)"), ("cats_and_dogs_filtered_cnn", "—"),
+                          ("cats_and_dogs_filtered", "fine-tuned (imagenet)"), ("absent", "fine-tuned (imagenet)")]
+    random = [float((pets_predicted("none", s) == PETS_TARGET).mean()) for s in SEEDS]
+    for arm in ("imagenet", "imagenet-fixed"):
+        mine = [pets_predicted(arm, s) for s in SEEDS]
+        mean, low, high = t_interval([float((p == PETS_TARGET).mean()) for p in mine])
+        diff, d_low, d_high = bootstrap(PETS_TARGET, mine, [pets_predicted("none", s) for s in SEEDS])
+        assert d_low < diff < d_high
+        row = rows["pets", f"{'fine-tuned' if arm == 'imagenet' else 'fixed features'} ({arm})"]
+        assert row[0] == f"{mean:.4f} [{low:.4f}, {high:.4f}]"
+        mean_r, low_r, high_r = t_interval(random)
+        assert row[1] == f"{mean_r:.4f} [{low_r:.4f}, {high_r:.4f}]"
+        assert row[2] == f"{points(diff)} [{points(d_low)}, {points(d_high)}]"
+        verdict = "yes" if d_low > 0 else "no, it hurt" if d_high < 0 else "not clear"
+        assert row[3].startswith(verdict)
+        assert row[4] == "seed 000: imagenet: test accuracy 0.9596; none: test accuracy 0.9366"
+    assert rows["pets", "fine-tuned (imagenet)"][3] == "yes (95% interval above 0)"
+
+
+def test_one_seed_is_said_so_and_the_bootstrap_still_pairs_images(built):
+    root, result = built
+    rows = {(r[0], r[1]): r[2:] for r in tables((root / "README.md").read_text())[0][1:]}
+    captcha = rows["captcha", "fine-tuned (imagenet)"]
+    mine = [wrong(CAPTCHA_TARGET, 10, (42, 8), 36)]
+    assert captcha[0] == f"{(mine[0] == CAPTCHA_TARGET).mean():.4f} (one seed, no interval)"
+    random = [wrong(CAPTCHA_TARGET, n, (s, 4), 36) for s, n in zip(SEEDS, CAPTCHA_ERRORS["none"], strict=True)]
+    diff, low, high = bootstrap(CAPTCHA_TARGET, mine, random)  # per character, averaged per image
+    comparison = result.summary["experiments"]["captcha"]["comparisons"]["imagenet"]
+    assert (comparison["difference"], comparison["low"], comparison["high"]) == pytest.approx((diff, low, high),
+                                                                                            abs=1e-6)
+    assert comparison["n_images"] == 40 and comparison["resamples"] == 10_000
+    assert captcha[4] == ("seed 000: imagenet: test accuracy 0.9982; none: test accuracy 0.9496")
+
+
+def test_a_missing_arm_and_an_experiment_without_published_figures(built):
+    root, result = built
+    rows = {(r[0], r[1]): r[2:] for r in tables((root / "README.md").read_text())[0][1:]}
+    filtered = rows["cats_and_dogs_filtered", "fine-tuned (imagenet)"]
+    assert filtered[2] == "—" and filtered[3] == "not measured: no none run (every run is missing)"
+    assert filtered[4] == "none published"  # seed 002's small-CNN figures belong to the CNN experiment only
+    cnn = rows["cats_and_dogs_filtered_cnn", "—"]
+    assert cnn[1] == "0.7100 (one seed, no interval)"
+    assert cnn[3].startswith("not measured: params.yaml trains cnn from random initialisation only")
+    assert cnn[4] == ("seed 002: none: validation accuracy, last epoch 0.7120 and 0.7250; "
+                      "none: train accuracy, last epoch 0.9900")
+    assert rows["absent", "fine-tuned (imagenet)"][3] == "not measured: no imagenet run (every run is missing)"
+    summary = result.summary["experiments"]
+    assert summary["cats_and_dogs_filtered"]["published"] is None
+    assert summary["cats_and_dogs_filtered_cnn"]["results"]["none"]["epochs_to_stability"]["not_stable"] == 1
+
+
+def test_settings_come_from_metrics_or_the_arm_label(built):
+    _, result = built
+    pets = result.summary["experiments"]["pets"]["results"]
+    assert {arm: pets[arm]["setting"] for arm in ARMS["pets"]} == {
+        "imagenet": "fine_tuned", "imagenet-fixed": "fixed_features", "none": "random"}
+    assert pets["imagenet-fixed"]["epochs_to_stability"]["not_stable"] == 1
+
+
+def test_a_different_test_set_is_bad_input_naming_both_files(tmp_path):
+    root = write_fixture(tmp_path / "reports")
+    folder = root / "runs" / "pets" / "none-s43"
+    np.savez(folder / "predictions.npz", target=np.roll(PETS_TARGET, 1), predicted=PETS_TARGET)
+    with pytest.raises(BadInput, match=r"pets/none-s43/predictions.npz and .*pets/imagenet-s42/predictions.npz: "
+                                       r"different 'target' arrays"):
+        report.build(make_params(), root)
+
+
+def test_runs_without_predictions_give_the_difference_of_means_without_an_interval(tmp_path):
+    root = write_fixture(tmp_path / "reports")
+    (root / "runs" / "pets" / "none-s44" / "predictions.npz").unlink()
+    result = report.build(make_params(), root)
+    comparison = result.summary["experiments"]["pets"]["comparisons"]["imagenet"]
+    assert comparison["low"] is None and comparison["no_predictions"] == ["none-s44"]
+    accuracy = {arm: statistics.mean(float((pets_predicted(arm, s) == PETS_TARGET).mean()) for s in SEEDS)
+                for arm in ("imagenet", "none")}
+    assert comparison["difference"] == pytest.approx(accuracy["imagenet"] - accuracy["none"], abs=1e-6)
+    assert "not known: no per-image predictions" in (root / "README.md").read_text()
+
+
+# ---- time to accuracy, per class, figures ---------------------------------------------------------
+
+def test_time_to_accuracy_against_the_seed_and_the_other_arms(built):
+    _, result = built
+    times = result.summary["experiments"]["pets"]["time_to_accuracy"]
+    reached = {arm: {e["target"]: e["reached"] for e in entries} for arm, entries in times.items()}
+    # imagenet's mean curve reaches 0.9366 at epoch 3 and 0.9596 at epoch 5; its seeds took 10, 11, 12 s an epoch.
+    assert reached["imagenet"]["seed 000's imagenet test accuracy"] == {"epoch": 5, "seconds": 55.0}
+    assert reached["imagenet"]["seed 000's none test accuracy"] == {"epoch": 3, "seconds": 33.0}
+    assert reached["imagenet"]["best validation accuracy of none"] == {"epoch": 2, "seconds": 22.0}
+    assert reached["none"]["best validation accuracy of imagenet"] is None  # never gets there
+    assert reached["none"]["best validation accuracy of imagenet-fixed"] is None
+    fixed_mean = np.mean([PETS_CURVES["imagenet-fixed"]] * 2 + [NEVER_STABLE], axis=0)  # 0.70 0.833 0.85 ...
+    assert times["imagenet"][2] == {"target": "best validation accuracy of imagenet-fixed",
+                                    "accuracy": pytest.approx(fixed_mean.max()),
+                                    "reached": {"epoch": 2, "seconds": 22.0}}
+    # The fixed-features mean curve passes random's best (0.86) at epoch 4 (0.87): 4 x 11 s on average.
+    assert reached["imagenet-fixed"]["best validation accuracy of none"] == {"epoch": 4, "seconds": 44.0}
+    assert reached["none"]["seed 000's none test accuracy"] is None
+    cnn = result.summary["experiments"]["cats_and_dogs_filtered_cnn"]["time_to_accuracy"]["none"]
+    assert cnn == [{"target": "seed 002's none validation accuracy, last epoch", "accuracy": 0.7185,
+                    "reached": {"epoch": 3, "seconds": None}}]
+
+
+def test_time_to_accuracy_table_says_not_reached(built):
+    root, _ = built
+    rows = [r for t in tables((root / "README.md").read_text()) if t[0][0] == "arm" for r in t[1:]]
+    assert ["random init (none)", "best validation accuracy of imagenet", "0.9600", "not reached"] in rows
+    assert ["fine-tuned (imagenet)", "seed 000's imagenet test accuracy", "0.9596", "epoch 5, 55.0 s"] in rows
+
+
+def test_per_class_and_per_position_tables(built):
+    root, result = built
+    pets = result.summary["experiments"]["pets"]["per_class"]
+    for arm in ARMS["pets"]:
+        expected = {c: statistics.mean(float((pets_predicted(arm, s) == PETS_TARGET)[PETS_TARGET == i].mean())
+                                       for s in SEEDS) for i, c in enumerate(CLASSES)}
+        assert pets["arms"][arm] == pytest.approx(expected)
+    captcha = result.summary["experiments"]["captcha"]["per_class"]
+    assert captcha["kind"] == "position" and list(captcha["arms"]["none"]) == [f"head{i}" for i in range(6)]
+    found = tables((root / "README.md").read_text())
+    header = next(t[0] for t in found if t[0][0] == "class")
+    assert header == ["class", "fine-tuned (imagenet)", "fixed features (imagenet-fixed)", "random init (none)"]
+    assert "figures/pets-confusion.png" in (root / "README.md").read_text()
+
+
+def test_the_curves_figure_draws_the_seeds_figures_as_lines(tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(report, "comparison_curves",
+                        lambda frame, title, out, stability, references: drawn.setdefault(title.split(":")[0],
+                                                                                          (frame, references)))
+    report.build(make_params(), write_fixture(tmp_path / "reports"))
+    frame, references = drawn["pets"]
+    assert references == {"seed 000 imagenet test accuracy": 0.9596, "seed 000 none test accuracy": 0.9366}
+    assert list(dict.fromkeys(frame["weights"])) == ARMS["pets"]
+    assert drawn["cats_and_dogs_filtered"][1] == {}
+
+
+def test_curves_csv_has_every_arm_and_the_report_is_deterministic(built, tmp_path):
+    root, _ = built
+    curves = pd.read_csv(root / "curves.csv")
+    assert list(dict.fromkeys(curves[curves.experiment == "pets"]["weights"])) == ARMS["pets"]
+    again = tmp_path / "again"
+    shutil.copytree(root / "runs", again / "runs")
+    report.build(make_params(), again)
+    for name in ("README.md", "summary.json", "curves.csv", "figures/pets-curves.png"):
+        assert (again / name).read_bytes() == (root / name).read_bytes(), name
+
+
+def test_loss_definitions_are_shown_per_arm(built):
+    root, _ = built
+    text = (root / "README.md").read_text()
+    assert "- fixed features (imagenet-fixed): squared hinge + L2 penalty of the linear head" in text
+    assert "- fine-tuned (imagenet): categorical cross-entropy" in text
+
+
+def test_the_stage_prints_the_first_table(built, capsys):
+    root, result = built
+    report.print_answer(result.summary["experiments"])
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].startswith("| experiment ")
+    assert printed.strip() in (root / "README.md").read_text()
+
+
+def test_the_report_stage_prints_the_answer_and_a_bad_test_set_is_one_line(tmp_path):
+    """`python -m stages.report` on the repository's params with captcha's two arms trained (one seed)."""
+    root = copy_code(tmp_path)
+    predicted = {"imagenet": wrong(CAPTCHA_TARGET, 10, (1,), 36), "none": wrong(CAPTCHA_TARGET, 60, (2,), 36)}
+    for arm, guess in predicted.items():
+        test = {"accuracy": float((guess == CAPTCHA_TARGET).mean()), "loss": 0.1}
+        write_run(root / "reports", "captcha", arm, 42, [0.5, 0.9], test, predictions=(CAPTCHA_TARGET, guess))
+    result = run_stage(root, "report")
+    assert result.returncode == 0, result.stderr
+    diff, low, high = bootstrap(CAPTCHA_TARGET, [predicted["imagenet"]], [predicted["none"]])
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| captcha "))
+    assert f"| {points(diff)} [{points(low)}, {points(high)}] " in row and "(one seed, no interval)" in row
+    np.savez(root / "reports/runs/captcha/none-s42/predictions.npz", target=CAPTCHA_TARGET[::-1],
+             predicted=predicted["none"])
+    failed = run_stage(root, "report")
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert failed.stderr.strip().splitlines()[-1].startswith("report: error: ")
+    assert "different 'target' arrays" in failed.stderr
+
+
+def test_published_figures_are_keyed_by_experiments_params_yaml_plans():
+    from transferbench.reporting.reference_studies import PUBLISHED
+
+    planned = yaml.safe_load(paths.PARAMS.read_text(encoding="utf-8"))["experiments"]
+    assert set(PUBLISHED) <= set(planned)
+    assert "cats_and_dogs_filtered" not in PUBLISHED  # Xception two-phase: no seed published it
+    assert planned["cats_and_dogs_filtered_cnn"]["model"] == "cnn"  # seed 002's figures are the small CNN's
