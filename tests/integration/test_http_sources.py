@@ -13,6 +13,7 @@ import pytest
 
 from tests.fake_sources import CIFAR_NAMES, cifar_tar, filtered_zip, jpeg
 from tests.loopback import LoopbackServer, closed_port_url
+from transferbench.core.files import read_json
 from transferbench.data.raw import RAW_COLUMNS, SourceUnavailable, read_raw_manifest
 from transferbench.data.sources import cats_and_dogs_filtered, cifar10
 from transferbench.data.sources.archives import check_zip
@@ -44,15 +45,18 @@ def test_dead_first_address_falls_back_to_the_next(server, tmp_path):
     assert not partial_path(dest).exists()
 
 
-def test_wrong_checksum_is_refused_and_nothing_left_under_the_final_name(server, tmp_path):
+def test_wrong_checksum_is_refused_moved_aside_and_nothing_left_under_the_final_name(server, tmp_path):
     data, sha = blob(10_000)
     server.files["/f.bin"] = data
     expected = "0" * 64
     with pytest.raises(SourceUnavailable) as err:
         download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", sha256=expected, **FAST)
     message = str(err.value)
-    assert server.url("/f.bin") in message and expected in message and sha in message
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    refused = tmp_path / "refused" / f"f.bin.{sha[:12]}"
+    assert server.url("/f.bin") in message and expected in message and sha in message and str(refused) in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["refused"]
+    assert refused.read_bytes() == data
+    assert read_json(refused.with_name(refused.name + ".json"))["url"] == server.url("/f.bin")
 
 
 def test_download_cut_half_way_resumes_next_run_without_fetching_a_byte_twice(server, tmp_path):
@@ -88,19 +92,19 @@ def test_server_without_range_support_restarts_the_file(server, tmp_path):
     assert dest.read_bytes() == data and server.bytes_served["/f.bin"] == len(data)
 
 
-def test_stale_partial_from_another_file_is_restarted_once(server, tmp_path):
+def test_partial_without_a_key_is_not_continued(server, tmp_path):
     data, sha = blob(100_000)
     server.files["/f.bin"] = data
     dest = tmp_path / "f.bin"
-    partial_path(dest).write_bytes(blob(30_000, seed=1)[0])  # a prefix of some other version
+    partial_path(dest).write_bytes(blob(30_000, seed=1)[0])  # left by some other download: whose, unknown
     download([server.url("/f.bin")], dest, param="x.source.urls", sha256=sha, **FAST)
     assert dest.read_bytes() == data
-    assert [r.headers.get("Range") for r in server.log] == ["bytes=30000-", None]
+    assert [r.headers.get("Range") for r in server.log] == [None]
 
 
 def test_present_and_verified_file_means_no_request(server, tmp_path):
     data, sha = blob(10_000)
-    (tmp_path / "f.bin").write_bytes(data)
+    (tmp_path / "f.bin").write_bytes(data)  # placed by hand: its pinned sha256 says it is the one asked for
     download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", sha256=sha, size=len(data))
     assert server.total_requests() == 0
 
@@ -112,10 +116,11 @@ def test_present_but_bad_file_is_moved_aside_and_downloaded_again(server, tmp_pa
     with caplog.at_level("WARNING", logger="transferbench.data.sources.http"):
         download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", sha256=sha, **FAST)
     assert (tmp_path / "f.bin").read_bytes() == data
-    assert (tmp_path / "f.bin.rejected").read_bytes() == b"not it"
     bad = hashlib.sha256(b"not it").hexdigest()
+    refused = tmp_path / "refused" / f"f.bin.{bad[:12]}"
+    assert refused.read_bytes() == b"not it"
     assert caplog.messages == [f"{tmp_path / 'f.bin'}: sha256 mismatch: expected {sha}, got {bad}; moved to "
-                               f"{tmp_path / 'f.bin.rejected'} and downloading it again"]
+                               f"{refused} and downloading it again"]
 
 
 def test_no_reachable_address_fails_fast_naming_each_and_what_to_do(tmp_path):
