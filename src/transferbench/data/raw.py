@@ -120,6 +120,8 @@ def raw_manifest(rows: Iterable[Mapping]) -> pd.DataFrame:
         raise ValueError(f"raw manifest status {bad[0]!r}; accepted: {', '.join(STATUSES)}")
     frame["bytes"] = frame["bytes"].fillna(0).astype("int64")
     frame = frame.fillna("")
+    # A failure's reason may quote the address it came from, credentials and all.
+    frame["reason"] = frame["reason"].astype(str).map(redact)
     return frame.sort_values(["source_split", "key"], kind="stable").reset_index(drop=True)
 
 
