@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.loopback import LoopbackServer
+from transferbench import cli
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError
 from transferbench.models import backbones as models
@@ -52,6 +53,19 @@ def test_download_checks_md5_and_is_cached(keras_home, mirror, monkeypatch):
     assert path == keras_home / "models" / filename and path.read_bytes() == b"weights" * 1000
     assert weights.fetch_imagenet("xception") == path
     assert mirror.total_requests() == 1, "a verified file in Keras' cache must not be fetched again"
+
+
+def test_a_mirror_address_with_credentials_is_never_shown(keras_home, mirror, monkeypatch, capsys):
+    serve_imagenet_file(monkeypatch, mirror, b"weights" * 1000)
+    monkeypatch.setenv(weights.WEIGHTS_URL_ENV, mirror.url("/keras/").replace("http://", "http://user:s3cr3t@"))
+    # Keras' get_file (urllib) cannot send userinfo: it fails, and says so without the password, in what
+    # get_file prints and in the stage's error line.
+    with pytest.raises(SystemExit) as stop:
+        cli.run(cli.StageParser("weights", "x", None), lambda args: weights.fetch_imagenet("xception"), [])
+    shown = capsys.readouterr()
+    assert "Downloading data from http://***@127.0.0.1" in shown.out
+    assert "weights: error: cannot fetch ImageNet weights for xception: tried http://***@127.0.0.1" in stop.value.code
+    assert "s3cr3t" not in shown.out + shown.err + stop.value.code
 
 
 def test_cached_file_with_wrong_md5_is_downloaded_again(keras_home, mirror, monkeypatch):

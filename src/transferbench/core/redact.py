@@ -47,3 +47,17 @@ class RedactingFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
         return True
+
+
+class RedactingStream:
+    """A text stream that redacts what is written to it: for libraries that print addresses (Keras' get_file)."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, encoding...: the wrapped stream's
+        return getattr(self._stream, name)

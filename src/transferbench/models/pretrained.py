@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 from transferbench.config.weights import IMAGENET, Arm
 from transferbench.core.errors import ConfigError
 from transferbench.core.files import atomic_path, file_digest, write_json
+from transferbench.core.redact import RedactingStream
 
 # Mirrors (an air-gapped cluster, the tests' loopback server) replace Keras' public address.
 WEIGHTS_URL_ENV = "TRANSFERBENCH_KERAS_WEIGHTS_URL"
@@ -76,7 +78,8 @@ def fetch_imagenet(model_name: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path
     with workspace as folder:
         try:
             # get_file takes no timeout: the sockets' default bounds it, so a dead mirror fails in seconds.
-            with _socket_timeout(timeout):
+            # It prints the address it downloads from: a mirror's credentials are masked there too.
+            with _socket_timeout(timeout), contextlib.redirect_stdout(RedactingStream(sys.stdout)):
                 got = Path(get_file(spec.filename, url, file_hash=spec.md5, hash_algorithm="md5",
                                     cache_subdir="", cache_dir=folder))
         except ValueError as err:  # downloaded, but not the bytes Keras published
