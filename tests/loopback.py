@@ -9,6 +9,7 @@ import email.utils
 import hashlib
 import socket
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable
@@ -31,11 +32,13 @@ class Request:
 
 @dataclass
 class LoopbackServer:
-    """Serves ``files`` (path -> bytes) with Range support; ``drop_after[path] = n`` cuts the next GET after n bytes."""
+    """Serves ``files`` (path -> bytes) with Range support; ``drop_after[path] = n`` cuts the next GET after n bytes;
+    ``pace[path] = (n, seconds)`` sends the body n bytes at a time, that long apart (a slow mirror)."""
 
     files: dict[str, bytes] = field(default_factory=dict)
     ranges: bool = True
     drop_after: dict[str, int] = field(default_factory=dict)
+    pace: dict[str, tuple[int, float]] = field(default_factory=dict)
     status: dict[str, int] = field(default_factory=dict)
     post_routes: dict[str, Route] = field(default_factory=dict)
     requests: Counter = field(default_factory=Counter)
@@ -142,9 +145,17 @@ class _Handler(BaseHTTPRequestHandler):
         # Counted before writing: once the last byte is out the client may return and a test read the
         # counter before this thread gets to run again (a race CI once lost).
         path = urllib.parse.urlsplit(self.path).path
-        self.server_owner.bytes_served[path] += len(sent)
-        self.wfile.write(sent)
-        self.wfile.flush()
+        chunk, delay = self.server_owner.pace.get(path, (len(sent) or 1, 0.0))
+        for start in range(0, len(sent), chunk):
+            if start:
+                time.sleep(delay)
+            self.server_owner.bytes_served[path] += len(sent[start:start + chunk])
+            try:
+                self.wfile.write(sent[start:start + chunk])
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):  # the client went away (killed, in some tests)
+                self.close_connection = True
+                return
         if cut is not None:
             # Promise the whole body, send part of it, hang up: what a dropped connection looks like.
             self.close_connection = True

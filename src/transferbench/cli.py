@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from transferbench.core.errors import UserError
+from transferbench.core.redact import RedactingFilter, redact
 from transferbench.study.experiments import resolve
 from transferbench.study.params import Params, load_params
 
@@ -39,10 +41,20 @@ class StageParser(argparse.ArgumentParser):
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """One format on stderr for what stages say; progress bars (tqdm, Keras) keep their own."""
+    """One format on stderr for what stages say, credentials redacted; progress bars (tqdm, Keras) keep their own."""
     logging.basicConfig(format=LOG_FORMAT, datefmt=DATE_FORMAT, level=logging.WARNING, stream=sys.stderr)
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    # On the handlers, not the loggers: a library's record (urllib3 naming a proxy) passes through them too.
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+    sys.excepthook = _redacted_excepthook
+
+
+def _redacted_excepthook(kind, value, tb) -> None:
+    """A bug's traceback as Python prints it, but with credentials in URLs (an exception's message) masked."""
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
 
 
 def one_line(message: str) -> str:
@@ -60,7 +72,7 @@ def run(parser: StageParser, work: Callable[[argparse.Namespace], Any], argv: Se
     try:
         work(args)
     except UserError as err:
-        raise SystemExit(f"{parser.label(args)}: error: {one_line(str(err))}") from None
+        raise SystemExit(f"{parser.label(args)}: error: {redact(one_line(str(err)))}") from None
     except KeyboardInterrupt:
         print(f"{parser.label(args)}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None

@@ -11,12 +11,13 @@ import time
 import numpy as np
 import pytest
 
-from tests.fake_sources import CIFAR_NAMES, cifar_tar, filtered_zip, jpeg
+from tests.fake_sources import CIFAR_NAMES, cifar_tar, filtered_zip, jpeg, make_zip
 from tests.loopback import LoopbackServer, closed_port_url
+from transferbench.core.files import read_json
 from transferbench.data.raw import RAW_COLUMNS, SourceUnavailable, read_raw_manifest
 from transferbench.data.sources import cats_and_dogs_filtered, cifar10
 from transferbench.data.sources.archives import check_zip
-from transferbench.data.sources.http import download, partial_path
+from transferbench.data.sources.http import download, download_record, partial_path
 
 FAST = {"base_delay": 0.01}  # retries without the real back-off
 
@@ -44,15 +45,18 @@ def test_dead_first_address_falls_back_to_the_next(server, tmp_path):
     assert not partial_path(dest).exists()
 
 
-def test_wrong_checksum_is_refused_and_nothing_left_under_the_final_name(server, tmp_path):
+def test_wrong_checksum_is_refused_moved_aside_and_nothing_left_under_the_final_name(server, tmp_path):
     data, sha = blob(10_000)
     server.files["/f.bin"] = data
     expected = "0" * 64
     with pytest.raises(SourceUnavailable) as err:
         download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", sha256=expected, **FAST)
     message = str(err.value)
-    assert server.url("/f.bin") in message and expected in message and sha in message
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    refused = tmp_path / "refused" / f"f.bin.{sha[:12]}"
+    assert server.url("/f.bin") in message and expected in message and sha in message and str(refused) in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["refused"]
+    assert refused.read_bytes() == data
+    assert read_json(refused.with_name(refused.name + ".json"))["url"] == server.url("/f.bin")
 
 
 def test_download_cut_half_way_resumes_next_run_without_fetching_a_byte_twice(server, tmp_path):
@@ -88,19 +92,19 @@ def test_server_without_range_support_restarts_the_file(server, tmp_path):
     assert dest.read_bytes() == data and server.bytes_served["/f.bin"] == len(data)
 
 
-def test_stale_partial_from_another_file_is_restarted_once(server, tmp_path):
+def test_partial_without_a_key_is_not_continued(server, tmp_path):
     data, sha = blob(100_000)
     server.files["/f.bin"] = data
     dest = tmp_path / "f.bin"
-    partial_path(dest).write_bytes(blob(30_000, seed=1)[0])  # a prefix of some other version
+    partial_path(dest).write_bytes(blob(30_000, seed=1)[0])  # left by some other download: whose, unknown
     download([server.url("/f.bin")], dest, param="x.source.urls", sha256=sha, **FAST)
     assert dest.read_bytes() == data
-    assert [r.headers.get("Range") for r in server.log] == ["bytes=30000-", None]
+    assert [r.headers.get("Range") for r in server.log] == [None]
 
 
 def test_present_and_verified_file_means_no_request(server, tmp_path):
     data, sha = blob(10_000)
-    (tmp_path / "f.bin").write_bytes(data)
+    (tmp_path / "f.bin").write_bytes(data)  # placed by hand: its pinned sha256 says it is the one asked for
     download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", sha256=sha, size=len(data))
     assert server.total_requests() == 0
 
@@ -112,10 +116,11 @@ def test_present_but_bad_file_is_moved_aside_and_downloaded_again(server, tmp_pa
     with caplog.at_level("WARNING", logger="transferbench.data.sources.http"):
         download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", sha256=sha, **FAST)
     assert (tmp_path / "f.bin").read_bytes() == data
-    assert (tmp_path / "f.bin.rejected").read_bytes() == b"not it"
     bad = hashlib.sha256(b"not it").hexdigest()
+    refused = tmp_path / "refused" / f"f.bin.{bad[:12]}"
+    assert refused.read_bytes() == b"not it"
     assert caplog.messages == [f"{tmp_path / 'f.bin'}: sha256 mismatch: expected {sha}, got {bad}; moved to "
-                               f"{tmp_path / 'f.bin.rejected'} and downloading it again"]
+                               f"{refused} and downloading it again"]
 
 
 def test_no_reachable_address_fails_fast_naming_each_and_what_to_do(tmp_path):
@@ -237,3 +242,108 @@ def test_cifar10_unreachable_names_the_param(tmp_path):
     with pytest.raises(SourceUnavailable, match="cifar10.source.urls"):
         cifar10.fetch(values, tmp_path / "cifar10", seed=0)
     assert not (tmp_path / "cifar10" / "manifest.csv").exists()
+
+
+# ---- what was asked for: keys and refusals ----------------------------------------------------
+
+def test_a_partial_from_another_address_is_not_continued(server, tmp_path):
+    old, _ = blob(100_000, seed=1)
+    new, new_sha = blob(100_000, seed=2)
+    server.files["/old.bin"], server.files["/new.bin"] = old, new
+    server.drop_after["/old.bin"] = 40_000
+    dest = tmp_path / "f.bin"
+    with pytest.raises(SourceUnavailable, match="broke off"):
+        download([server.url("/old.bin")], dest, param="x.source.urls", attempts=1, **FAST)
+    assert partial_path(dest).stat().st_size == 40_000
+    download([server.url("/new.bin")], dest, param="x.source.urls", attempts=1, **FAST)
+    assert dest.read_bytes() == new and hashlib.sha256(dest.read_bytes()).hexdigest() == new_sha
+    assert [(r.path, r.headers.get("Range")) for r in server.log] == [("/old.bin", None), ("/new.bin", None)]
+
+
+def test_a_partial_of_a_file_changed_on_the_server_is_restarted(server, tmp_path):
+    # Same address, same size, other bytes (a new release): without a pinned sha256, continuing the old
+    # partial would splice two versions into one file that nothing could catch.
+    old, new = blob(100_000, seed=1)[0], blob(100_000, seed=2)[0]
+    server.files["/f.bin"] = old
+    server.drop_after["/f.bin"] = 40_000
+    dest = tmp_path / "f.bin"
+    with pytest.raises(SourceUnavailable, match="broke off"):
+        download([server.url("/f.bin")], dest, param="x.source.urls", attempts=1, **FAST)
+    server.files["/f.bin"] = new
+    download([server.url("/f.bin")], dest, param="x.source.urls", attempts=2, **FAST)
+    assert dest.read_bytes() == new
+    assert [r.headers.get("Range") for r in server.log] == [None, "bytes=40000-", None]
+
+
+def test_the_record_names_the_address_the_file_came_from(server, tmp_path):
+    data, sha = blob(20_000)
+    server.files["/mirror/f.bin"] = data
+    urls = [server.url("/gone/f.bin"), server.url("/mirror/f.bin")]
+    download(urls, tmp_path / "f.bin", param="x.source.urls", **FAST)
+    record = download_record(tmp_path / "f.bin")
+    assert (record["url"], record["size"], record["sha256"]) == (urls[1], len(data), sha)
+    assert record["etag"] and record["last_modified"]
+    assert not (tmp_path / "f.bin.partial.json").exists()
+    download(urls, tmp_path / "f.bin", param="x.source.urls", **FAST)
+    assert server.requests["/mirror/f.bin"] == 1, "the same request again: the recorded file is reused"
+
+
+def test_a_file_nobody_recorded_is_not_trusted_without_a_pinned_sha256(server, tmp_path):
+    data, _ = blob(20_000)
+    server.files["/f.bin"] = data
+    (tmp_path / "f.bin").write_bytes(b"whatever was here")
+    download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", **FAST)
+    assert (tmp_path / "f.bin").read_bytes() == data
+
+
+def test_by_hand_advice_without_a_pinned_sha256_says_to_pin_it(tmp_path):
+    with pytest.raises(SourceUnavailable, match=r"set `mydata.source.sha256` in params.yaml to its sha256"):
+        download([closed_port_url()], tmp_path / "f.zip", param="mydata.source.urls")
+
+
+def test_a_changed_source_is_fetched_again_and_the_report_names_the_new_archive(server, tmp_path):
+    old, new = filtered_zip(FILTERED_COUNTS), filtered_zip({("train", "cats"): 1, ("train", "dogs"): 1,
+                                                            ("validation", "cats"): 1, ("validation", "dogs"): 1})
+    server.files["/v1/cats_and_dogs_filtered.zip"] = old
+    server.files["/v2/cats_and_dogs_filtered.zip"] = new
+    raw_dir = tmp_path / "cats_and_dogs_filtered"
+    first = cats_and_dogs_filtered.fetch(filtered_values([server.url("/v1/cats_and_dogs_filtered.zip")]), raw_dir, 0)
+    assert first["items"] == 11
+
+    summary = cats_and_dogs_filtered.fetch(filtered_values([server.url("/v2/cats_and_dogs_filtered.zip")]), raw_dir, 0)
+    assert server.requests["/v2/cats_and_dogs_filtered.zip"] == 1
+    assert (raw_dir / cats_and_dogs_filtered.ARCHIVE).read_bytes() == new
+    assert (summary["archive_sha256"], summary["archive_bytes"]) == (hashlib.sha256(new).hexdigest(), len(new))
+    assert summary["items"] == len(read_raw_manifest(raw_dir)) == 4
+    assert first["archive_url"] == server.url("/v1/cats_and_dogs_filtered.zip")
+    assert summary["archive_url"] == server.url("/v2/cats_and_dogs_filtered.zip")
+
+
+def test_an_unsafe_archive_is_moved_aside_and_the_next_address_used(server, tmp_path):
+    evil = make_zip({"cats_and_dogs_filtered/train/cats/cat.0.jpg": jpeg(0), "../escaped.txt": b"x"})
+    server.files["/evil/cats_and_dogs_filtered.zip"] = evil
+    server.files["/good/cats_and_dogs_filtered.zip"] = filtered_zip(FILTERED_COUNTS)
+    raw_dir = tmp_path / "raw" / "cats_and_dogs_filtered"
+    urls = [server.url("/evil/cats_and_dogs_filtered.zip"), server.url("/good/cats_and_dogs_filtered.zip")]
+    summary = cats_and_dogs_filtered.fetch(filtered_values(urls), raw_dir, 0)
+    assert summary["archive_url"] == urls[1] and summary["items"] == 11
+    refused = raw_dir / "refused" / f"cats_and_dogs_filtered.zip.{hashlib.sha256(evil).hexdigest()[:12]}"
+    assert refused.read_bytes() == evil
+    why = read_json(refused.with_name(refused.name + ".json"))
+    assert why["url"] == urls[0] and "climbs out with '..'" in why["reason"]
+    assert not (tmp_path / "raw" / "escaped.txt").exists()
+
+
+def test_an_unsafe_archive_from_the_only_address_says_where_it_went_and_the_next_run_proceeds(server, tmp_path):
+    evil = make_zip({"cats_and_dogs_filtered/train/cats/cat.0.jpg": jpeg(0), "/etc/evil": b"x"})
+    server.files["/cats_and_dogs_filtered.zip"] = evil
+    raw_dir = tmp_path / "cats_and_dogs_filtered"
+    values = filtered_values([server.url("/cats_and_dogs_filtered.zip")])
+    with pytest.raises(SourceUnavailable) as err:
+        cats_and_dogs_filtered.fetch(values, raw_dir, 0)
+    refused = raw_dir / "refused" / f"cats_and_dogs_filtered.zip.{hashlib.sha256(evil).hexdigest()[:12]}"
+    assert "has an absolute path" in str(err.value) and str(refused) in str(err.value)
+    assert sorted(p.name for p in raw_dir.iterdir()) == ["refused"]
+
+    server.files["/cats_and_dogs_filtered.zip"] = filtered_zip(FILTERED_COUNTS)  # the source is fixed
+    assert cats_and_dogs_filtered.fetch(values, raw_dir, 0)["items"] == 11

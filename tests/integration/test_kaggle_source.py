@@ -8,6 +8,7 @@ have not accepted the rules (403), as Kaggle does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -166,10 +167,11 @@ def test_corrupt_placed_zip_is_moved_aside_and_the_bundle_used(kaggle, tmp_path,
     with caplog.at_level("WARNING", logger=kaggle_source.__name__):
         summary = kaggle_source.fetch(VALUES, raw_dir, seed=0)
     assert summary["by_split"] == {"train": {"cat": 5, "dog": 4}}
-    assert (raw_dir / "train.zip.rejected").read_bytes() == corrupt and kaggle.total_requests() == 0
+    refused = raw_dir / "refused" / f"train.zip.{hashlib.sha256(corrupt).hexdigest()[:12]}"
+    assert refused.read_bytes() == corrupt and kaggle.total_requests() == 0
     [message] = [r.getMessage() for r in caplog.records]
     assert message.startswith(f"{raw_dir / 'train.zip'}: ") and "CRC" in message
-    assert message.endswith(f"; moved to {raw_dir / 'train.zip.rejected'}")
+    assert message.endswith(f"; moved to {refused}")
 
 
 def test_unreachable_kaggle_fails_fast_with_what_to_do(kaggle, tmp_path, monkeypatch):

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import socket
+import subprocess
+import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.loopback import LoopbackServer
+from transferbench import cli
+from transferbench.core import paths
 from transferbench.core.errors import ConfigError
 from transferbench.models import backbones as models
 from transferbench.models import pretrained as weights
@@ -47,6 +53,19 @@ def test_download_checks_md5_and_is_cached(keras_home, mirror, monkeypatch):
     assert path == keras_home / "models" / filename and path.read_bytes() == b"weights" * 1000
     assert weights.fetch_imagenet("xception") == path
     assert mirror.total_requests() == 1, "a verified file in Keras' cache must not be fetched again"
+
+
+def test_a_mirror_address_with_credentials_is_never_shown(keras_home, mirror, monkeypatch, capsys):
+    serve_imagenet_file(monkeypatch, mirror, b"weights" * 1000)
+    monkeypatch.setenv(weights.WEIGHTS_URL_ENV, mirror.url("/keras/").replace("http://", "http://user:s3cr3t@"))
+    # Keras' get_file (urllib) cannot send userinfo: it fails, and says so without the password, in what
+    # get_file prints and in the stage's error line.
+    with pytest.raises(SystemExit) as stop:
+        cli.run(cli.StageParser("weights", "x", None), lambda args: weights.fetch_imagenet("xception"), [])
+    shown = capsys.readouterr()
+    assert "Downloading data from http://***@127.0.0.1" in shown.out
+    assert "weights: error: cannot fetch ImageNet weights for xception: tried http://***@127.0.0.1" in stop.value.code
+    assert "s3cr3t" not in shown.out + shown.err + stop.value.code
 
 
 def test_cached_file_with_wrong_md5_is_downloaded_again(keras_home, mirror, monkeypatch):
@@ -116,3 +135,39 @@ def test_prepare_init_refuses_a_file_of_another_model(params, tmp_path):
     with pytest.raises(ConfigError, match="does not fit model 'tiny'"):
         weights.prepare_init(resolve(check_params(params), "captcha"), tmp_path / "init")
     assert not (tmp_path / "init" / "source.json").exists()
+
+
+def test_a_download_killed_midway_leaves_nothing_half_written_and_the_rerun_completes(keras_home, mirror,
+                                                                                     monkeypatch):
+    content = np.random.default_rng(0).integers(0, 256, 2_000_000, dtype=np.uint8).tobytes()
+    filename = serve_imagenet_file(monkeypatch, mirror, content)
+    served = "/keras/" + models.MODELS.get("xception").imagenet.path
+    mirror.pace[served] = (50_000, 0.1)  # 4 s for the whole file: time to be killed half-way
+    # The weights stage's download in a process of its own, against the registry entry this test serves.
+    script = ("import dataclasses\n"
+              "from transferbench.models import backbones, pretrained\n"
+              "spec = backbones.MODELS.get('xception')\n"
+              "backbones.MODELS._entries['xception'] = dataclasses.replace(\n"
+              f"    spec, imagenet=dataclasses.replace(spec.imagenet, md5={hashlib.md5(content).hexdigest()!r}))\n"
+              "print(pretrained.fetch_imagenet('xception'))\n")
+    env = {**os.environ, "PYTHONPATH": f"{paths.ROOT / 'src'}{os.pathsep}{paths.ROOT}"}
+    download = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while mirror.bytes_served[served] < 400_000:
+            assert download.poll() is None, download.communicate()
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.05)
+    finally:
+        download.kill()  # SIGKILL: no handler, no clean-up
+        download.communicate()
+    target = keras_home / "models" / filename
+    assert not target.exists(), "a half-written file lies under the name Keras loads"
+
+    del mirror.pace[served]
+    rerun = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.stdout.strip().splitlines()[-1] == str(target) and target.read_bytes() == content
+    assert sorted(p.name for p in target.parent.iterdir()) == [filename], "the killed run's download is removed"
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import stat
 import tarfile
@@ -10,7 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from transferbench.data.sources.archives import UnsafeArchive, check_zip, ensure_extracted, extract, extract_member
+from transferbench.core.errors import UserError
+from transferbench.core.files import read_json
+from transferbench.data.raw import record_path
+from transferbench.data.sources.archives import (
+    CorruptArchive,
+    UnsafeArchive,
+    check_archive,
+    check_zip,
+    ensure_extracted,
+    extract,
+    extract_member,
+)
 
 
 def make_zip(path: Path, entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:
@@ -62,6 +74,8 @@ def test_zip_entry_escaping_the_target_is_refused_and_nothing_written(tmp_path, 
     archive = make_zip(tmp_path / "bad.zip", {"ok.txt": b"fine", name: b"evil"})
     target = tmp_path / "out" / "target"
     with pytest.raises(UnsafeArchive, match=name.replace(".", r"\.")):
+        check_archive(archive)
+    with pytest.raises(UnsafeArchive, match=name.replace(".", r"\.")):
         extract(archive, target)
     assert not target.exists()
     assert not (tmp_path / "out" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
@@ -95,6 +109,8 @@ def test_tar_entries_that_escape_or_are_devices_are_refused(tmp_path, members, b
     archive = make_tar(tmp_path / "bad.tar.gz", [(tar_info("ok.txt"), b"fine"), *members])
     target = tmp_path / "out" / "target"
     with pytest.raises(UnsafeArchive, match=bad.replace(".", r"\.")):
+        check_archive(archive)  # what a download runs, before the archive is accepted at all
+    with pytest.raises(UnsafeArchive, match=bad.replace(".", r"\.")):
         extract(archive, target)
     assert files_under(tmp_path / "out") == set()
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "outside.txt").exists()
@@ -113,11 +129,38 @@ def test_corrupt_zip_entry_is_named_and_leaves_no_target(tmp_path):
     raw = bytearray(archive.read_bytes())
     raw[raw.index(b"B" * 1000) + 10] ^= 0xFF
     archive.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match="'b.txt'"):
-        check_zip(archive)
-    with pytest.raises(ValueError, match="'b.txt' is corrupt"):
+    for check in (check_zip, check_archive):
+        with pytest.raises(CorruptArchive, match="'b.txt'"):
+            check(archive)
+    with pytest.raises(CorruptArchive, match="'b.txt' is corrupt"):
         extract(archive, tmp_path / "target")
     assert not (tmp_path / "target").exists() and not (tmp_path / ".target.extracting").exists()
+
+
+def test_archive_errors_are_user_errors_that_also_fail_a_download_check():
+    # A stage prints a UserError in one line; a download's check treats a ValueError as bad content.
+    for kind in (UnsafeArchive, CorruptArchive):
+        assert issubclass(kind, UserError) and issubclass(kind, ValueError)
+
+
+def test_check_archive_refuses_what_is_neither_zip_nor_tar(tmp_path):
+    (tmp_path / "x.zip").write_bytes(b"<html>not found</html>")
+    with pytest.raises(CorruptArchive, match="neither a zip nor a tar"):
+        check_archive(tmp_path / "x.zip")
+
+
+def test_an_archive_refused_at_extraction_is_moved_aside_and_says_where(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", {"ok.txt": b"fine", "../evil.txt": b"evil"})
+    evil = archive.read_bytes()
+    record_path(archive).write_text("{}")
+    with pytest.raises(UnsafeArchive) as err:
+        ensure_extracted(archive, tmp_path / "target", "sha-a")
+    refused = tmp_path / "refused" / f"a.zip.{hashlib.sha256(evil).hexdigest()[:12]}"
+    assert "'../evil.txt' climbs out" in str(err.value) and f"moved to {refused}" in str(err.value)
+    assert refused.read_bytes() == evil
+    assert "climbs out" in read_json(refused.with_name(refused.name + ".json"))["reason"]
+    # Nothing left where the next run would find it "present" and fail on it again.
+    assert not archive.exists() and not record_path(archive).exists() and not (tmp_path / "target").exists()
 
 
 def test_killed_extraction_never_looks_finished_and_is_redone(tmp_path):

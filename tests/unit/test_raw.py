@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from transferbench.data.raw import retry, sha256_file
+from transferbench.core.files import read_json
+from transferbench.data.raw import refuse, retry, sha256_file, write_raw_manifest
 
 
 class Flaky:
@@ -52,3 +53,23 @@ def test_sha256_file_matches_hashlib(tmp_path):
     data = bytes(range(256)) * 5000  # several of hashlib's read blocks
     (tmp_path / "f.bin").write_bytes(data)
     assert sha256_file(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()
+
+
+def test_a_failure_reason_quoting_an_address_keeps_no_credentials(tmp_path):
+    rows = [{"key": "a.jpg", "source_split": "train", "label": "cat", "status": "failed",
+             "reason": "S3 endpoint http://user:hunter2@proxy:9000/ went away (?X-Amz-Signature=abc)"}]
+    write_raw_manifest(tmp_path, rows)
+    text = (tmp_path / "manifest.csv").read_text()
+    assert "http://***@proxy:9000/" in text and "X-Amz-Signature=***" in text
+    assert "hunter2" not in text and "abc" not in text
+
+
+def test_a_refused_file_is_kept_under_refused_with_why_and_from_where(tmp_path):
+    bad = tmp_path / "a.zip.partial"
+    bad.write_bytes(b"bad bytes")
+    where = refuse(bad, "a.zip", "entry '../x' climbs out with '..'", "https://u:pw@mirror/a.zip?sig=s")
+    assert where == tmp_path / "refused" / f"a.zip.{hashlib.sha256(b'bad bytes').hexdigest()[:12]}"
+    assert where.read_bytes() == b"bad bytes" and not bad.exists()
+    note = read_json(where.with_name(where.name + ".json"))
+    assert note == {"file": "a.zip", "sha256": hashlib.sha256(b"bad bytes").hexdigest(),
+                    "reason": "entry '../x' climbs out with '..'", "url": "https://***@mirror/a.zip?sig=***"}

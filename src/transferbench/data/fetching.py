@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 from transferbench.core.errors import ConfigError
+from transferbench.core.redact import redact_data
 from transferbench.data.datasets import DATASETS, DatasetParams
 
 
@@ -30,7 +31,10 @@ def fetched_datasets() -> list[str]:
 
 
 def fetch(dataset: str, values: DatasetParams, raw_dir: Path, seed: int) -> dict:
-    """Fetch ``dataset`` (its params section ``values``) into ``raw_dir``; return the fetch report."""
+    """Fetch ``dataset`` (its params section ``values``) into ``raw_dir``; return the fetch report.
+
+    The report is redacted here, once for every source: it names addresses, which may carry credentials.
+    """
     raw_dir.mkdir(parents=True, exist_ok=True)
     report = source_module(dataset).fetch(values, raw_dir, seed)
-    return {"dataset": dataset, "source": DATASETS.get(dataset).source, **report}
+    return redact_data({"dataset": dataset, "source": DATASETS.get(dataset).source, **report})

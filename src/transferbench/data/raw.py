@@ -28,6 +28,7 @@ Sources may add columns after these. Raw data is never modified after it is veri
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -37,8 +38,10 @@ import pandas as pd
 import tenacity
 
 from transferbench.core.errors import UserError
-from transferbench.core.files import file_digest, write_text
+from transferbench.core.files import file_digest, write_json, write_text
+from transferbench.core.redact import redact
 
+REFUSED = "refused"
 RAW_COLUMNS = ["key", "source_split", "label", "bytes", "sha256", "status", "reason"]
 STATUSES = ("ok", "failed", "excluded")
 
@@ -53,6 +56,26 @@ class SourceUnavailable(UserError, RuntimeError):
 def sha256_file(path: Path | str) -> str:
     """The sha256 a raw manifest records for a file."""
     return file_digest(path, "sha256")
+
+
+def record_path(dest: Path) -> Path:
+    """Where the key of the downloaded file ``dest`` is kept: address, size, ETag, Last-Modified, sha256."""
+    return dest.with_name(dest.name + ".source.json")
+
+
+def refuse(path: Path, name: str, reason: str, url: str | None = None) -> Path:
+    """Move a file that failed its checks to ``refused/<name>.<sha256 prefix>`` beside it; return where.
+
+    Kept, not deleted, so it can be looked at (``<that>.json`` says why and where it came from); out of the
+    way, so the next address or the next run is not stopped by it.
+    """
+    digest = sha256_file(path)
+    where = path.parent / REFUSED / f"{name}.{digest[:12]}"
+    where.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, where)
+    write_json(where.with_name(where.name + ".json"),
+               {"file": name, "sha256": digest, "reason": redact(reason), "url": redact(url) if url else None})
+    return where
 
 
 def verified(path: Path, size: int | None = None, sha256: str | None = None) -> bool:
@@ -97,6 +120,8 @@ def raw_manifest(rows: Iterable[Mapping]) -> pd.DataFrame:
         raise ValueError(f"raw manifest status {bad[0]!r}; accepted: {', '.join(STATUSES)}")
     frame["bytes"] = frame["bytes"].fillna(0).astype("int64")
     frame = frame.fillna("")
+    # A failure's reason may quote the address it came from, credentials and all.
+    frame["reason"] = frame["reason"].astype(str).map(redact)
     return frame.sort_values(["source_split", "key"], kind="stable").reset_index(drop=True)
 
 

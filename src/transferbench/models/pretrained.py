@@ -5,7 +5,10 @@ in :func:`arm_file`, the one place that decides what a model starts from.
 
 `imagenet` fetches Keras' no-top file once into Keras' own cache (``$KERAS_HOME/models``) with
 ``keras.utils.get_file``, which checks its md5 against the hash Keras publishes, and copies it here so
-DVC tracks exactly what training started from. A path is checked by loading it into the model. `none`
+DVC tracks exactly what training started from. get_file writes straight to its final name, so it
+downloads into a folder of this process's own (``.partial-<pid>``) and the checked file is renamed into
+the cache: a killed download, or two weights stages fetching the same file at once, never leave or read
+a half-written file under the name Keras loads. A path is checked by loading it into the model. `none`
 records random initialisation.
 """
 
@@ -15,16 +18,21 @@ import contextlib
 import os
 import shutil
 import socket
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from transferbench.config.weights import IMAGENET, Arm
 from transferbench.core.errors import ConfigError
 from transferbench.core.files import atomic_path, file_digest, write_json
+from transferbench.core.redact import RedactingStream
 
 # Mirrors (an air-gapped cluster, the tests' loopback server) replace Keras' public address.
 WEIGHTS_URL_ENV = "TRANSFERBENCH_KERAS_WEIGHTS_URL"
 DOWNLOAD_TIMEOUT_S = 20
+# A download in progress, in Keras' cache: .partial-<pid>-<random>/<file>
+PARTIAL_PREFIX = ".partial-"
 
 
 def keras_cache_dir() -> Path:
@@ -58,28 +66,53 @@ def fetch_imagenet(model_name: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path
     cache = keras_cache_dir()
     target = cache / spec.filename
     url = (os.environ.get(WEIGHTS_URL_ENV) or KERAS_WEIGHTS_BASE).rstrip("/") + "/" + spec.path
+    if target.is_file() and file_digest(target, "md5") == spec.md5:
+        return target
     try:
-        # get_file quietly switches to /tmp/.keras when the cache folder is not there yet.
         cache.mkdir(parents=True, exist_ok=True)
+        _remove_orphaned_downloads(cache)
+        workspace = tempfile.TemporaryDirectory(prefix=f"{PARTIAL_PREFIX}{os.getpid()}-", dir=cache)
     except OSError as err:
-        raise ConfigError(f"cannot create Keras' cache {cache} ({err}); set KERAS_HOME to a writable folder") from None
+        raise ConfigError(f"cannot write to Keras' cache {cache} ({err}); "
+                          "set KERAS_HOME to a writable folder") from None
+    with workspace as folder:
+        try:
+            # get_file takes no timeout: the sockets' default bounds it, so a dead mirror fails in seconds.
+            # It prints the address it downloads from: a mirror's credentials are masked there too.
+            with _socket_timeout(timeout), contextlib.redirect_stdout(RedactingStream(sys.stdout)):
+                got = Path(get_file(spec.filename, url, file_hash=spec.md5, hash_algorithm="md5",
+                                    cache_subdir="", cache_dir=folder))
+        except ValueError as err:  # downloaded, but not the bytes Keras published
+            partial = Path(folder) / spec.filename
+            md5 = file_digest(partial, "md5") if partial.is_file() else "unknown"
+            raise ConfigError(f"downloaded {url} but its md5 is {md5}, not Keras' {spec.md5}; "
+                              "the mirror or the download is corrupt") from err
+        except Exception as err:  # noqa: BLE001 - get_file turns URL errors into a bare Exception
+            raise ConfigError(
+                f"cannot fetch ImageNet weights for {model_name}: tried {url} ({err}). Offline? Put "
+                f"{spec.filename} (md5 {spec.md5}) at {target}, set {WEIGHTS_URL_ENV} to a mirror holding "
+                f"{spec.path}, or train from random initialisation with `dvc exp run -S weights=none`"
+            ) from err
+        os.replace(got, target)
+    return target
+
+
+def _remove_orphaned_downloads(cache: Path) -> None:
+    """Delete the download folders of processes that no longer run (killed mid-download)."""
+    for folder in cache.glob(f"{PARTIAL_PREFIX}*"):
+        pid = folder.name.removeprefix(PARTIAL_PREFIX).split("-")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
     try:
-        # get_file takes no timeout: the sockets' default bounds it, so a dead mirror fails in seconds.
-        # cache_dir is read here, not at Keras' import, so KERAS_HOME set later still counts.
-        with _socket_timeout(timeout):
-            return Path(get_file(spec.filename, url, file_hash=spec.md5, hash_algorithm="md5",
-                                 cache_subdir="models", cache_dir=str(cache.parent)))
-    except ValueError as err:  # downloaded, but not the bytes Keras published; get_file keeps such a file
-        got = file_digest(target, "md5") if target.is_file() else "unknown"
-        target.unlink(missing_ok=True)
-        raise ConfigError(f"downloaded {url} but its md5 is {got}, not Keras' {spec.md5}; "
-                          "the mirror or the download is corrupt") from err
-    except Exception as err:  # noqa: BLE001 - get_file turns URL errors into a bare Exception
-        raise ConfigError(
-            f"cannot fetch ImageNet weights for {model_name}: tried {url} ({err}). Offline? Put "
-            f"{spec.filename} (md5 {spec.md5}) at {target}, set {WEIGHTS_URL_ENV} to a mirror holding "
-            f"{spec.path}, or train from random initialisation with `dvc exp run -S weights=none`"
-        ) from err
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def arm_file(arm: Arm, model_name: str) -> Path | None:

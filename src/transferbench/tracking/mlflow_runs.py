@@ -16,6 +16,7 @@ from typing import Any
 import keras
 
 from transferbench.core import paths
+from transferbench.core.redact import redact
 from transferbench.study.experiments import Experiment
 
 
@@ -88,13 +89,15 @@ def start_run(experiment: Experiment, run_id: str | None = None) -> str:
         "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
         "mlflow.runName": run_name(experiment),
     }
+    # A source's URLs (a mirror with its credentials) are params: MLflow keeps them, so never with secrets.
+    tags = {k: redact(v) for k, v in tags.items()}
     run = client.create_run(exp_id, tags=tags, run_name=run_name(experiment))
     params = {"weights": experiment.weights, "seed": str(experiment.seed),
               **flatten("experiment", experiment.settings.model_dump(mode="json", exclude_unset=True)),
               **flatten(experiment.dataset, experiment.dataset_settings.model_dump(mode="json"))}
     from mlflow.entities import Param
 
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    client.log_batch(run.info.run_id, params=[Param(k, redact(str(v))) for k, v in params.items()])
     return run.info.run_id
 
 

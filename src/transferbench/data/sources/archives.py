@@ -4,6 +4,8 @@ Every entry is checked before anything is written: none may land outside the tar
 links pointing out, writing through a link) and only files, folders and (tar) links inside are accepted.
 Extraction goes to a temporary sibling that is renamed into place, so a killed run never looks finished.
 Reading a zip entry to its end checks its CRC, which is how zips without a published checksum are verified.
+:func:`check_archive` runs every check without writing, so a download can refuse an unsafe archive and try
+the next address; one found unsafe only at extraction is moved to ``refused/`` so the next run fetches anew.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 from transferbench.core.errors import BadInput
 from transferbench.core.files import atomic_path, read_json, replace_dir, write_json
+from transferbench.core.inputs import shown
+from transferbench.data.raw import record_path, refuse
 
 # Written inside a finished extraction: which archive (by sha256) it came from.
 STAMP = ".archive.json"
@@ -28,24 +32,55 @@ class UnsafeArchive(BadInput):
     """An entry would be written outside the target, or is a kind of file we do not extract."""
 
 
+class CorruptArchive(BadInput):
+    """Not a readable zip or tar, or an entry fails its CRC."""
+
+
 def check_zip(path: Path | str) -> None:
-    """Raise ValueError naming the first entry whose CRC fails (or saying the file is not a zip)."""
+    """Raise CorruptArchive naming the first entry whose CRC fails (or saying the file is not a zip)."""
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise ValueError(f"{path} is not a readable zip: {err}") from err
+        raise CorruptArchive(f"{path} is not a readable zip: {err}") from err
     if bad is not None:
-        raise ValueError(f"{path}: entry {bad!r} fails its CRC check; the archive is corrupt")
+        raise CorruptArchive(f"{path}: entry {bad!r} fails its CRC check; the archive is corrupt")
+
+
+def check_archive(path: Path | str) -> None:
+    """Every check extraction makes, without writing: UnsafeArchive or CorruptArchive (both ValueErrors)."""
+    path = Path(path)
+    root = path.parent / f".{path.name}.checking"  # never created: entries are only resolved against it
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as bundle:
+            for info in bundle.infolist():
+                _zip_destination(root, info)
+        check_zip(path)
+    elif tarfile.is_tarfile(path):
+        links: set[str] = set()
+        try:
+            with tarfile.open(path) as bundle:
+                for member in bundle:
+                    _check_tar_member(root, member, links)
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise CorruptArchive(f"{path} is not a readable tar: {err}") from err
+    else:
+        raise CorruptArchive(f"{path} is neither a zip nor a tar archive")
 
 
 def ensure_extracted(archive: Path | str, target: Path | str, archive_sha256: str) -> Path:
     """``target`` holding ``archive``'s content; extracted again only if it came from other bytes (or not at all)."""
-    target = Path(target)
+    archive, target = Path(archive), Path(target)
     stamp = target / STAMP
     if stamp.is_file() and read_json(stamp).get("sha256") == archive_sha256:
         return target
-    return extract(archive, target, {"archive": Path(archive).name, "sha256": archive_sha256})
+    try:
+        return extract(archive, target, {"archive": archive.name, "sha256": archive_sha256})
+    except (UnsafeArchive, CorruptArchive) as err:
+        # Left in place it would be found "present" and refused again on every run.
+        record_path(archive).unlink(missing_ok=True)
+        where = refuse(archive, archive.name, str(err))
+        raise type(err)(f"{err}; the archive is moved to {shown(where)}, the next run fetches it again") from None
 
 
 def extract(archive: Path | str, target: Path | str, stamp: dict[str, Any] | None = None) -> Path:
@@ -61,7 +96,7 @@ def extract(archive: Path | str, target: Path | str, stamp: dict[str, Any] | Non
         elif tarfile.is_tarfile(archive):
             _extract_tar(archive, tmp)
         else:
-            raise ValueError(f"{archive} is neither a zip nor a tar archive")
+            raise CorruptArchive(f"{archive} is neither a zip nor a tar archive")
         if stamp is not None:
             write_json(tmp / STAMP, stamp)
     except BaseException:
@@ -122,7 +157,7 @@ def _copy_entry(bundle: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) -> N
         with bundle.open(info) as src, open(dest, "wb") as out:
             shutil.copyfileobj(src, out, BLOCK)
     except (zipfile.BadZipFile, EOFError, OSError) as err:
-        raise ValueError(f"{bundle.filename}: entry {info.filename!r} is corrupt: {err}") from err
+        raise CorruptArchive(f"{bundle.filename}: entry {info.filename!r} is corrupt: {err}") from err
 
 
 def _extract_tar(archive: Path, root: Path) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from transferbench.data.raw import SourceUnavailable, sha256_file, write_raw_manifest
-from transferbench.data.sources.archives import check_zip, ensure_extracted
-from transferbench.data.sources.http import download
+from transferbench.data.sources.archives import check_archive, ensure_extracted
+from transferbench.data.sources.http import download, download_record
 from transferbench.data.sources.unpacked import file_row, is_image, summary
 
 ARCHIVE = "cats_and_dogs_filtered.zip"
@@ -32,9 +32,9 @@ def fetch(values: Any, raw_dir: Path | str, seed: int) -> dict:
     source, raw_dir = parse(CatsAndDogsFilteredParams, values, TOP).source, Path(raw_dir)
     # Google publishes no checksum (sha256 is null in params.yaml): reading every entry back against its
     # CRC is what vouches for the zip then, and the sha256 we got is reported so it can be pinned.
-    archive = download(source.urls, raw_dir / ARCHIVE, sha256=source.sha256, check=check_zip,
+    archive = download(source.urls, raw_dir / ARCHIVE, sha256=source.sha256, check=check_archive,
                        param=f"{PARAM}.urls")
-    archive_sha256 = source.sha256 or sha256_file(archive)
+    archive_sha256 = source.sha256 or (download_record(archive) or {}).get("sha256") or sha256_file(archive)
     if source.sha256 is None:
         log.info("%s: every entry's CRC checked; its sha256 is %s (set %s.sha256 to it to pin this exact file)",
                  ARCHIVE, archive_sha256, PARAM)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from transferbench.data.raw import sha256_file, write_raw_manifest
-from transferbench.data.sources.archives import ensure_extracted
+from transferbench.data.sources.archives import check_archive, ensure_extracted
 from transferbench.data.sources.http import download
 from transferbench.data.sources.unpacked import summary
 
@@ -48,7 +48,8 @@ def fetch(values: Any, raw_dir: Path | str, seed: int) -> dict:
     from transferbench.data.datasets import Cifar10Params
 
     source, raw_dir = parse(Cifar10Params, values, "cifar10").source, Path(raw_dir)
-    archive = download(source.urls, raw_dir / ARCHIVE, sha256=source.sha256, param=f"{PARAM}.urls")
+    archive = download(source.urls, raw_dir / ARCHIVE, sha256=source.sha256, check=check_archive,
+                       param=f"{PARAM}.urls")
     archive_sha256 = source.sha256 or sha256_file(archive)
     ensure_extracted(archive, raw_dir / "extracted", archive_sha256)
     names = label_names(raw_dir / FOLDER / "batches.meta")

@@ -4,6 +4,14 @@ The file grows as ``<name>.partial`` beside its final path; an interrupted run l
 run continues it with an HTTP Range request (or starts it again where the server ignores ranges). Only a
 verified file is renamed to the final name, so a file under that name is always a good one.
 
+Every download is keyed on what was asked for. Beside the final file, ``<name>.source.json`` records the
+address it came from, what the server said of it (size, ETag, Last-Modified) and its sha256; a file is
+reused only when its address is still among those asked for (or its sha256 is the one pinned in params),
+so pointing a source at another archive fetches that archive. The partial file has its own key
+(``<name>.partial.json``): it is continued only from the same address and the same version (ETag,
+Last-Modified, size) of the file. A file that fails verification is moved to ``refused/`` (raw.refuse),
+never deleted and never left where the next run would trip over it.
+
 Resuming is hand-written: urllib3's ``Retry`` repeats a request that failed to start, but a body that breaks
 off half-way is neither retried nor continued by requests or urllib3. Each try of a transfer goes through
 ``raw.retry`` (tenacity), so a dropped connection costs the bytes after the break, not the whole file.
@@ -11,6 +19,7 @@ off half-way is neither retried nor continued by requests or urllib3. Each try o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -23,7 +32,10 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from transferbench.data.raw import SourceUnavailable, retry, sha256_file
+from transferbench.core.files import read_json, write_json
+from transferbench.core.inputs import shown
+from transferbench.core.redact import redact
+from transferbench.data.raw import SourceUnavailable, record_path, refuse, retry, sha256_file
 
 # A dead or blackholed address should cost seconds, not the operating system's two-minute connect timeout.
 CONNECT_TIMEOUT_S = 5.0
@@ -51,6 +63,37 @@ def partial_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".partial")
 
 
+def _partial_key_path(partial: Path) -> Path:
+    return partial.with_name(partial.name + ".json")
+
+
+def download_record(dest: Path | str) -> dict | None:
+    """What :func:`download` recorded of ``dest`` (url, size, etag, last_modified, sha256), None if nothing."""
+    return _read_key(record_path(Path(dest)))
+
+
+def _read_key(path: Path) -> dict | None:
+    try:
+        key = read_json(path)
+    except (OSError, ValueError):  # missing, or cut short by a kill before atomic writes: no key
+        return None
+    return key if isinstance(key, dict) else None
+
+
+def _address(url: str) -> dict:
+    """How a key names its address: shown without credentials, matched by the hash of the whole URL."""
+    return {"url": redact(url), "url_sha256": _url_id(url)}
+
+
+def _url_id(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def _discard_partial(partial: Path) -> None:
+    partial.unlink(missing_ok=True)
+    _partial_key_path(partial).unlink(missing_ok=True)
+
+
 def download(urls: Sequence[str], dest: Path | str, *, param: str, sha256: str | None = None,
              size: int | None = None, check: Callable[[Path], None] | None = None,
              attempts: int = ATTEMPTS, base_delay: float = 1.0, connect_timeout: float = CONNECT_TIMEOUT_S,
@@ -61,7 +104,7 @@ def download(urls: Sequence[str], dest: Path | str, *, param: str, sha256: str |
     for the error that says how to use a mirror. Raises SourceUnavailable naming every address tried.
     """
     dest = Path(dest)
-    if _present(dest, size, sha256, check):
+    if _present(dest, urls, size, sha256, check):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     errors: list[tuple[str, str]] = []
@@ -76,16 +119,26 @@ def download(urls: Sequence[str], dest: Path | str, *, param: str, sha256: str |
     raise SourceUnavailable(_unavailable_message(dest, errors, param, size, sha256))
 
 
-def _present(dest: Path, size: int | None, sha256: str | None, check: Callable[[Path], None] | None) -> bool:
-    """True when ``dest`` is already there and verified; a bad one is moved aside so it is never trusted."""
+def _present(dest: Path, urls: Sequence[str], size: int | None, sha256: str | None,
+             check: Callable[[Path], None] | None) -> bool:
+    """True when ``dest`` is there, is what is asked for now, and verifies; a bad one is moved to refused/.
+
+    What is asked for: the sha256 when params pin one (it names the bytes, wherever they came from), else
+    a file downloaded from one of ``urls`` and unchanged since (its recorded sha256).
+    """
     if not dest.is_file():
         return False
-    problem = verify(dest, size=size, sha256=sha256, check=check)
+    record = download_record(dest) or {}
+    if sha256 is None and record.get("url_sha256") not in {_url_id(url) for url in urls}:
+        came_from = f"from {record['url']}" if record.get("url") else "without a record of its address"
+        log.info("%s was downloaded %s, not from the addresses now given: downloading it again", dest, came_from)
+        return False
+    problem = verify(dest, size=size, sha256=sha256 or record.get("sha256"), check=check)
     if problem is None:
         return True
-    rejected = dest.with_name(dest.name + ".rejected")
-    os.replace(dest, rejected)
-    log.warning("%s: %s; moved to %s and downloading it again", dest, problem, rejected)
+    record_path(dest).unlink(missing_ok=True)
+    where = refuse(dest, dest.name, problem, record.get("url"))
+    log.warning("%s: %s; moved to %s and downloading it again", dest, problem, where)
     return False
 
 
@@ -110,6 +163,9 @@ def verify(path: Path, *, size: int | None = None, sha256: str | None = None,
 def _fetch_verified(url: str, dest: Path, *, size, sha256, check, attempts, base_delay, timeout) -> None:
     """Download ``url`` into the partial file, verify it, and only then give it the final name."""
     partial = partial_path(dest)
+    if partial.is_file() and (_read_key(_partial_key_path(partial)) or {}).get("url_sha256") != _url_id(url):
+        # Bytes from another address (another archive, perhaps) must not be continued from this one.
+        _discard_partial(partial)
     resumed = partial.is_file() and partial.stat().st_size > 0
 
     def transfer() -> None:
@@ -121,13 +177,20 @@ def _fetch_verified(url: str, dest: Path, *, size, sha256, check, attempts, base
     if problem is not None and resumed:
         # The partial may have come from an older version of the file: one fresh start before giving up.
         log.warning("%s: resumed download is bad (%s); starting it again from byte 0", url, problem)
-        partial.unlink()
+        _discard_partial(partial)
         transfer()
         problem = verify(partial, size=size, sha256=sha256, check=check)
     if problem is not None:
-        partial.unlink()
-        raise AddressRefused(problem)
+        _partial_key_path(partial).unlink(missing_ok=True)
+        where = refuse(partial, dest.name, problem, url)
+        raise AddressRefused(f"{problem} (the download is moved to {shown(where)})")
+    record = {**(_read_key(_partial_key_path(partial)) or {}), **_address(url), "size": partial.stat().st_size,
+              "sha256": sha256 or sha256_file(partial)}
+    # No moment where the old record describes the new file: a kill in between leaves no record at all.
+    record_path(dest).unlink(missing_ok=True)
     os.replace(partial, dest)
+    write_json(record_path(dest), record)
+    _partial_key_path(partial).unlink(missing_ok=True)
 
 
 def _transfer(url: str, partial: Path, size: int | None, timeout: tuple[float, float], name: str) -> None:
@@ -158,15 +221,21 @@ def _http_get(url: str, partial: Path, size: int | None, timeout: tuple[float, f
     except requests.Timeout as err:
         raise Transient(f"timed out: {err}") from err
     with response:
+        length = response.headers.get("Content-Length")
         try:
             offset = _start_offset(response, offset)
+            total = offset + int(length) if length is not None else None
+            version = {"size": total, "etag": response.headers.get("ETag"),
+                       "last_modified": response.headers.get("Last-Modified")}
+            if offset:
+                _same_version(partial, version)
         except RestartNeeded:
-            partial.unlink(missing_ok=True)
+            _discard_partial(partial)
             raise
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None else None
         if size is not None and total is not None and total != size:
             raise AddressRefused(f"server says the file has {total} bytes, expected {size}")
+        if not offset:
+            write_json(_partial_key_path(partial), {**_address(url), **version})
         with open(partial, "ab" if offset else "wb") as out, _progress(name, total, offset) as bar:
             for block in _blocks(response):
                 out.write(block)
@@ -174,6 +243,14 @@ def _http_get(url: str, partial: Path, size: int | None, timeout: tuple[float, f
             got = out.tell()
     if total is not None and got != total:
         raise Transient(f"connection closed after {got} of {total} bytes")
+
+
+def _same_version(partial: Path, version: dict) -> None:
+    """RestartNeeded when the server's file is not the one the partial began (ETag, Last-Modified, size)."""
+    key = _read_key(_partial_key_path(partial)) or {}
+    changed = [name for name, value in version.items() if value is not None and key.get(name) not in (None, value)]
+    if changed:
+        raise RestartNeeded(f"the file changed on the server since the partial download ({', '.join(changed)})")
 
 
 def _start_offset(response: requests.Response, offset: int) -> int:
@@ -222,9 +299,17 @@ def _copy_file(url: str, partial: Path, name: str) -> None:
     if not source.is_file():
         raise AddressRefused(f"no such file: {source}")
     total = source.stat().st_size
+    version = {"size": total, "etag": None, "last_modified": str(source.stat().st_mtime_ns)}
     offset = partial.stat().st_size if partial.is_file() else 0
     if offset > total:
         offset = 0
+    if offset:
+        try:
+            _same_version(partial, version)
+        except RestartNeeded:
+            offset = 0
+    if not offset:
+        write_json(_partial_key_path(partial), {**_address(url), **version})
     with open(source, "rb") as src, open(partial, "ab" if offset else "wb") as out, \
             _progress(name, total, offset) as bar:
         src.seek(offset)
@@ -244,7 +329,9 @@ def _unavailable_message(dest: Path, errors: list[tuple[str, str]], param: str, 
     tried = "\n".join(f"  - {url}: {error}" for url, error in errors) or "  (no addresses given)"
     expect = ", ".join(part for part in (f"{size} bytes" if size is not None else "",
                                          f"sha256 {sha256}" if sha256 else "") if part)
+    # Without a pinned sha256 a file nobody downloaded could be any archive: pinning it says which.
+    pin = "" if sha256 else f", set `{param.rpartition('.')[0]}.sha256` in params.yaml to its sha256,"
     return (f"could not get a verified {dest.name} from any address; tried:\n{tried}\n"
-            f"To provide it by hand, put the file at {dest}" + (f" ({expect})" if expect else "") +
+            f"To provide it by hand, put the file at {dest}" + (f" ({expect})" if expect else "") + pin +
             f" and run again. To use a mirror, list its address first in `{param}` in params.yaml "
             f"(http://, https:// or file://).")

@@ -27,7 +27,7 @@ from typing import Any
 
 import requests
 
-from transferbench.data.raw import SourceUnavailable, sha256_file, write_raw_manifest
+from transferbench.data.raw import SourceUnavailable, refuse, sha256_file, write_raw_manifest
 from transferbench.data.sources.archives import check_zip, ensure_extracted, extract_member
 from transferbench.data.sources.unpacked import file_row, is_image, summary
 
@@ -93,16 +93,14 @@ def image_rows(raw_dir: Path, extracted: Path) -> list[dict]:
 
 
 def _good_zip(path: Path) -> bool:
-    """True for a zip whose entries all pass their CRC; a bad one is moved aside so it is never used."""
+    """True for a zip whose entries all pass their CRC; a bad one is moved to refused/ so it is never used."""
     if not path.is_file():
         return False
     try:
         check_zip(path)
         return True
     except ValueError as err:
-        rejected = path.with_name(path.name + ".rejected")
-        os.replace(path, rejected)
-        log.warning("%s; moved to %s", err, rejected)
+        log.warning("%s; moved to %s", err, refuse(path, path.name, str(err)))
         return False
 
 
@@ -121,8 +119,9 @@ def download_bundle(competition: str, staging: Path, raw_dir: Path) -> Path:
     try:
         check_zip(downloaded)
     except ValueError as err:
-        downloaded.unlink()
-        raise SourceUnavailable(f"Kaggle sent a corrupt {competition} zip ({err}); it was deleted, run again") from err
+        where = refuse(downloaded, downloaded.name, str(err), f"kaggle competition {competition}")
+        raise SourceUnavailable(f"Kaggle sent a corrupt {competition} zip ({err}); it is moved to {where}, "
+                                "run again") from err
     return downloaded
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from transferbench.data.raw import sha256_file
+from transferbench.data.sources.http import download_record
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -23,10 +24,12 @@ def file_row(raw_dir: Path, path: Path, source_split: str, label: str) -> dict:
 
 
 def summary(rows: Iterable[Mapping], archive: Path, archive_sha256: str) -> dict:
-    """Counts for the fetch report, and the archive's size and sha256 (to pin it where none is published)."""
+    """Counts for the fetch report, and the archive used: its address (None when placed by hand), size and
+    sha256 (to pin it where none is published)."""
     rows = list(rows)
     by_split: dict[str, dict[str, int]] = {}
     for (split, label), n in sorted(Counter((r["source_split"], r["label"]) for r in rows).items()):
         by_split.setdefault(split, {})[label] = n
     return {"items": len(rows), "ok": sum(r["status"] == "ok" for r in rows), "by_split": by_split,
-            "archive": archive.name, "archive_bytes": archive.stat().st_size, "archive_sha256": archive_sha256}
+            "archive": archive.name, "archive_bytes": archive.stat().st_size, "archive_sha256": archive_sha256,
+            "archive_url": (download_record(archive) or {}).get("url")}
