@@ -162,14 +162,21 @@ def captcha_checks(values: CaptchaParams, meta: Mapping[str, Any]) -> DatasetChe
 PHOTO_EXTRA_COLUMNS = ("key", "source_sha256", "orig_width", "orig_height", "converted")
 
 
+def requested_sizes(values: PhotoParams) -> dict[str, int]:
+    """The images per split that a photo dataset's params ask for (``train``, ``validation``, ``test`` keys)."""
+    return {split: getattr(values, split) for split in SPLITS if split in type(values).model_fields}
+
+
 def photo_checks(dataset: str, values: PhotoParams, meta: Mapping[str, Any]) -> DatasetChecks:
     """Labels from the dataset's classes, every class in every split, sizes within tolerance of expected.
 
-    The expected counts are what preparation assigned to each split before dropping unreadable,
-    duplicate and leaked images (meta.json ``expected``); ``tolerance`` is the share it may lose.
+    The expected counts are the sizes params ask for, and for a split params do not size (a source's
+    own split) what preparation assigned to it before dropping unreadable, duplicate and leaked images
+    (meta.json ``expected``); ``tolerance`` is the share it may lose. A split that came out short of
+    its params therefore fails, whatever meta.json says.
     """
     classes = list(DATASETS.get(dataset).classes)
-    expected = meta.get("expected") or {}
+    expected = {**(meta.get("expected") or {}), **requested_sizes(values)}
     if set(expected) != set(SPLITS):
         # Without them the size check would pass vacuously: make it fail visibly instead.
         expected = {split: expected.get(split, -1) for split in SPLITS}
