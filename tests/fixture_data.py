@@ -38,11 +38,11 @@ def write_photo_split(folder: Path, labels: list[str], shape: tuple[int, int, in
     folder.mkdir(parents=True, exist_ok=True)
     images = _pixels(rng, len(labels), shape)
     np.save(folder / "images.npy", images)
-    lines = ["label,sha256,key,source_sha256,orig_width,orig_height,converted"]
+    lines = ["label,sha256,key,source_sha256,orig_width,orig_height,converted,format,format_note"]
     for i, label in enumerate(labels):
         digest = hashlib.sha256(images[i].tobytes()).hexdigest()
         lines.append(f"{label},{digest},{key_prefix}/{i:05d}.jpg,{hashlib.sha256(digest.encode()).hexdigest()},"
-                     f"{shape[1] * 2},{shape[0] * 2},")
+                     f"{shape[1] * 2},{shape[0] * 2},,JPEG,")
     write_text(folder / "manifest.csv", "\n".join(lines) + "\n")
 
 

@@ -78,6 +78,13 @@ def test_unknown_label_fails(prepared, tmp_path):
         validate("dogs_vs_cats", prepared, VALUES, tmp_path / "report"))
 
 
+def test_a_manifest_without_real_formats_fails(prepared, tmp_path):
+    path = prepared / "train" / "manifest.csv"
+    path.write_text(path.read_text().replace(",JPEG,", ",,", 1))
+    assert failed_checks(validate("dogs_vs_cats", prepared, VALUES, tmp_path / "report")) == [
+        "every image's real format is recorded (Pillow's name, or pixels)"]
+
+
 def test_the_same_image_in_two_splits_fails(prepared, tmp_path):
     train = np.load(prepared / "train" / "images.npy")
     test = np.load(prepared / "test" / "images.npy")
@@ -111,7 +118,7 @@ def test_cli_validates_data_outside_the_pipeline(prepared, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="transferbench"):
         main(["dogs_vs_cats", "--prepared", str(prepared), "--report", str(tmp_path / "r"),
               "--values", str(values_file)])
-    assert "all 23 expectations passed" in caplog.text
+    assert "all 24 expectations passed" in caplog.text
     bad = tmp_path / "bad.yaml"
     bad.write_text(json.dumps({**VALUES, "tolerance": 2}))
     with pytest.raises(SystemExit, match="^validate@dogs_vs_cats: error: .*tolerance must be <= 1, got 2"):
