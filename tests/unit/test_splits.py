@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from fractions import Fraction
 
 import pandas as pd
@@ -15,8 +16,9 @@ from transferbench.core.errors import ConfigError
 from transferbench.data.datasets import DATASETS
 from transferbench.data.splits import UNUSED, allocate, stratified
 
-# No example database in the work tree: every run draws afresh from its seed.
-PROPERTIES = settings(database=None, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# No example database in the work tree; PROPERTY_EXAMPLES=3000 searches harder.
+PROPERTIES = settings(database=None, max_examples=int(os.environ.get("PROPERTY_EXAMPLES", 300)), deadline=None,
+                      suppress_health_check=[HealthCheck.too_slow])
 
 
 def labels_of(counts: dict[str, int]) -> pd.Series:

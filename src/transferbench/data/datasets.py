@@ -123,8 +123,11 @@ class CaptchaParams(DatasetParams):
         distinct = len(self.alphabet) ** self.length
         # Splits must not share a string, so there must be far more strings than images.
         if total * 2 > distinct:
+            sizes = " + ".join(f"{{where}}.{split} {getattr(self, split)}" for split in ("train", "validation", "test"))
             raise problem(f"{{where}}: {total} CAPTCHAs need more distinct strings than "
-                          f"{len(self.alphabet)}**{self.length} = {distinct}; raise length or alphabet")
+                          f"{len(self.alphabet)}**{self.length} = {distinct} ({{where}}.alphabet {self.alphabet!r}, "
+                          f"{{where}}.length {self.length}; {sizes}); accepted: at most {distinct // 2} in all, "
+                          "or a longer length or alphabet")
         return self
 
 
