@@ -522,3 +522,34 @@ def test_stage_writes_the_prepared_data_and_the_report(raw_dir, tmp_path):
     assert {k: v for k, v in written.items() if k != "timing"} == {k: v for k, v in expected.items() if k != "timing"}
     assert digests(root / "data" / "prepared" / "pets") == digests(tmp_path / "expected")
     assert not any((root / "tmp" / "prepare").iterdir())
+
+
+# ---- exact split sizes -------------------------------------------------------------------------------
+
+def test_split_sizes_come_out_exact_and_validation_expects_them(tmp_path):
+    # 21 cats and 21 dogs cut into validation 21 and test 21: the rounding once gave cats the extra
+    # half twice, so test got 20 images, and validation, expecting what was produced, passed.
+    from transferbench.data.validation import failure_lines, validate
+
+    raw = tmp_path / "raw"
+    rows = []
+    for i, (split, label) in enumerate([("train", "cat"), ("train", "dog")] * 2 + [("validation", "cat")] * 21
+                                       + [("validation", "dog")] * 21):
+        key = f"{split}/{label}s/{i:03d}.jpg"
+        (raw / key).parent.mkdir(parents=True, exist_ok=True)
+        data = jpeg(300 + i)
+        (raw / key).write_bytes(data)
+        rows.append({"key": key, "source_split": split, "label": label, "bytes": len(data),
+                     "sha256": hashlib.sha256(data).hexdigest(), "status": "ok", "reason": ""})
+    write_raw_manifest(raw, rows)
+    values = {"validation": 21, "test": 21, "height": H, "width": W, "workers": 1, "tolerance": 0.0,
+              "source": {"urls": ["https://example.invalid/a.zip"], "sha256": None}}
+    out, report = run(raw, tmp_path, values=values, name="cats_and_dogs_filtered")
+    assert {s: report["splits"][s]["kept"] for s in paths.SPLITS} == {"train": 4, "validation": 21, "test": 21}
+    summary = validate("cats_and_dogs_filtered", out, values, tmp_path / "validation")
+    assert summary.success, "\n".join(failure_lines(summary))
+    # Asked for one more than there is: refused before any work, naming what is possible.
+    with pytest.raises(ConfigError, match=r"splits ask for 43 images \(validation 22, test 21\) but the source has "
+                                          r"42 \(cat 21, dog 21\); accepted: at most 42 in all"):
+        run(raw, tmp_path / "more", values={**values, "validation": 22}, name="cats_and_dogs_filtered")
+    assert not (tmp_path / "more" / "work").exists()
