@@ -115,7 +115,7 @@ def _augmenting_path(start: str, free: list[tuple[str, str]], raised: set[tuple[
                      col_need: Mapping[str, int]) -> list[tuple[str, str]] | None:
     """Cells to raise and lower in turn so row ``start`` gains one and a column with room gives it."""
     by_column: dict[str, tuple[str, str]] = {}  # column -> the cell raised to reach it
-    by_row: dict[str, str] = {start: ""}        # row -> the column whose raised cell it lowers
+    by_row: dict[str, str | None] = {start: None}  # row -> the column whose raised cell it lowers
     queue = deque([start])
     while queue:
         s = queue.popleft()
@@ -133,12 +133,10 @@ def _augmenting_path(start: str, free: list[tuple[str, str]], raised: set[tuple[
 
 
 def _walk_back(end: str, by_column: Mapping[str, tuple[str, str]],
-               by_row: Mapping[str, str]) -> list[tuple[str, str]]:
+               by_row: Mapping[str, str | None]) -> list[tuple[str, str]]:
     path = [by_column[end]]
-    while by_row[path[-1][0]]:
-        row = path[-1][0]
-        column = by_row[row]
-        path += [(row, column), by_column[column]]
+    while (column := by_row[path[-1][0]]) is not None:
+        path += [(path[-1][0], column), by_column[column]]
     return path[::-1]
 
 
