@@ -19,6 +19,7 @@ import yaml
 from transferbench.core import paths
 from transferbench.core.files import write_json, write_text
 from transferbench.data.datasets import DATASETS
+from transferbench.study.params import Params, load_params
 
 PER_CLASS = {"train": 4, "validation": 2, "test": 2}
 
@@ -37,11 +38,11 @@ def write_photo_split(folder: Path, labels: list[str], shape: tuple[int, int, in
     folder.mkdir(parents=True, exist_ok=True)
     images = _pixels(rng, len(labels), shape)
     np.save(folder / "images.npy", images)
-    lines = ["label,sha256,key,source_sha256,orig_width,orig_height,converted"]
+    lines = ["label,sha256,key,source_sha256,orig_width,orig_height,converted,format,format_note"]
     for i, label in enumerate(labels):
         digest = hashlib.sha256(images[i].tobytes()).hexdigest()
         lines.append(f"{label},{digest},{key_prefix}/{i:05d}.jpg,{hashlib.sha256(digest.encode()).hexdigest()},"
-                     f"{shape[1] * 2},{shape[0] * 2},")
+                     f"{shape[1] * 2},{shape[0] * 2},,JPEG,")
     write_text(folder / "manifest.csv", "\n".join(lines) + "\n")
 
 
@@ -76,13 +77,16 @@ def write_prepared_captcha(root: Path, counts: dict[str, int], values: dict, see
     return root
 
 
-def write_all(out_dir: Path, params: Mapping) -> list[str]:
+def write_all(out_dir: Path, params: Params) -> list[str]:
     """Every photo dataset in params, small; returns their names. (CAPTCHAs come from their real stage.)"""
     written = []
     for name in DATASETS.names():
-        if DATASETS.get(name).source and name in params:
-            values = {**params[name], "height": min(params[name]["height"], 40),
-                      "width": min(params[name]["width"], 40)}
+        if DATASETS.get(name).source and params.has_dataset(name):
+            values = params.dataset(name).model_dump(mode="json")
+            values.update(height=min(values["height"], 40), width=min(values["width"], 40))
+            # Split sizes params fix are what validation expects: the fixture's own.
+            n_classes = len(DATASETS.get(name).classes)
+            values.update({split: PER_CLASS[split] * n_classes for split in paths.SPLITS if split in values})
             write_prepared_photos(out_dir / name, name, values)
             write_text(out_dir / f"{name}.params.yaml", yaml.safe_dump(values))
             written.append(name)
@@ -92,6 +96,4 @@ def write_all(out_dir: Path, params: Mapping) -> list[str]:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: python -m tests.fixture_data OUT_DIR")
-    from transferbench.study.params import load_params
-
     print(" ".join(write_all(Path(sys.argv[1]), load_params())))

@@ -97,6 +97,9 @@ LEAK_TRAIN_TEST = jpeg(900)
 LEAK_TRAIN_VALIDATION = jpeg(901)
 DUPLICATE = jpeg(902)
 WHOLE = jpeg(903)
+CONFLICT_SPLITS = jpeg(904)  # under two labels in two splits
+CONFLICT_SPLIT = jpeg(905)   # under two labels in one split, and a third copy under one of them
+PNG_NAMED_JPG = encode(Image.fromarray(photo(12)), "PNG")
 # key -> (source_split, label, bytes, expected drop kind or '' for kept, expected converted)
 FILES = {
     **{f"train/good{i}.jpg": ("train", ("cat", "dog", "bird")[i % 3], jpeg(i), "", "") for i in range(6)},
@@ -120,12 +123,18 @@ FILES = {
     "train/palette_transparent.png": ("train", "cat", palette_with_transparency(), "", "P->RGB"),
     "train/rgba.png": ("train", "dog", rgba_half_transparent(), "", "RGBA->RGB"),
     "train/turned.jpg": ("train", "bird", turned_jpeg(), "", "EXIF orientation 6"),
+    "train/conflict_cat.jpg": ("train", "cat", CONFLICT_SPLITS, "label conflict", ""),
+    "train/png_named.jpg": ("train", "dog", PNG_NAMED_JPG, "", ""),
+    "validation/conflict_a.jpg": ("validation", "cat", CONFLICT_SPLIT, "label conflict", ""),
+    "validation/conflict_b.jpg": ("validation", "bird", CONFLICT_SPLIT, "label conflict", ""),
+    "validation/conflict_c.jpg": ("validation", "cat", CONFLICT_SPLIT, "label conflict", ""),
     **{f"validation/good{i}.jpg": ("validation", ("cat", "dog", "bird")[i % 3], jpeg(100 + i), "", "")
        for i in range(3)},
     "validation/leak_copy.jpg": ("validation", "dog", LEAK_TRAIN_VALIDATION, "", ""),
     **{f"test/good{i}.jpg": ("test", ("cat", "dog", "bird")[i % 3], jpeg(200 + i), "", "") for i in range(4)},
     "test/leak_copy.jpg": ("test", "dog", LEAK_TRAIN_TEST, "", ""),
     "test/whole.jpg": ("test", "cat", WHOLE, "", ""),
+    "test/conflict_dog.jpg": ("test", "dog", CONFLICT_SPLITS, "label conflict", ""),
 }
 NOT_OK = [  # rows of the raw manifest that preparation must not touch
     {"key": "train/both.jpg", "source_split": "train", "label": "cat", "status": "excluded",
@@ -191,6 +200,10 @@ def test_every_item_is_kept_or_quarantined_with_its_reason(reference):
     assert "60000x60000" in reasons["train/bomb.png"] or "exceeds limit" in reasons["train/bomb.png"]
     assert "200x150 = 30,000 pixels; the limit is 20,000" in reasons["train/big.png"]
     assert dict(zip(quarantine["key"], quarantine["split"], strict=True))["train/leak_test.jpg"] == "train"
+    # The same image under two labels: every copy goes, on both sides, and none counts as a duplicate or leak.
+    assert reasons["train/conflict_cat.jpg"] == "label conflict: cat here, dog as test/conflict_dog.jpg"
+    assert reasons["test/conflict_dog.jpg"] == "label conflict: dog here, cat as train/conflict_cat.jpg"
+    assert reasons["validation/conflict_c.jpg"] == "label conflict: cat here, bird as validation/conflict_b.jpg"
 
 
 def test_manifest_columns_rows_and_conversions(reference):
@@ -205,6 +218,11 @@ def test_manifest_columns_rows_and_conversions(reference):
             assert source_sha == hashlib.sha256(FILES[key][2]).hexdigest() and label == FILES[key][1]
         converted = dict(zip(manifest["key"], manifest["converted"], strict=True))
         assert converted == {k: FILES[k][4] for k in manifest["key"]}
+        formats = dict(zip(manifest["key"], manifest["format"], strict=True))
+        assert formats == {k: Image.open(io.BytesIO(FILES[k][2])).format for k in manifest["key"]}
+        notes = dict(zip(manifest["key"], manifest["format_note"], strict=True))
+        assert notes == {k: "format mismatch: PNG named .jpg" if k == "train/png_named.jpg" else ""
+                         for k in manifest["key"]}
     train = split_of(out, "train")[1].set_index("key")
     assert (train.at["train/good0.jpg", "orig_width"], train.at["train/good0.jpg", "orig_height"]) == (48, 36)
     assert (train.at["train/turned.jpg", "orig_width"], train.at["train/turned.jpg", "orig_height"]) == (40, 20)
@@ -261,10 +279,19 @@ def test_validation_stage_passes_the_output(reference, tmp_path):
 def test_report_counts_drops_and_the_seeds_numbers(reference):
     out, report = reference
     assert report["splits"]["train"]["expected"] == sum(f[0] == "train" for f in FILES.values())
-    assert report["splits"]["train"]["dropped"] == {"blank": 1, "duplicate": 1, "empty": 1, "leak": 2,
-                                                    "not an image": 1, "too large": 2, "truncated": 1,
+    assert report["splits"]["train"]["dropped"] == {"blank": 1, "duplicate": 1, "empty": 1, "label conflict": 1,
+                                                    "leak": 2, "not an image": 1, "too large": 2, "truncated": 1,
                                                     "unreadable": 1}
-    assert report["splits"]["test"]["dropped"] == {} and report["duplicates"] == 1 and report["leaks"] == 2
+    assert report["splits"]["validation"]["dropped"] == {"label conflict": 3}
+    assert report["splits"]["test"]["dropped"] == {"label conflict": 1}
+    assert report["duplicates"] == 1 and report["leaks"] == 2 and report["label_conflicts"] == 5
+    assert {e["key"] for e in report["label_conflict_examples"]} == {
+        k for k, f in FILES.items() if f[3] == "label conflict"}
+    assert report["format_mismatches"] == 1
+    assert report["format_mismatch_examples"] == [{"split": "train", "key": "train/png_named.jpg",
+                                                   "note": "format mismatch: PNG named .jpg"}]
+    kept = [Image.open(io.BytesIO(f[2])).format for f in FILES.values() if not f[3]]
+    assert report["formats"] == {"JPEG": kept.count("JPEG"), "PNG": kept.count("PNG")}
     kept_test = split_of(out, "test")[1]
     assert report["splits"]["test"]["classes"] == {c: int((kept_test["label"] == c).sum())
                                                    for c in ("cat", "dog", "bird")}
@@ -278,6 +305,8 @@ def test_report_counts_drops_and_the_seeds_numbers(reference):
     assert report["timing"]["decoded"] == len(FILES) and report["timing"]["images_per_second"] > 0
     lines = "\n".join(prepare.summary_lines(report, out))
     assert "train" in lines and "leak 2" in lines and "seed's test: cat 907" in lines
+    assert "label conflicts (the same image under two labels, all copies dropped): 5" in lines
+    assert "named as another format (format_note in the manifests): 1, e.g. train/png_named.jpg" in lines
 
 
 # ---- identical bytes, resuming ---------------------------------------------------------------------
@@ -370,6 +399,7 @@ def test_pixel_sources_are_loaded_and_enlarged(tmp_path, monkeypatch):
     assert {s: report["splits"][s]["kept"] for s in paths.SPLITS} == {"train": 6, "validation": 2, "test": 4}
     test_pixels, manifest = split_of(out, "test")
     assert test_pixels.shape == (4, 40, 40, 3) and set(manifest["converted"]) == {""}
+    assert set(manifest["format"]) == {images.PIXELS} and set(manifest["format_note"]) == {""}
     assert (manifest["orig_width"] == 32).all()
     expected = np.asarray(Image.fromarray(pixels[8]).resize((40, 40), images.RESAMPLE))
     np.testing.assert_array_equal(test_pixels[0], expected)
@@ -492,3 +522,34 @@ def test_stage_writes_the_prepared_data_and_the_report(raw_dir, tmp_path):
     assert {k: v for k, v in written.items() if k != "timing"} == {k: v for k, v in expected.items() if k != "timing"}
     assert digests(root / "data" / "prepared" / "pets") == digests(tmp_path / "expected")
     assert not any((root / "tmp" / "prepare").iterdir())
+
+
+# ---- exact split sizes -------------------------------------------------------------------------------
+
+def test_split_sizes_come_out_exact_and_validation_expects_them(tmp_path):
+    # 21 cats and 21 dogs cut into validation 21 and test 21: the rounding once gave cats the extra
+    # half twice, so test got 20 images, and validation, expecting what was produced, passed.
+    from transferbench.data.validation import failure_lines, validate
+
+    raw = tmp_path / "raw"
+    rows = []
+    for i, (split, label) in enumerate([("train", "cat"), ("train", "dog")] * 2 + [("validation", "cat")] * 21
+                                       + [("validation", "dog")] * 21):
+        key = f"{split}/{label}s/{i:03d}.jpg"
+        (raw / key).parent.mkdir(parents=True, exist_ok=True)
+        data = jpeg(300 + i)
+        (raw / key).write_bytes(data)
+        rows.append({"key": key, "source_split": split, "label": label, "bytes": len(data),
+                     "sha256": hashlib.sha256(data).hexdigest(), "status": "ok", "reason": ""})
+    write_raw_manifest(raw, rows)
+    values = {"validation": 21, "test": 21, "height": H, "width": W, "workers": 1, "tolerance": 0.0,
+              "source": {"urls": ["https://example.invalid/a.zip"], "sha256": None}}
+    out, report = run(raw, tmp_path, values=values, name="cats_and_dogs_filtered")
+    assert {s: report["splits"][s]["kept"] for s in paths.SPLITS} == {"train": 4, "validation": 21, "test": 21}
+    summary = validate("cats_and_dogs_filtered", out, values, tmp_path / "validation")
+    assert summary.success, "\n".join(failure_lines(summary))
+    # Asked for one more than there is: refused before any work, naming what is possible.
+    with pytest.raises(ConfigError, match=r"splits ask for 43 images \(validation 22, test 21\) but the source has "
+                                          r"42 \(cat 21, dog 21\); accepted: at most 42 in all"):
+        run(raw, tmp_path / "more", values={**values, "validation": 22}, name="cats_and_dogs_filtered")
+    assert not (tmp_path / "more" / "work").exists()

@@ -61,7 +61,7 @@ def message(error: ErrorDetails, values: Any, where: str = "") -> str:
     keys = _keys(error["loc"], values)
     ctx = error.get("ctx") or {}
     if error["type"] == "config" and ctx.get("key") is not None:
-        keys.append(str(ctx["key"]))
+        keys.append(_key_text(str(ctx["key"])))
     at = ".".join(filter(None, [where, *keys])) or "params"
     value, kind = error["input"], error["type"]
     if kind == "config":
@@ -110,6 +110,12 @@ def _keys(loc: tuple[int | str, ...], values: Any) -> list[str]:
             keys.append(str(step))
             current = None
     return keys
+
+
+def _key_text(key: str) -> str:
+    """A key as written, or quoted where it would not read as one key on one line (a newline, a dot, spaces)."""
+    plain = key and key.isprintable() and key.strip() == key and "." not in key
+    return key if plain else repr(key)
 
 
 def _tags(value: Mapping) -> set[str]:

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from transferbench.config.sections import Section, parse, problem
 from transferbench.core import paths
-from transferbench.core.errors import BadInput
+from transferbench.core.errors import BadInput, ConfigError
 from transferbench.core.inputs import load_array, missing
 from transferbench.core.registry import Registry
 
@@ -123,8 +123,11 @@ class CaptchaParams(DatasetParams):
         distinct = len(self.alphabet) ** self.length
         # Splits must not share a string, so there must be far more strings than images.
         if total * 2 > distinct:
+            sizes = " + ".join(f"{{where}}.{split} {getattr(self, split)}" for split in ("train", "validation", "test"))
             raise problem(f"{{where}}: {total} CAPTCHAs need more distinct strings than "
-                          f"{len(self.alphabet)}**{self.length} = {distinct}; raise length or alphabet")
+                          f"{len(self.alphabet)}**{self.length} = {distinct} ({{where}}.alphabet {self.alphabet!r}, "
+                          f"{{where}}.length {self.length}; {sizes}); accepted: at most {distinct // 2} in all, "
+                          "or a longer length or alphabet")
         return self
 
 
@@ -253,7 +256,8 @@ def _filtered_splits(items: pd.DataFrame, values: CatsAndDogsFilteredParams, see
     out[items["source_split"] == "train"] = "train"
     held_out = items["source_split"] == "validation"
     sizes = {"validation": values.validation, "test": values.test}
-    out[held_out] = stratified(items.loc[held_out, "label"], sizes, seed, where="cats_and_dogs_filtered")
+    out[held_out] = stratified(items.loc[held_out, "label"], sizes, seed,
+                               where="cats_and_dogs_filtered (from the zip's validation folder)")
     return out
 
 
@@ -264,8 +268,13 @@ def _cifar_splits(items: pd.DataFrame, values: Cifar10Params, seed: int) -> pd.S
     out = pd.Series("test", index=items.index, dtype=object)
     train = items["source_split"] == "train"
     n_train = int(train.sum()) - values.validation
+    classes = items.loc[train, "label"].nunique()
+    if n_train < classes:  # train keeps the rest, and needs every class
+        raise ConfigError(f"cifar10.validation is {values.validation} but the source's train split has "
+                          f"{int(train.sum())} images; accepted: at most {int(train.sum()) - classes}, so train "
+                          f"keeps one image of each of its {classes} classes")
     out[train] = stratified(items.loc[train, "label"], {"validation": values.validation, "train": n_train},
-                            seed, where="cifar10")
+                            seed, where="cifar10 (from the source's train split)")
     return out
 
 

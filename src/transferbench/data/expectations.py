@@ -27,7 +27,7 @@ from great_expectations.expectations.row_conditions import Column
 from transferbench.core.paths import SPLITS
 from transferbench.core.registry import Registry
 from transferbench.data.datasets import DATASETS, CaptchaParams, PhotoParams
-from transferbench.data.images import MIN_PIXEL_STD, PIXEL_MEAN_RANGE
+from transferbench.data.images import MIN_PIXEL_STD, PIXEL_MEAN_RANGE, PIXELS
 
 FRAMES = ("manifest", "splits", "images")
 
@@ -159,17 +159,24 @@ def captcha_checks(values: CaptchaParams, meta: Mapping[str, Any]) -> DatasetChe
     return DatasetChecks(labels=labels, split_sizes={split: getattr(values, split) for split in SPLITS})
 
 
-PHOTO_EXTRA_COLUMNS = ("key", "source_sha256", "orig_width", "orig_height", "converted")
+PHOTO_EXTRA_COLUMNS = ("key", "source_sha256", "orig_width", "orig_height", "converted", "format", "format_note")
+
+
+def requested_sizes(values: PhotoParams) -> dict[str, int]:
+    """The images per split that a photo dataset's params ask for (``train``, ``validation``, ``test`` keys)."""
+    return {split: getattr(values, split) for split in SPLITS if split in type(values).model_fields}
 
 
 def photo_checks(dataset: str, values: PhotoParams, meta: Mapping[str, Any]) -> DatasetChecks:
     """Labels from the dataset's classes, every class in every split, sizes within tolerance of expected.
 
-    The expected counts are what preparation assigned to each split before dropping unreadable,
-    duplicate and leaked images (meta.json ``expected``); ``tolerance`` is the share it may lose.
+    The expected counts are the sizes params ask for, and for a split params do not size (a source's
+    own split) what preparation assigned to it before dropping unreadable, duplicate and leaked images
+    (meta.json ``expected``); ``tolerance`` is the share it may lose. A split that came out short of
+    its params therefore fails, whatever meta.json says.
     """
     classes = list(DATASETS.get(dataset).classes)
-    expected = meta.get("expected") or {}
+    expected = {**(meta.get("expected") or {}), **requested_sizes(values)}
     if set(expected) != set(SPLITS):
         # Without them the size check would pass vacuously: make it fail visibly instead.
         expected = {split: expected.get(split, -1) for split in SPLITS}
@@ -179,6 +186,9 @@ def photo_checks(dataset: str, values: PhotoParams, meta: Mapping[str, Any]) -> 
         *(_named(gxe.ExpectColumnDistinctValuesToEqualSet(column="label", value_set=classes, **_where(split)),
                  f"every class appears in {split}") for split in SPLITS),
         _named(gxe.ExpectColumnValuesToBeUnique(column="key"), "no source image is used twice"),
+        # Empty would mean the format was never looked at (a manifest from before formats were recorded).
+        _named(gxe.ExpectColumnValuesToMatchRegex(column="format", regex=r"^[A-Z0-9]+$|^" + PIXELS + "$"),
+               f"every image's real format is recorded (Pillow's name, or {PIXELS})"),
     ]
     tolerance = values.tolerance
     ranges = {split: (math.ceil(n * (1 - tolerance)) if n >= 0 else 1, max(n, 0)) for split, n in expected.items()}

@@ -12,7 +12,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,10 @@ PIXEL_MEAN_RANGE = (1.0, 254.0)      # exclusive: an all-black or all-white imag
 
 # Why an item is dropped: the text before the first ':' of every quarantine reason.
 REASONS = ("unreadable", "empty", "not an image", "too large", "truncated", "decode error", "unsupported",
-           "blank", "duplicate", "leak")
+           "blank", "duplicate", "leak", "label conflict")
+PIXELS = "pixels"  # the format of an item a source ships as a pixel array (CIFAR-10), not as a file
+# Formats a name may promise for one another: an MPO is a JPEG with extra frames, which every JPEG reader shows.
+_SAME_FORMAT = {"MPO": "JPEG"}
 
 _ORIENTATION = {  # EXIF orientation -> the transpose that shows the photo upright (as ImageOps.exif_transpose)
     2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -71,11 +74,13 @@ class Prepared:
     orig_width: int
     orig_height: int
     converted: str  # '' or e.g. 'CMYK->RGB', 'P->RGB; EXIF orientation 6'
+    format: str  # what the bytes are, as Pillow names it (JPEG, PNG, ...), or PIXELS
 
 
 def prepare_image(item: bytes | np.ndarray, height: int, width: int, max_pixels: int = MAX_PIXELS) -> Prepared:
     """Decode (bytes) or take (uint8 array) one image, check it, squash it to (height, width) RGB."""
     img = _from_array(item) if isinstance(item, np.ndarray) else _open(item, max_pixels)
+    real_format = img.format or PIXELS
     orig_width, orig_height = img.size
     orientation = _decode(img, (width, height))
     img, converted = _to_rgb_or_rgba(img)
@@ -85,7 +90,19 @@ def prepare_image(item: bytes | np.ndarray, height: int, width: int, max_pixels:
     _check_not_blank(pixels)
     steps = [converted] if converted else []
     steps += [f"EXIF orientation {orientation}"] if orientation in _ORIENTATION else []
-    return Prepared(pixels, orig_width, orig_height, "; ".join(steps))
+    return Prepared(pixels, orig_width, orig_height, "; ".join(steps), real_format)
+
+
+def format_note(key: str, real_format: str) -> str:
+    """'' or a note that the name's extension promises another format than the bytes have (a PNG named .jpg).
+
+    Pillow reads by content, so such a file is kept; the note says where other readers may disagree.
+    """
+    suffix = PurePosixPath(key).suffix.lower()
+    named = Image.registered_extensions().get(suffix)
+    if named is None or real_format == PIXELS or _SAME_FORMAT.get(real_format, real_format) == named:
+        return ""
+    return f"format mismatch: {real_format} named {suffix}"
 
 
 def pixel_sha256(pixels: np.ndarray) -> str:
@@ -293,14 +310,15 @@ def decode_item(chunk: Chunk, key: str) -> tuple[np.ndarray | None, dict[str, An
         return None, {"key": key, "reason": rejected.reason}
     return prepared.pixels, {"key": key, "sha256": pixel_sha256(prepared.pixels),
                              "orig_width": prepared.orig_width, "orig_height": prepared.orig_height,
-                             "converted": prepared.converted}
+                             "converted": prepared.converted, "format": prepared.format,
+                             "format_note": format_note(key, prepared.format)}
 
 
 def decode_chunk(chunk: Chunk) -> list[dict[str, Any]]:
     """Decode a chunk's items; write the usable ones' pixels, in order, to ``chunk.pixels_path``.
 
     Returns one record per item: key and reason when it was rejected, else key, sha256, orig_width,
-    orig_height, converted. The file is complete before the caller records the chunk as done.
+    orig_height, converted, format, format_note. The file is complete before the caller records the chunk as done.
     """
     pixels = np.empty((len(chunk.keys), chunk.height, chunk.width, 3), dtype=np.uint8)
     records, n = [], 0

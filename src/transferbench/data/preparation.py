@@ -56,12 +56,13 @@ log = logging.getLogger(__name__)
 CHUNK_SIZE = 256
 MIN_CHUNK_SIZE = 8
 # Bump when a change to src/transferbench/data/images.py changes output bytes, so old partial work is not reused.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: records carry each image's real format
 # Params keys that change how fast or how strictly, not which bytes: left out of the fingerprint.
 NOT_IN_OUTPUT = ("workers", "tolerance", "source")
 # Where an image found in two splits stays: the held-out split wins, so no evaluation image is lost.
 PRIORITY = {"test": 0, "validation": 1, "train": 2}
-MANIFEST_COLUMNS = ["label", "sha256", "key", "source_sha256", "orig_width", "orig_height", "converted"]
+MANIFEST_COLUMNS = ["label", "sha256", "key", "source_sha256", "orig_width", "orig_height", "converted", "format",
+                    "format_note"]
 QUARANTINE_COLUMNS = ["key", "split", "label", "reason"]
 
 Progress = Callable[[str, Chunk], None]  # (step: 'decoded' | 'copied', chunk), after the step is on disk
@@ -263,21 +264,26 @@ def read_records(items: pd.DataFrame, chunks: list[Chunk], work_dir: Path) -> pd
             raise RuntimeError(f"{_marker(work_dir, chunk)} does not match its chunk; delete {work_dir} and rerun")
         usable = 0
         for record in records:
-            rows.append({"sha256": "", "orig_width": 0, "orig_height": 0, "converted": "", "reason": "",
-                         **record, "chunk": chunk.name, "row": usable if "reason" not in record else -1})
+            rows.append({"sha256": "", "orig_width": 0, "orig_height": 0, "converted": "", "format": "",
+                         "format_note": "", "reason": "", **record, "chunk": chunk.name,
+                         "row": usable if "reason" not in record else -1})
             usable += "reason" not in record
-    records = pd.DataFrame(rows, columns=["key", "sha256", "orig_width", "orig_height", "converted", "reason",
-                                          "chunk", "row"])
+    records = pd.DataFrame(rows, columns=["key", "sha256", "orig_width", "orig_height", "converted", "format",
+                                          "format_note", "reason", "chunk", "row"])
     return pd.concat([items, records.drop(columns="key")], axis=1)
 
 
 def drop_reasons(table: pd.DataFrame) -> pd.Series:
-    """Why each item is dropped ('' = kept): unusable, else a leak across splits, else a duplicate.
+    """Why each item is dropped ('' = kept): unusable, else a label conflict, else a leak across splits,
+    else a duplicate.
 
-    Of identical images the first in (test, validation, train; key) order is kept: a copy in
+    Identical images under two labels are all dropped: neither label can be trusted. Of identical
+    images under one label the first in (test, validation, train; key) order is kept: a copy in
     another split is a leak, a copy in the same split a duplicate.
     """
     drop = table["reason"].copy()
+    conflicts = label_conflicts(table[drop == ""])
+    drop[conflicts.index] = conflicts
     usable = table[drop == ""]
     usable = usable.assign(rank=usable["split"].map(PRIORITY)).sort_values(["rank", "key"], kind="stable")
     keepers = usable[~usable["sha256"].duplicated()].set_index("sha256")
@@ -288,6 +294,17 @@ def drop_reasons(table: pd.DataFrame) -> pd.Series:
         drop[index] = (f"duplicate: same pixels as {kept_key}" if split == kept_split
                        else f"leak: also in {kept_split} as {kept_key}")
     return drop
+
+
+def label_conflicts(usable: pd.DataFrame) -> pd.Series:
+    """'label conflict: ...' for every usable item whose pixels another item has under another label."""
+    labels = usable.groupby("sha256")["label"].nunique()
+    conflicted = usable[usable["sha256"].map(labels) > 1].sort_values("key", kind="stable")
+    reasons = {}
+    for index, label, sha in zip(conflicted.index, conflicted["label"], conflicted["sha256"], strict=True):
+        other = conflicted[(conflicted["sha256"] == sha) & (conflicted["label"] != label)].iloc[0]
+        reasons[index] = f"label conflict: {label} here, {other['label']} as {other['key']}"
+    return pd.Series(reasons, dtype=object)
 
 
 # ---- output ----------------------------------------------------------------------------------------
@@ -372,6 +389,13 @@ def build_report(name: str, spec: DatasetSpec, raw: pd.DataFrame, table: pd.Data
         "leaks": int((kind == "leak").sum()),
         "leak_examples": table.loc[kind == "leak", ["split", "key", "drop"]].head(20)
                          .rename(columns={"drop": "reason"}).to_dict("records"),
+        "label_conflicts": int((kind == "label conflict").sum()),
+        "label_conflict_examples": table.loc[kind == "label conflict", ["split", "key", "drop"]].head(20)
+                                   .rename(columns={"drop": "reason"}).to_dict("records"),
+        "formats": _tally(kept["format"]),
+        "format_mismatches": int((kept["format_note"] != "").sum()),
+        "format_mismatch_examples": kept.loc[kept["format_note"] != "", ["split", "key", "format_note"]].head(20)
+                                    .rename(columns={"format_note": "note"}).to_dict("records"),
         "converted": _tally(converted[converted != ""]),
         "fetch": _fetch_counts(raw), "timing": dict(timing),
     }
@@ -422,6 +446,14 @@ def summary_lines(report: Mapping[str, Any], out_dir: Path) -> list[str]:
     for split, counts in report["splits"].items():
         dropped = ", ".join(f"{k} {v:,}" for k, v in counts["dropped"].items()) or "none"
         lines.append(f"  {split:10} {counts['expected']:>9,} {counts['kept']:>9,}  {dropped}")
+    if report["label_conflicts"]:
+        lines.append(f"  label conflicts (the same image under two labels, all copies dropped): "
+                     f"{report['label_conflicts']:,}")
+    if report["formats"]:
+        lines.append("  formats: " + ", ".join(f"{k} {v:,}" for k, v in report["formats"].items()))
+    if report["format_mismatches"]:
+        lines.append(f"  kept, but named as another format (format_note in the manifests): "
+                     f"{report['format_mismatches']:,}, e.g. {report['format_mismatch_examples'][0]['key']}")
     if report["converted"]:
         lines.append("  converted: " + ", ".join(f"{k} {v:,}" for k, v in report["converted"].items()))
     for split, seed in report.get("published", {}).items():
