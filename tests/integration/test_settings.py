@@ -180,3 +180,29 @@ def test_history_seconds_are_cumulative_over_the_epochs_kept():
     table = pd.read_csv(io.StringIO(history_csv(history)))
     assert table["seconds"].tolist() == [2.0, 5.0, 9.0]
     assert table["val_accuracy"].tolist() == [0.5, 0.7, 0.8]
+
+
+# ---- initial weights: one per source, whatever the settings -------------------------------------
+
+def test_weights_stage_prepares_each_source_once_and_settings_share_it(params, tmp_path, monkeypatch):
+    import stages.weights
+    from transferbench.core import paths
+    from transferbench.models.backbones import build_core
+    from transferbench.study.runs import init_dir
+
+    params["experiments"] = {"x": entry(strategy="frozen")}
+    params["cats_and_dogs_filtered"].update(height=32, width=32)
+    build_core("tiny", (32, 32, 3), "max").save_weights(tmp_path / "start.weights.h5")
+    params.update(weights=[str(tmp_path / "start.weights.h5"), "none"], fixed_features=True)
+    checked = check_params(params)
+    monkeypatch.setattr(paths, "MODELS", tmp_path / "models")
+    prepared: list = []
+    real = stages.weights.prepare_init
+    monkeypatch.setattr(stages.weights, "prepare_init", lambda e, out: prepared.append(out) or real(e, out))
+
+    stages.weights.prepare_arms(checked, "x")
+
+    assert [p.name for p in prepared] == ["file-start.weights.h5", "none"]
+    arms = runs(checked, "x")
+    assert [run_name(r) for r in arms] == ["file-start.weights.h5-s42", "file-start.weights.h5-tuned-s42", "none-s42"]
+    assert init_dir(arms[0]) == init_dir(arms[1]) and (init_dir(arms[1]) / "weights.weights.h5").is_file()
