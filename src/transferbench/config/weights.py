@@ -23,15 +23,13 @@ ACCEPTED = "imagenet, none, a path to a .h5 weights file, or a list of them"
 # Kornblith, Shlens & Le (2019)'s three settings; transferbench.study.experiments says what each trains.
 RANDOM_INIT, FIXED_FEATURES, FINE_TUNED = "random", "fixed_features", "fine_tuned"
 SETTINGS = (RANDOM_INIT, FIXED_FEATURES, FINE_TUNED)
-# Arm variants beside a pretrained source's own arm: its base frozen under a linear head, or (for an
-# experiment whose own recipe already freezes the base) its base fine-tuned.
-VARIANTS = ("", "fixed", "tuned")
 
 
 @dataclass(frozen=True)
 class Arm:
     """One initial-weights source: ``imagenet``, ``none`` or a file (``source`` is the path as written),
-    with ``variant`` naming a setting other than the source's own (see VARIANTS)."""
+    with ``variant`` naming a second setting beside the source's own: ``fixed`` (base frozen under a
+    linear head) or ``tuned`` (base fine-tuned, where the experiment's recipe freezes it)."""
 
     source: str
     file: Path | None = None  # the resolved weights file, for a path

@@ -38,7 +38,7 @@ class Experiment:
     spec: DatasetSpec
     arm: Arm
     seed: int
-    setting: str = FINE_TUNED  # random, fixed_features or fine_tuned
+    setting: str  # random, fixed_features or fine_tuned
 
     @property
     def task(self) -> Task:
