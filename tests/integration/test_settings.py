@@ -206,3 +206,14 @@ def test_weights_stage_prepares_each_source_once_and_settings_share_it(params, t
     arms = runs(checked, "x")
     assert [run_name(r) for r in arms] == ["file-start.weights.h5-s42", "file-start.weights.h5-tuned-s42", "none-s42"]
     assert init_dir(arms[0]) == init_dir(arms[1]) and (init_dir(arms[1]) / "weights.weights.h5").is_file()
+
+
+def test_stages_whose_runs_follow_the_arms_rerun_when_fixed_features_changes():
+    import yaml
+
+    from transferbench.core import paths
+
+    stages = yaml.safe_load((paths.ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    for name in ("train", "evaluate", "report"):
+        stage = stages[name].get("do", stages[name])
+        assert "fixed_features" in stage["params"], name
