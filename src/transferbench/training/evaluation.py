@@ -128,7 +128,7 @@ def write_predictions(path: Path, targets: np.ndarray, predicted: np.ndarray) ->
 
 
 @dataclass(frozen=True)
-class TestResult:
+class Evaluated:
     """One run's test metrics, its decided classes and targets (squeezed to (n,) for one output)."""
 
     metrics: dict
@@ -137,7 +137,7 @@ class TestResult:
     confusion: pd.DataFrame | None
 
 
-def evaluate(experiment: Experiment, model: keras.Model, images: np.ndarray, manifest: pd.DataFrame) -> TestResult:
+def evaluate(experiment: Experiment, model: keras.Model, images: np.ndarray, manifest: pd.DataFrame) -> Evaluated:
     """Metrics on the test split (``images``, ``manifest``) and, for single-output tasks, the confusion matrix."""
     targets = experiment.spec.targets(manifest, experiment.dataset_settings)
     task, classes = experiment.task, experiment.spec.classes
@@ -155,7 +155,7 @@ def evaluate(experiment: Experiment, model: keras.Model, images: np.ndarray, man
         metrics["per_class_accuracy"] = per_class_accuracy(targets, predicted, classes)
         table = confusion(targets, predicted, classes)
     shape = (len(targets),) if task.n_outputs == 1 else (len(targets), task.n_outputs)
-    return TestResult(metrics, np.asarray(targets).reshape(shape), predicted, table)
+    return Evaluated(metrics, np.asarray(targets).reshape(shape), predicted, table)
 
 
 def evaluate_run(experiment: Experiment) -> dict:
