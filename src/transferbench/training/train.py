@@ -96,8 +96,9 @@ def train_run(experiment: Experiment, work_root: Path) -> Path:
         log.info("%s %s: finished in an earlier attempt", experiment.name, runs.run_name(experiment))
         return done
     batches = load_batches(experiment)
-    log.info("%s %s: %s from %s weights, seed %d, %d train / %d validation images", experiment.name,
-             runs.run_name(experiment), experiment.settings.model, experiment.weights_label, experiment.seed,
+    log.info("%s %s: %s from %s weights (%s, strategy %s), seed %d, %d train / %d validation images",
+             experiment.name, runs.run_name(experiment), experiment.settings.model, experiment.weights_label,
+             experiment.setting, experiment.settings.strategy, experiment.seed,
              len(batches['train'].images), len(batches['validation'].images))
 
     run_file = work_dir / "mlflow_run_id"
