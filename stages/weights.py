@@ -19,8 +19,13 @@ log = logging.getLogger("stages.weights")  # not __name__: that is __main__ unde
 
 def prepare_arms(params: Params, name: str) -> None:
     """The initial weights of every arm of experiment ``name``, each in its own folder."""
-    # Initial weights do not depend on the training seed: one per arm.
+    # Initial weights depend neither on the training seed nor on the setting: one per source, so a
+    # `-fixed` arm starts from its source's file (no second download or copy).
+    done = set()
     for experiment in arm_experiments(params, name):
+        if init_dir(experiment) in done:
+            continue
+        done.add(init_dir(experiment))
         record = prepare_init(experiment, init_dir(experiment))
         log.info("%s: initial weights %s -> %s", name, record["weights"], shown(init_dir(experiment)))
 

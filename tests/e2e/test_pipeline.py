@@ -60,6 +60,15 @@ def test_random_init_then_nothing_to_do_then_weights_file(repo):
     assert test["n"] == TINY["test"] and metrics["epochs"] == 1
     assert 0 <= test["sequence_accuracy"] <= test["accuracy"] <= 1 and test["loss"] > 0
     assert set(test["position_accuracy"]) == {f"head{i}" for i in range(6)}
+    assert metrics["setting"] == "random" and metrics["weights"] == "none"
+    assert metrics["loss_definition"].startswith("sum over 6 heads of sparse categorical cross-entropy")
+    import numpy as np
+
+    with np.load(root / "reports/runs/captcha/none-s42/predictions.npz") as saved:
+        assert saved["target"].shape == saved["predicted"].shape == (TINY["test"], 6)
+        assert np.mean(saved["target"] == saved["predicted"]) == pytest.approx(test["accuracy"])
+    history = (root / "reports/runs/captcha/none-s42/history.csv").read_text().splitlines()
+    assert "seconds" in history[0].split(",") and len(history) == 2
     shown = json.loads(dvc(repo, "metrics", "show", "--json", stdout_only=True))
     assert "reports/captcha/metrics.json" in json.dumps(shown)
     assert (root / "reports/runs/captcha/none-s42/learning_curves.png").stat().st_size > 1000
@@ -90,12 +99,16 @@ def test_random_init_then_nothing_to_do_then_weights_file(repo):
     source = json.loads((root / "models/captcha/init/file-start.weights.h5/source.json").read_text())
     assert source["weights"] == "start.weights.h5" and source["file"] == "weights.weights.h5"
     _, runs = mlflow_runs(root)
-    assert len(runs) == 2
-    second = runs[1]
+    assert len(runs) == 3, "a pretrained source trains fine-tuned and as fixed features (fixed_features: true)"
+    second, third = runs[1], runs[2]
     assert second.info.run_name == "captcha-xception-file-start.weights.h5-s42"
-    assert second.data.params["weights"] == "start.weights.h5"
+    assert third.info.run_name == "captcha-xception-file-start.weights.h5-fixed-s42"
+    assert (second.data.tags["setting"], third.data.tags["setting"]) == ("fine_tuned", "fixed_features")
+    assert first.data.tags["setting"] == "random"
+    assert second.data.params["weights"] == third.data.params["weights"] == "start.weights.h5"
     assert second.data.tags["dvc_experiment"] == "from-file"
-    assert "test.accuracy" in second.data.metrics
+    assert "test.accuracy" in second.data.metrics and "test.accuracy" in third.data.metrics
+    assert sorted(p.name for p in (root / "models/captcha/init").iterdir()) == ["file-start.weights.h5"]
 
     # 4. `dvc exp show` puts the two experiments side by side: their metrics travel in their commits.
     import csv
@@ -105,6 +118,7 @@ def test_random_init_then_nothing_to_do_then_weights_file(repo):
     by_name = {row["Experiment"]: row for row in table if row.get("Experiment")}
     assert float(by_name["random-init"]["none.test_accuracy"]) == pytest.approx(test["accuracy"])
     assert by_name["from-file"]["file-start.weights.h5.test_accuracy"] not in ("", "-")
+    assert by_name["from-file"]["file-start.weights.h5-fixed.test_accuracy"] not in ("", "-")
 
     # 5. `--temp` runs in a copy under .dvc/tmp/exps: its MLflow run still lands in this repository's store.
     dvc(repo, "exp", "run", "--temp", "-S", "weights=none", "-S", "experiments.captcha.learning_rate=0.002",

@@ -41,7 +41,7 @@ def make_params() -> Params:
     """The repository's params with the four experiments above, two seeds each."""
     params = yaml.safe_load(paths.PARAMS.read_text(encoding="utf-8"))
     planned = params["experiments"]
-    params.update(weights=["imagenet", "none"], seed=42, seeds=2, experiments={
+    params.update(weights=["imagenet", "none"], fixed_features=False, seed=42, seeds=2, experiments={
         "pets": planned["pets"], "captcha": planned["captcha"],
         "small": {**planned["cats_and_dogs_filtered_cnn"], "weights": "none"},
         "absent": {**planned["pets"], "model": "vgg16"},

@@ -194,6 +194,7 @@ def test_a_training_run_is_tracked(store, params, monkeypatch, tmp_path):
     assert run.run_name == tracking.run_name(experiment) == f"{dataset}-tiny-none-s{experiment.seed}"
 
     assert (run.tags["dataset"], run.tags["model"], run.tags["weights"]) == (dataset, "tiny", "none")
+    assert run.tags["setting"] == "random"
     assert re.fullmatch(r"[0-9a-f]{40}", run.tags["git_commit"]) and run.tags["git_commit"] == tracking.git_commit()
     assert run.tags["mlflow.runName"] == run.run_name
 

@@ -7,6 +7,7 @@ Xception itself.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import keras
@@ -35,11 +36,16 @@ def entry(**overrides) -> dict:
 
 
 def make_experiment(params, size: int = 32, **overrides):
-    """The real params with one experiment ``x`` (checked as a user's would be), images size x size."""
+    """The real params with one experiment ``x`` (checked as a user's would be), images size x size.
+
+    Its own recipe from random weights: the `none` arm would train in full (setting random), and the
+    strategy rules act alike whatever weights the base starts from.
+    """
     params["weights"] = "none"
     params["cats_and_dogs_filtered"].update(height=size, width=size)
     params["experiments"] = {"x": entry(**overrides)}
-    return resolve(check_params(params), "x")
+    checked = check_params(params)
+    return dataclasses.replace(resolve(checked, "x"), settings=checked.experiments["x"])
 
 
 def ids(variables) -> set[int]:

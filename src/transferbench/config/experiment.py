@@ -29,7 +29,8 @@ Name = Annotated[str, Field(min_length=1)]
 
 
 # ---- schedules --------------------------------------------------------------------------------
-# plateau: ReduceLROnPlateau on val_accuracy; step: epoch n (counted from 1 in its phase) trains at
+# plateau: ReduceLROnPlateau on `monitor` (val_accuracy, the default, or val_loss as seed 000's pets
+# code); step: epoch n (counted from 1 in its phase) trains at
 # the phase's rate x factor ** floor(n / every), seed 004's formula (with every 8 the 8th epoch is
 # the first at the lower rate); constant: no schedule.
 
@@ -42,6 +43,8 @@ class Plateau(Section):
     factor: Factor
     patience: Annotated[int, Field(ge=0)]
     min_lr: Annotated[float, Field(ge=0)]
+    # val_accuracy: the task's outputs only (mean over CAPTCHA heads); val_loss: Keras' total loss
+    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
 
 
 class Step(Section):
@@ -83,6 +86,11 @@ class ExperimentBase(Section):
     batch_size: Count
     epochs: Count
     schedule: Schedule
+    # balanced: each class weighs n / (classes x its count) in the training loss (sklearn's "balanced",
+    # seed 000's pets); single-output tasks only.
+    class_weight: Literal["none", "balanced"] = "none"
+    # Adds a fixed-feature arm beside each pretrained arm; None = the top-level `fixed_features`.
+    fixed_features: bool | None = None
     # The experiment's own arms, overriding the top-level `weights` (a model without ImageNet weights).
     weights: tuple[Arm, ...] | None = None
 

@@ -20,17 +20,30 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ACCEPTED = "imagenet, none, a path to a .h5 weights file, or a list of them"
 
 
+# Kornblith, Shlens & Le (2019)'s three settings; transferbench.study.experiments says what each trains.
+RANDOM_INIT, FIXED_FEATURES, FINE_TUNED = "random", "fixed_features", "fine_tuned"
+SETTINGS = (RANDOM_INIT, FIXED_FEATURES, FINE_TUNED)
+
+
 @dataclass(frozen=True)
 class Arm:
-    """One initial-weights source: ``imagenet``, ``none`` or a file (``source`` is the path as written)."""
+    """One initial-weights source: ``imagenet``, ``none`` or a file (``source`` is the path as written),
+    with ``variant`` naming a second setting beside the source's own: ``fixed`` (base frozen under a
+    linear head) or ``tuned`` (base fine-tuned, where the experiment's recipe freezes it)."""
 
     source: str
     file: Path | None = None  # the resolved weights file, for a path
+    variant: str = ""
+
+    @property
+    def source_label(self) -> str:
+        """The initial weights' short name, shared by every variant: imagenet, none, or file-<file name>."""
+        return self.source if self.file is None else f"file-{self.file.name}"
 
     @property
     def label(self) -> str:
-        """Short name for run names and report columns: imagenet, none, or file-<file name>."""
-        return self.source if self.file is None else f"file-{self.file.name}"
+        """Short name for run names and report columns: the source's, then ``-fixed`` / ``-tuned``."""
+        return f"{self.source_label}-{self.variant}" if self.variant else self.source_label
 
     def __str__(self) -> str:
         return self.source

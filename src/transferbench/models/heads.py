@@ -91,6 +91,21 @@ def aux_output_names(task: Task, index: int) -> list[str]:
     return [f"aux{index}"]
 
 
+def output_sources(task: Task, names: Sequence[str]) -> dict[str, str]:
+    """Each of the model's outputs ``names`` -> the task output whose labels it learns (aux1 -> label,
+    aux2_head3 -> head3); ValueError for a name that is neither."""
+    main = output_names(task)
+    source = {name: name for name in main}
+    index = 1
+    while all(name in names for name in aux_output_names(task, index)):
+        source.update(zip(aux_output_names(task, index), main, strict=True))
+        index += 1
+    unknown = sorted(set(names) - set(source))
+    if unknown:
+        raise ValueError(f"outputs {unknown} are neither the task's {main} nor auxiliary copies of them")
+    return {name: source[name] for name in names}
+
+
 def task_outputs(model: keras.Model, predictions: Any, task: Task) -> list[np.ndarray]:
     """The task's predictions from ``model.predict(...)``, in ``output_names(task)`` order.
 

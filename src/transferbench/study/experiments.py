@@ -1,11 +1,27 @@
-"""An experiment = one model trained on one dataset; one of its runs, resolved from params."""
+"""An experiment = one model trained on one dataset; one of its runs, resolved from params.
+
+Each arm trains in one of three settings (Kornblith, Shlens & Le, 2019), and :func:`arm_recipe`
+is the one place that says what each setting trains:
+
+``random``          random initialisation (``none``), the whole model trained (strategy full,
+                    whatever the experiment's own strategy is);
+``fixed_features``  the pretrained base frozen, a linear head on the experiment's pooling (a Dense
+                    softmax / sigmoid, or the SVM if the experiment's head is svm; no hidden layer,
+                    no dropout), the experiment's optimizer, rate, schedule and epochs (``-fixed``);
+``fine_tuned``      the experiment's own recipe.
+
+An experiment whose own recipe already freezes the base (strategy frozen) keeps that recipe as its
+pretrained arm, in setting ``fixed_features``; its ``-tuned`` arm is the fine-tuned one: the same
+model with the whole base training, at the experiment's rate.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from transferbench.config.experiment import ExperimentBase
-from transferbench.config.weights import Arm
+from transferbench.config.experiment import STRATEGY_MODELS, STRATEGY_ONLY_KEYS, ExperimentBase
+from transferbench.config.weights import FINE_TUNED, FIXED_FEATURES, RANDOM, RANDOM_INIT, Arm
 from transferbench.core.errors import ConfigError
 from transferbench.data.datasets import DATASETS, DatasetParams, DatasetSpec, Task
 from transferbench.study.params import Params
@@ -16,12 +32,13 @@ class Experiment:
     """Everything a stage needs to know about one run of an experiment: its sections, its arm, its seed."""
 
     name: str
-    settings: ExperimentBase  # the typed experiments.<name> section
+    settings: ExperimentBase  # what this arm trains: the experiment's section, or its setting's recipe
     dataset: str
     dataset_settings: DatasetParams  # the typed section of its dataset
     spec: DatasetSpec
     arm: Arm
     seed: int
+    setting: str  # random, fixed_features or fine_tuned
 
     @property
     def task(self) -> Task:
@@ -38,15 +55,40 @@ class Experiment:
 
     @property
     def weights_label(self) -> str:
-        """Short name of the initial weights for run names: imagenet, none, or the file's name."""
+        """The arm's name in run names: imagenet, none, file-<name>, with -fixed / -tuned for a second setting."""
         return self.arm.label
+
+
+def _recipe(settings: ExperimentBase, strategy: str, **changes: Any) -> ExperimentBase:
+    """``settings`` as ``strategy`` (the old strategy's own keys dropped), with ``changes``."""
+    values = settings.model_dump(exclude={"weights", "strategy", *STRATEGY_ONLY_KEYS})
+    return STRATEGY_MODELS[strategy].model_validate({**values, "strategy": strategy, **changes})
+
+
+def arm_recipe(settings: ExperimentBase, arm: Arm) -> tuple[ExperimentBase, str]:
+    """What ``arm`` trains (the experiment's section, or a setting's recipe built from it) and its setting."""
+    own_setting = FIXED_FEATURES if settings.strategy == "frozen" else FINE_TUNED
+    if arm.source == RANDOM:
+        return (settings if settings.strategy == "full" else _recipe(settings, "full")), RANDOM_INIT
+    if arm.variant == "fixed":
+        head = "svm" if settings.head == "svm" else "dense"
+        return _recipe(settings, "frozen", head=head, head_units=0, head_dropout=0.0), FIXED_FEATURES
+    if arm.variant == "tuned":
+        return _recipe(settings, "full"), FINE_TUNED
+    return settings, own_setting
 
 
 def resolve(params: Params, name: str) -> Experiment:
     """Experiment ``name`` at its first arm and the first training seed (transferbench.study.runs gives every run)."""
     if name not in params.experiments:
         raise ConfigError(f"unknown experiment {name!r}; valid: {', '.join(sorted(params.experiments))}")
-    settings = params.experiments[name]
-    return Experiment(name=name, settings=settings, dataset=settings.dataset,
-                      dataset_settings=params.dataset(settings.dataset), spec=DATASETS.get(settings.dataset),
-                      arm=params.arms(name)[0], seed=params.seed)
+    return at_arm(params, name, params.arms(name)[0])
+
+
+def at_arm(params: Params, name: str, arm: Arm) -> Experiment:
+    """Experiment ``name`` trained from ``arm``, in the arm's setting, at the first training seed."""
+    section = params.experiments[name]
+    settings, setting = arm_recipe(section, arm)
+    return Experiment(name=name, settings=settings, dataset=section.dataset,
+                      dataset_settings=params.dataset(section.dataset), spec=DATASETS.get(section.dataset),
+                      arm=arm, seed=params.seed, setting=setting)

@@ -8,6 +8,7 @@ count) is checked by the stage that builds it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from pydantic import Field, ValidationInfo, create_model, field_serializer, fiel
 
 from transferbench.config.experiment import STRATEGIES, ExperimentSection, require_tag, root_of
 from transferbench.config.sections import Section, parse
-from transferbench.config.weights import IMAGENET, Arm, parse_arms
+from transferbench.config.weights import IMAGENET, RANDOM, Arm, parse_arms
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError
 from transferbench.core.registry import Registry
@@ -34,6 +35,7 @@ class Params(Section):
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # data generation and splits; training seeds start here
     seeds: Annotated[int, Field(ge=1, le=100)]  # training runs per arm
     experiments: Annotated[dict[str, ExperimentSection], Field(min_length=1)]
+    fixed_features: bool = False  # a fixed-feature arm beside every pretrained arm (experiments may override)
 
     @field_validator("weights", mode="before")
     @classmethod
@@ -64,9 +66,22 @@ class Params(Section):
         assert isinstance(section, DatasetParams)
         return section
 
-    def arms(self, experiment: str) -> tuple[Arm, ...]:
+    def sources(self, experiment: str) -> tuple[Arm, ...]:
         """The experiment's initial weights: its own ``weights`` if it sets them, else the top level's."""
         return self.experiments[experiment].weights or self.weights
+
+    def arms(self, experiment: str) -> tuple[Arm, ...]:
+        """Every arm the experiment trains: each source, followed, when ``fixed_features`` is on, by its
+        second setting (``-fixed``, or ``-tuned`` when the experiment's own strategy freezes the base)."""
+        settings = self.experiments[experiment]
+        fixed = self.fixed_features if settings.fixed_features is None else settings.fixed_features
+        variant = "tuned" if settings.strategy == "frozen" else "fixed"
+        arms: list[Arm] = []
+        for arm in self.sources(experiment):
+            arms.append(arm)
+            if fixed and arm.source != RANDOM:
+                arms.append(dataclasses.replace(arm, variant=variant))
+        return tuple(arms)
 
 
 @functools.cache
@@ -112,10 +127,14 @@ def check_experiment(params: Params, name: str) -> None:
         check_head(settings.head, task, settings.pooling, HeadOptions.of(settings))
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
-    if model.imagenet is None and any(arm.source == IMAGENET for arm in params.arms(name)):
+    if model.imagenet is None and any(arm.source == IMAGENET for arm in params.sources(name)):
         key, own = (f"{where}.weights", "") if settings.weights else ("weights", f", here or as {where}.weights")
         raise ConfigError(f"{key} has imagenet, but {where} trains model {settings.model!r}, which has no ImageNet "
                           f"weights; accepted: weights=none{own}, or a weights file for it")
+    if settings.class_weight == "balanced" and (task.n_outputs > 1 or model.aux_loss_weights):
+        what = f"{task.n_outputs} outputs" if task.n_outputs > 1 else f"{settings.model}'s auxiliary classifiers"
+        raise ConfigError(f"{where}.class_weight is 'balanced' but the model has {what}, and Keras weighs classes "
+                          "of a single output only; accepted: class_weight none here")
 
 
 def _registered(registry: Registry, where: str, name: str) -> str:

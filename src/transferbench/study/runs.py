@@ -3,6 +3,7 @@
 `weights` (top level, or an experiment's own `weights`) is one source or a list of them, so one
 `dvc repro` trains the pretrained and the random arm, and `dvc exp run -S weights=none` trains one.
 `seeds` repeats every arm with training seeds seed, seed + 1, ... for a mean and a spread.
+`fixed_features` adds a second setting beside each pretrained arm (transferbench.study.experiments).
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ import dataclasses
 from pathlib import Path
 
 from transferbench.core import paths
-from transferbench.study.experiments import Experiment, resolve
+from transferbench.study.experiments import Experiment, at_arm
 from transferbench.study.params import Params
 
 
 def arm_experiments(params: Params, name: str) -> list[Experiment]:
-    """Experiment ``name`` once per arm, at the first training seed."""
-    base = resolve(params, name)
-    return [dataclasses.replace(base, arm=arm) for arm in params.arms(name)]
+    """Experiment ``name`` once per arm (each in its setting, see study.experiments), at the first training seed."""
+    return [at_arm(params, name, arm) for arm in params.arms(name)]
 
 
 def runs(params: Params, name: str) -> list[Experiment]:
@@ -33,8 +33,8 @@ def run_name(experiment: Experiment) -> str:
 
 
 def init_dir(experiment: Experiment) -> Path:
-    """Where the weights stage leaves this arm's initial weights."""
-    return paths.init_dir(experiment.name) / experiment.weights_label
+    """Where the weights stage leaves this arm's initial weights: one folder per source, shared by its settings."""
+    return paths.init_dir(experiment.name) / experiment.arm.source_label
 
 
 def model_dir(experiment: Experiment) -> Path:

@@ -81,6 +81,7 @@ def start_run(experiment: Experiment, run_id: str | None = None) -> str:
         "dataset": experiment.dataset,
         "model": experiment.settings.model,
         "weights": experiment.weights_label,
+        "setting": experiment.setting,
         "seed": str(experiment.seed),
         "strategy": experiment.settings.strategy,
         "experiment": experiment.name,

@@ -1,7 +1,8 @@
 """Stage `evaluate@<experiment>`: test-split metrics of every run, and their MLflow runs completed.
 
-Writes reports/<experiment>/runs/<run>/ (metrics.json, history.csv, confusion.csv for single-output
-tasks, learning_curves.png) and reports/<experiment>/metrics.json (per arm, for `dvc exp show`).
+Writes reports/runs/<experiment>/<run>/ (metrics.json with the run's setting and loss definition,
+predictions.npz, history.csv, confusion.csv and per-class accuracy for single-output tasks,
+learning_curves.png) and reports/<experiment>/metrics.json (per arm, for `dvc exp show`).
 
 For several heads (CAPTCHAs): ``accuracy`` is per character, ``sequence_accuracy`` the share of
 CAPTCHAs with every character right, ``position_accuracy`` per character position.
@@ -9,46 +10,100 @@ CAPTCHAs with every character right, ``position_accuracy`` per character positio
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import pandas as pd
 
 from transferbench.core import paths
-from transferbench.core.files import write_json, write_text
+from transferbench.core.files import atomic_path, write_json, write_text
 from transferbench.core.inputs import missing, read_json_input
 from transferbench.data.datasets import Task, load_split
-from transferbench.models.backbones import load_model
-from transferbench.models.heads import HEADS, HeadSpec, task_outputs
+from transferbench.models.backbones import MODELS, load_model
+from transferbench.models.heads import HEADS, output_names, output_sources, task_outputs
 from transferbench.plots import learning_curves
 from transferbench.study import runs
 from transferbench.study.experiments import Experiment
 from transferbench.study.params import Params
 from transferbench.tracking import mlflow_runs as tracking
 from transferbench.training.batches import ArrayBatches
+from transferbench.training.fit import loss_weights
 
 log = logging.getLogger(__name__)
 
 
-def task_metrics(task: Task, targets: np.ndarray, predictions: list[np.ndarray], head: HeadSpec,
-                 predicted: np.ndarray) -> dict:
-    """Loss (Keras' total: the sum over heads) and accuracies of ``predicted``, the classes the head decided."""
+LOSS_NAMES = {"binary_crossentropy": "binary cross-entropy",
+              "sparse_categorical_crossentropy": "sparse categorical cross-entropy"}
+
+
+def keras_loss(model: keras.Model, experiment: Experiment, raw: Any, targets: np.ndarray) -> tuple[float, float]:
+    """(Keras' training loss, the task outputs' loss) of ``model.predict``'s ``raw`` outputs on ``targets``.
+
+    The first is what ``fit`` logs as loss / val_loss and ``evaluate`` returns: every output's mean loss
+    times its loss weight (GoogLeNet's auxiliary classifiers count 0.3 each), plus the regularisation
+    penalties (the SVM's L2). The second sums the task's outputs alone, without penalties.
+    """
+    task, head = experiment.task, HEADS.get(experiment.settings.head)
     loss_fn = keras.losses.get(head.loss(task))
+    names = list(model.output_names)
+    listed = list(raw.values()) if isinstance(raw, Mapping) else raw if isinstance(raw, (list, tuple)) else [raw]
+    by_name = raw if isinstance(raw, Mapping) else dict(zip(names, listed, strict=True))
+    weights = loss_weights(experiment.settings.model, task) if len(names) > 1 else {names[0]: 1.0}
     columns = targets.reshape(len(targets), -1)
-    loss = 0.0
-    for i, p in enumerate(predictions):
+    index = {name: i for i, name in enumerate(output_names(task))}
+    total = task_loss = 0.0
+    for name, source in output_sources(task, names).items():
+        p = np.asarray(by_name[name])
+        column = columns[:, index[source]]
         # A single sigmoid unit predicts (n, 1): give its targets that rank, as `compile` does in training.
-        y = columns[:, i:i + 1] if np.ndim(p) == 2 and np.shape(p)[1] == 1 else columns[:, i]
-        loss += float(np.mean(keras.ops.convert_to_numpy(loss_fn(y, p))))
+        y = column[:, None] if p.ndim == 2 and p.shape[1] == 1 else column
+        value = float(np.mean(keras.ops.convert_to_numpy(loss_fn(y, p))))
+        total += weights[name] * value
+        task_loss += value if name == source else 0.0
+    penalty = sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses)
+    return total + penalty, task_loss
+
+
+def loss_definition(experiment: Experiment) -> str:
+    """One line saying what ``test.loss`` (and train / validation loss) sums, and what ``test.task_loss`` is."""
+    settings, task = experiment.settings, experiment.task
+    head = HEADS.get(settings.head).loss(task)
+    name = LOSS_NAMES.get(head, head) if isinstance(head, str) else "one-vs-rest squared hinge"
+    text = f"sum over {task.n_outputs} heads of {name}" if task.n_outputs > 1 else name
+    aux = MODELS.get(settings.model).aux_loss_weights
+    if aux:
+        text += "".join(f" + {w:g} x the same on auxiliary classifier {i}" for i, w in enumerate(aux, start=1))
+    if settings.head_l2:
+        text += f" + L2 penalty {settings.head_l2:g} x the classifiers' squared kernels"
+    weighted = ("; training loss only: classes weighted (balanced)" if settings.class_weight == "balanced" else "")
+    return (f"{text} (Keras' training loss: loss, val_loss and test.loss alike{weighted}); "
+            "test.task_loss: the task's outputs alone, no auxiliary classifiers or penalty")
+
+
+def task_metrics(task: Task, targets: np.ndarray, predicted: np.ndarray) -> dict:
+    """Accuracies of ``predicted``, the classes the head decided (per position for several outputs)."""
+    columns = targets.reshape(len(targets), -1)
     correct = predicted == columns
-    metrics: dict[str, float | dict[str, float]] = {"loss": loss, "accuracy": float(correct.mean()),
-                                                     "n": int(len(targets))}
+    metrics: dict[str, float | dict[str, float]] = {"accuracy": float(correct.mean()), "n": int(len(targets))}
     if task.kind == "multihead":
         metrics["sequence_accuracy"] = float(correct.all(axis=1).mean())
         metrics["position_accuracy"] = {f"head{i}": float(correct[:, i].mean()) for i in range(task.n_outputs)}
     return metrics
+
+
+def per_class_accuracy(targets: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...]) -> dict[str, float]:
+    """Recall of each class with test images (single-output tasks): the share of its images predicted right."""
+    targets, predicted = targets.reshape(-1), predicted.reshape(-1)
+    return {name: float((predicted[targets == c] == c).mean())
+            for c, name in enumerate(classes) if (targets == c).any()}
 
 
 def confusion(targets: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...]) -> pd.DataFrame:
@@ -58,21 +113,49 @@ def confusion(targets: np.ndarray, predicted: np.ndarray, classes: tuple[str, ..
     return pd.DataFrame(counts, index=pd.Index(classes, name="true"), columns=list(classes))
 
 
-def evaluate(experiment: Experiment, model: keras.Model, images: np.ndarray,
-             manifest: pd.DataFrame) -> tuple[dict, pd.DataFrame | None]:
+def write_predictions(path: Path, targets: np.ndarray, predicted: np.ndarray) -> None:
+    """predictions.npz with int arrays ``target`` and ``predicted``, (n,) or (n, positions), in test-manifest order.
+
+    The zip entries carry a fixed date (np.savez_compressed stamps the current time), so the same
+    predictions give the same bytes and DVC sees no change.
+    """
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for key, array in (("target", targets), ("predicted", predicted)):
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(array, dtype=np.int64), allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buffer.getvalue(),
+                             compress_type=zipfile.ZIP_DEFLATED)
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One run's test metrics, its decided classes and targets (squeezed to (n,) for one output)."""
+
+    metrics: dict
+    targets: np.ndarray
+    predicted: np.ndarray
+    confusion: pd.DataFrame | None
+
+
+def evaluate(experiment: Experiment, model: keras.Model, images: np.ndarray, manifest: pd.DataFrame) -> Evaluated:
     """Metrics on the test split (``images``, ``manifest``) and, for single-output tasks, the confusion matrix."""
     targets = experiment.spec.targets(manifest, experiment.dataset_settings)
-    task = experiment.task
+    task, classes = experiment.task, experiment.spec.classes
     batches = ArrayBatches(images, targets, experiment.settings.batch_size, n_outputs=task.n_outputs)
     raw = model.predict(batches, verbose=1 if sys.stdout.isatty() else 0)
-    predictions = task_outputs(model, raw, task)
     head = HEADS.get(experiment.settings.head)
-    predicted = head.predicted_classes(task, predictions)  # decided once: metrics and confusion agree
-    metrics = task_metrics(task, targets, predictions, head, predicted)
+    # Decided once: metrics, per-class accuracy, confusion matrix and predictions.npz agree.
+    predicted = head.predicted_classes(task, task_outputs(model, raw, task))
+    loss, task_loss = keras_loss(model, experiment, raw, np.asarray(targets))
+    metrics = {"loss": loss, "task_loss": task_loss, **task_metrics(task, targets, predicted)}
     table = None
-    if task.n_outputs == 1 and experiment.spec.classes:
-        table = confusion(targets, predicted, experiment.spec.classes)
-    return metrics, table
+    if task.n_outputs == 1:
+        predicted = predicted.reshape(-1)
+    if task.n_outputs == 1 and classes:
+        metrics["per_class_accuracy"] = per_class_accuracy(targets, predicted, classes)
+        table = confusion(targets, predicted, classes)
+    shape = (len(targets),) if task.n_outputs == 1 else (len(targets), task.n_outputs)
+    return Evaluated(metrics, np.asarray(targets).reshape(shape), predicted, table)
 
 
 def evaluate_run(experiment: Experiment) -> dict:
@@ -84,7 +167,8 @@ def evaluate_run(experiment: Experiment) -> dict:
             raise missing(model_dir / name, f"train@{experiment.name}")
     images, manifest = load_split(experiment.dataset, "test")
     model = load_model(model_dir / "model.keras")
-    test, table = evaluate(experiment, model, images, manifest)
+    result = evaluate(experiment, model, images, manifest)
+    test = {k: v for k, v in result.metrics.items() if k != "per_class_accuracy"}
     history = pd.read_csv(model_dir / "history.csv")
     metrics = {
         "test": test,
@@ -93,14 +177,20 @@ def evaluate_run(experiment: Experiment) -> dict:
         "epochs": int(history["epoch"].max()),
         "seconds": trained["seconds"],
         "weights": experiment.weights_label,
+        "setting": experiment.setting,
         "seed": experiment.seed,
+        "loss_definition": loss_definition(experiment),
         "mlflow_run_id": trained["mlflow_run_id"],
     }
+    if "per_class_accuracy" in result.metrics:
+        metrics["per_class_accuracy"] = result.metrics["per_class_accuracy"]
     write_json(report_dir / "metrics.json", metrics)
+    write_predictions(report_dir / "predictions.npz", result.targets, result.predicted)
     write_text(report_dir / "history.csv", (model_dir / "history.csv").read_text())
-    files = [model_dir / "model.keras", report_dir / "history.csv", report_dir / "metrics.json"]
-    if table is not None:
-        write_text(report_dir / "confusion.csv", table.to_csv(lineterminator="\n"))
+    files = [model_dir / "model.keras", report_dir / "history.csv", report_dir / "metrics.json",
+             report_dir / "predictions.npz"]
+    if result.confusion is not None:
+        write_text(report_dir / "confusion.csv", result.confusion.to_csv(lineterminator="\n"))
         files.append(report_dir / "confusion.csv")
     curves = report_dir / "learning_curves.png"
     learning_curves({experiment.weights_label: history},

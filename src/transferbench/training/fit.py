@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from transferbench.config.experiment import Plateau, Schedule, Step
 from transferbench.core.files import read_json, write_json
 from transferbench.data.datasets import Task
 from transferbench.models import strategies
 from transferbench.models.backbones import MODELS, base_outputs, initial_core, load_model
-from transferbench.models.heads import HEADS, HeadOptions, aux_output_names, output_names
+from transferbench.models.heads import HEADS, HeadOptions, aux_output_names, output_names, output_sources
 from transferbench.study.experiments import Experiment
 from transferbench.training.batches import ArrayBatches
 
@@ -155,7 +156,8 @@ class EpochSummary(keras.callbacks.Callback):
 def schedule_callbacks(schedule: Schedule, phase: strategies.Phase) -> list[keras.callbacks.Callback]:
     """The experiment's learning-rate schedule for one phase (a phase starts at its own rate)."""
     if isinstance(schedule, Plateau):
-        return [keras.callbacks.ReduceLROnPlateau(monitor=MONITOR, mode="max", factor=schedule.factor,
+        mode = "min" if schedule.monitor.endswith("loss") else "max"
+        return [keras.callbacks.ReduceLROnPlateau(monitor=schedule.monitor, mode=mode, factor=schedule.factor,
                                                   patience=schedule.patience, min_lr=schedule.min_lr,
                                                   verbose=1)]
     if isinstance(schedule, Step):
@@ -163,6 +165,15 @@ def schedule_callbacks(schedule: Schedule, phase: strategies.Phase) -> list[kera
         return [keras.callbacks.LearningRateScheduler(
             lambda epoch, lr: step_rate(rate, factor, every, epoch - start))]
     return []
+
+
+def class_weights(name: str, targets: np.ndarray, n_classes: int) -> dict[int, float] | None:
+    """Keras' ``class_weight`` for the experiment's ``class_weight`` (none: None); balanced weighs each class
+    n / (n_classes x its count), sklearn's formula, so every class adds the same to the loss."""
+    if name == "none":
+        return None
+    counts = np.bincount(np.asarray(targets).reshape(-1).astype(int), minlength=n_classes)
+    return {c: float(len(targets) / (n_classes * count)) for c, count in enumerate(counts) if count}
 
 
 def step_rate(rate: float, factor: float, every: int, epoch: int) -> float:
@@ -181,16 +192,7 @@ class TargetsPerOutput(keras.utils.PyDataset):
         super().__init__(workers=batches.workers, use_multiprocessing=batches.use_multiprocessing,
                          max_queue_size=batches.max_queue_size)
         self.batches, self.task, self.names = batches, task, list(names)
-        main = output_names(task)
-        # each output -> the task output whose labels it learns (aux1 -> label, aux2_head3 -> head3)
-        self.source = {name: name for name in main}
-        index = 1
-        while all(name in self.names for name in aux_output_names(task, index)):
-            self.source.update(zip(aux_output_names(task, index), main, strict=True))
-            index += 1
-        unknown = sorted(set(self.names) - set(self.source))
-        if unknown:
-            raise ValueError(f"outputs {unknown} are neither the task's {main} nor auxiliary copies of them")
+        self.source = output_sources(task, self.names)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -313,7 +315,8 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
         # shuffle=False: the batches shuffle themselves from (seed, epoch). Keras' own shuffle would also
         # reorder them with Python's `random`, seeded only on a fresh run, so a resumed run saw other batches.
         model.fit(feed_for(model, train, task), validation_data=feed_for(model, validation, task),
-                  epochs=phase.end, initial_epoch=epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
+                  epochs=phase.end, initial_epoch=epoch, callbacks=callbacks, verbose=verbose, shuffle=False,
+                  class_weight=class_weights(experiment.settings.class_weight, train.targets, task.n_classes))
         epoch = phase.end
     return history
 

@@ -41,9 +41,17 @@ def fingerprint(experiment: Experiment, init_record: dict) -> str:
 
 
 def history_csv(history: list[dict]) -> str:
-    """Per-epoch rows; a resumed run can repeat an epoch that was logged but not saved: keep the last."""
-    by_epoch = {int(row["epoch"]): row for row in history}
-    columns = ["epoch"] + sorted({k for row in history for k in row} - {"epoch"})
+    """Per-epoch rows; a resumed run can repeat an epoch that was logged but not saved: keep the last.
+
+    ``seconds`` is the training wall-clock time at the end of each epoch, summed over the epochs kept
+    (a resumed run's history carries its earlier epochs, so the count goes on), for time to accuracy.
+    """
+    by_epoch = {int(row["epoch"]): dict(row) for row in history}
+    elapsed = 0.0
+    for epoch in sorted(by_epoch):
+        elapsed += float(by_epoch[epoch].get("epoch_seconds", 0.0))
+        by_epoch[epoch]["seconds"] = elapsed
+    columns = ["epoch"] + sorted({k for row in by_epoch.values() for k in row} - {"epoch"})
     lines = [",".join(columns)]
     for epoch in sorted(by_epoch):
         row = by_epoch[epoch]
@@ -88,8 +96,9 @@ def train_run(experiment: Experiment, work_root: Path) -> Path:
         log.info("%s %s: finished in an earlier attempt", experiment.name, runs.run_name(experiment))
         return done
     batches = load_batches(experiment)
-    log.info("%s %s: %s from %s weights, seed %d, %d train / %d validation images", experiment.name,
-             runs.run_name(experiment), experiment.settings.model, experiment.weights_label, experiment.seed,
+    log.info("%s %s: %s from %s weights (%s, strategy %s), seed %d, %d train / %d validation images",
+             experiment.name, runs.run_name(experiment), experiment.settings.model, experiment.weights_label,
+             experiment.setting, experiment.settings.strategy, experiment.seed,
              len(batches['train'].images), len(batches['validation'].images))
 
     run_file = work_dir / "mlflow_run_id"
@@ -109,7 +118,8 @@ def train_run(experiment: Experiment, work_root: Path) -> Path:
     finish(work_dir, staging / "model.keras")
     # Written last: its presence is what marks the run finished.
     write_json(staging / "train.json", {
-        "mlflow_run_id": run_id, "weights": experiment.weights_label, "seed": experiment.seed,
+        "mlflow_run_id": run_id, "weights": experiment.weights_label, "setting": experiment.setting,
+        "seed": experiment.seed,
         "epochs": len({int(row["epoch"]) for row in history}),
         "seconds": round(sum(row.get("epoch_seconds", 0.0) for row in history), 3),
     })
