@@ -12,9 +12,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from transferbench.core.errors import UserError
+from transferbench.core.files import SPACE_ERRORS, no_space
 from transferbench.study.experiments import resolve
 from transferbench.study.params import Params, load_params
 
@@ -61,6 +63,12 @@ def run(parser: StageParser, work: Callable[[argparse.Namespace], Any], argv: Se
         work(args)
     except UserError as err:
         raise SystemExit(f"{parser.label(args)}: error: {one_line(str(err))}") from None
+    except OSError as err:
+        # A full disk is the user's to fix wherever the write was (MLflow's, Keras'), not a bug.
+        if err.errno not in SPACE_ERRORS:
+            raise
+        full = no_space(err, err.filename or Path.cwd())
+        raise SystemExit(f"{parser.label(args)}: error: {one_line(str(full))}") from None
     except KeyboardInterrupt:
         print(f"{parser.label(args)}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
