@@ -82,7 +82,7 @@ def evaluate_run(experiment: Experiment) -> dict:
     for name in ("model.keras", "history.csv"):
         if not (model_dir / name).is_file():
             raise missing(model_dir / name, f"train@{experiment.name}")
-    images, manifest = load_split(experiment.dataset, "test")
+    images, manifest = load_split(experiment.dataset, "test", experiment.image_shape)
     model = load_model(model_dir / "model.keras")
     test, table = evaluate(experiment, model, images, manifest)
     history = pd.read_csv(model_dir / "history.csv")
