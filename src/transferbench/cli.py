@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from transferbench.core.errors import UserError
-from transferbench.core.files import SPACE_ERRORS, no_space
+from transferbench.core.files import no_space, space_reason
 from transferbench.study.experiments import resolve
 from transferbench.study.params import Params, load_params
 
@@ -65,7 +65,7 @@ def run(parser: StageParser, work: Callable[[argparse.Namespace], Any], argv: Se
         raise SystemExit(f"{parser.label(args)}: error: {one_line(str(err))}") from None
     except OSError as err:
         # A full disk is the user's to fix wherever the write was (MLflow's, Keras'), not a bug.
-        if err.errno not in SPACE_ERRORS:
+        if space_reason(err) is None:
             raise
         full = no_space(err, err.filename or Path.cwd())
         raise SystemExit(f"{parser.label(args)}: error: {one_line(str(full))}") from None

@@ -159,3 +159,12 @@ def test_a_read_only_output_folder_is_found_before_work(tmp_path):
             files.check_writable(folder / "pets")
     finally:
         folder.chmod(0o755)
+
+
+def test_numpys_short_write_counts_as_a_full_disk_and_other_errors_pass_through(tmp_path):
+    with pytest.raises(NoSpace, match=r"cannot write .*pixels.npy: the disk is full or the file size limit"):
+        with files.space_checked(tmp_path / "pixels.npy"):
+            raise OSError("4800 requested and 1920 written")  # np.save's tofile, without an errno
+    with pytest.raises(OSError, match="Input/output error"):
+        with files.space_checked(tmp_path / "pixels.npy"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))

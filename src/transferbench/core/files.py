@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -53,10 +54,20 @@ def free_bytes(path: Path | str) -> int:
     return shutil.disk_usage(existing).free
 
 
+def space_reason(err: OSError) -> str | None:
+    """Why ``err`` says there is no room to write, or None if it is some other failure."""
+    if err.errno in SPACE_ERRORS:
+        return SPACE_ERRORS[err.errno]
+    # numpy's tofile (np.save) reports a short fwrite without an errno: "4800 requested and 1920 written".
+    if err.errno is None and re.fullmatch(r"\d+ requested and \d+ written", str(err)):
+        return "the disk is full or the file size limit (`ulimit -f`) is reached"
+    return None
+
+
 def no_space(err: OSError, path: Path | str, needed: int | None = None) -> NoSpace:
     """The failed write ``err`` to ``path`` as one line naming the file, the bytes needed and free."""
     what = f"{size_text(needed)} for {shown(path)}" if needed is not None else shown(path)
-    reason = SPACE_ERRORS.get(err.errno or 0, err.strerror)
+    reason = space_reason(err) or err.strerror
     return NoSpace(f"cannot write {what}: {reason} ({size_text(free_bytes(path))} free there); "
                    "free some space on that disk and rerun the stage")
 
@@ -67,7 +78,7 @@ def space_checked(path: Path | str, needed: int | None = None) -> Iterator[None]
     try:
         yield
     except OSError as err:
-        if err.errno not in SPACE_ERRORS:
+        if space_reason(err) is None:
             raise
         raise no_space(err, path, needed) from None
 
