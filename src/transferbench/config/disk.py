@@ -40,7 +40,7 @@ def check_fits(where: str, counts: Mapping[str, int], shape: tuple[int, int, int
 
 
 def _allocated(folder: Path) -> int:
-    # Blocks, not sizes: the arrays are sparse files filled as the work goes on.
+    # Blocks, not sizes: prepared arrays start sparse and reserve their rows as the work goes on.
     if not folder.is_dir():
         return 0
     return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
