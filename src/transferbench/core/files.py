@@ -1,4 +1,5 @@
-"""Atomic writes: a reader sees the old file or the new one, never half of either."""
+"""Writing files: atomically (a reader sees the old file or the new one, never half of either), with the
+mode the umask gives, and a full disk as a one-line error naming the file, never a signal."""
 
 from __future__ import annotations
 
