@@ -160,13 +160,22 @@ def test_arrays_that_cannot_fit_are_refused_before_generation_in_one_line(tmp_pa
     assert not (root / "tmp").exists()
 
 
-def test_unwritable_output_folder_is_found_before_any_work(tmp_path):
+@pytest.mark.parametrize("stage, args, label, blocked, output", [
+    ("generate_captcha", (), "generate_captcha", "data/prepared", "data/prepared/captcha"),
+    ("fetch", ("cifar10",), "fetch@cifar10", "data/raw", "data/raw/cifar10"),
+    ("prepare", ("pets",), "prepare@pets", "data/prepared", "data/prepared/pets"),
+    ("validate", ("captcha",), "validate@captcha", "reports", "reports/captcha/validation"),
+    ("weights", ("captcha",), "weights@captcha", "models", "models/captcha/init"),
+    ("train", ("captcha",), "train@captcha", "models", "models/captcha"),
+    ("evaluate", ("captcha",), "evaluate@captcha", "reports", "reports/runs/captcha"),
+    ("report", (), "report", "reports", "reports"),
+])
+def test_unwritable_output_folder_is_found_before_any_work(tmp_path, stage, args, label, blocked, output):
     root = copy_code(tmp_path, tiny_captcha())
-    (root / "data").mkdir()
-    (root / "data/prepared").write_text("a file where the prepared datasets' folder should be")
-    error_line(run_stage(root, "generate_captcha"), "generate_captcha",
-               "cannot create data/prepared/captcha: data/prepared is a file, not a folder")
-    assert not (root / "tmp").exists()  # nothing rendered
+    (root / blocked).parent.mkdir(parents=True, exist_ok=True)
+    (root / blocked).write_text("a file where a folder of outputs should be")
+    error_line(run_stage(root, stage, *args), label, f"cannot create {output}: {blocked} is a file, not a folder")
+    assert not (root / "tmp").exists()  # no work started
 
 
 def test_a_captcha_release_that_draws_differently_is_one_line_with_the_fix(tmp_path):
