@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from transferbench.cli import stage_main
+from transferbench.core import paths
+from transferbench.core.files import check_writable
 from transferbench.study.params import Params
 
 
 def evaluate(params: Params, name: str) -> None:
+    check_writable(paths.REPORTS / "runs" / name, paths.experiment_report_dir(name))
     # Keras takes seconds to import: imported once params and the name are known to be good.
     from transferbench.training.evaluation import run
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from transferbench import cli
 from transferbench.core import paths
-from transferbench.core.files import write_json
+from transferbench.core.files import check_writable, write_json
 from transferbench.core.inputs import shown
 from transferbench.data.fetching import fetch, fetched_datasets, source_module
 from transferbench.study.params import load_params
@@ -27,6 +27,7 @@ def fetch_dataset(args: argparse.Namespace) -> None:
     params = load_params()
     values = params.dataset(args.dataset)
     raw_dir = paths.RAW / args.dataset
+    check_writable(raw_dir, paths.REPORTS / args.dataset)
     started = time.perf_counter()
     report = fetch(args.dataset, values, raw_dir, params.seed)
     write_json(paths.REPORTS / args.dataset / "fetch.json", report)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from transferbench import cli
 from transferbench.core import paths
+from transferbench.core.files import check_writable
 from transferbench.core.inputs import shown
 from transferbench.core.parallel import cpu_count
 from transferbench.data.generation import DATASET, fingerprint, generate, remove_other_work_dirs
@@ -26,6 +27,7 @@ def generate_captcha(args: argparse.Namespace) -> None:
     values, seed = params.dataset(DATASET), params.seed
     key = fingerprint(values, seed)
     work_root = paths.tmp_dir("generate_captcha")
+    check_writable(paths.prepared(DATASET), work_root)
     remove_other_work_dirs(work_root, keep=key)
     try:
         generate(paths.prepared(DATASET), work_root / key, values, seed, values.workers or cpu_count())

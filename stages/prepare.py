@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transferbench import cli
 from transferbench.core import paths
-from transferbench.core.files import write_json
+from transferbench.core.files import check_writable, write_json
 from transferbench.core.inputs import shown
 from transferbench.data.preparation import photo_spec, prepare, source_loader, summary_lines
 from transferbench.study.params import load_params
@@ -29,6 +29,7 @@ def prepare_dataset(args: argparse.Namespace) -> None:
     params = load_params(paths.PARAMS)
     values, seed = params.dataset(name), params.seed
     work_root = paths.tmp_dir("prepare")
+    check_writable(paths.prepared(name), work_root, paths.REPORTS / name)
     try:
         report = prepare(name, values, seed, paths.RAW / name, paths.prepared(name), work_root,
                          loader=source_loader(spec), workers=values.workers)

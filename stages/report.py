@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from transferbench import cli
 from transferbench.core import paths
+from transferbench.core.files import check_writable
 from transferbench.core.inputs import shown
 from transferbench.reporting.report import build, log_figures, print_answer
 from transferbench.study.params import load_params
@@ -23,6 +24,7 @@ log = logging.getLogger("stages.report")  # not __name__: that is __main__ under
 
 def report(args: argparse.Namespace) -> None:
     params = load_params()
+    check_writable(paths.REPORTS)
     built = build(params, paths.REPORTS)
     for warning in log_figures(built):
         log.warning("%s", warning)

@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from transferbench.cli import stage_main
+from transferbench.core import paths
+from transferbench.core.files import check_writable
 from transferbench.study.params import Params
 
 
 def train(params: Params, name: str) -> None:
+    check_writable(paths.experiment_model_dir(name), paths.tmp_dir("train", name))
     # Keras takes seconds to import: imported once params and the name are known to be good.
     from transferbench.training.train import run
 

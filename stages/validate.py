@@ -17,6 +17,7 @@ import yaml
 from transferbench import cli
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError, MissingInput
+from transferbench.core.files import check_writable
 from transferbench.data.datasets import DATASETS, DatasetParams
 from transferbench.study.params import load_params
 
@@ -36,11 +37,12 @@ def read_values(dataset: str, values_file: Path | None) -> DatasetParams:
 
 def validate_dataset(args: argparse.Namespace) -> None:
     values = read_values(args.dataset, args.values)
+    report_dir = args.report or paths.validation_dir(args.dataset)
+    check_writable(report_dir)
     # great-expectations takes seconds to import (here and in the error above): bad params and usage
     # errors do not wait for it.
     from transferbench.data.validation import finish, validate
 
-    report_dir = args.report or paths.validation_dir(args.dataset)
     summary = validate(args.dataset, args.prepared or paths.prepared(args.dataset), values, report_dir)
     finish(summary, report_dir)
 

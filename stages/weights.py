@@ -9,6 +9,8 @@ import logging
 from collections.abc import Sequence
 
 from transferbench.cli import stage_main
+from transferbench.core import paths
+from transferbench.core.files import check_writable
 from transferbench.core.inputs import shown
 from transferbench.models.pretrained import prepare_init
 from transferbench.study.params import Params
@@ -19,6 +21,7 @@ log = logging.getLogger("stages.weights")  # not __name__: that is __main__ unde
 
 def prepare_arms(params: Params, name: str) -> None:
     """The initial weights of every arm of experiment ``name``, each in its own folder."""
+    check_writable(paths.init_dir(name))
     # Initial weights depend neither on the training seed nor on the setting: one per source, so a
     # `-fixed` arm starts from its source's file (no second download or copy).
     done = set()

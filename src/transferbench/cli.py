@@ -13,9 +13,11 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from transferbench.core.errors import UserError
+from transferbench.core.files import no_space, space_reason
 from transferbench.core.redact import RedactingFilter, redact
 from transferbench.study.experiments import resolve
 from transferbench.study.params import Params, load_params
@@ -73,6 +75,12 @@ def run(parser: StageParser, work: Callable[[argparse.Namespace], Any], argv: Se
         work(args)
     except UserError as err:
         raise SystemExit(f"{parser.label(args)}: error: {redact(one_line(str(err)))}") from None
+    except OSError as err:
+        # A full disk is the user's to fix wherever the write was (MLflow's, Keras'), not a bug.
+        if space_reason(err) is None:
+            raise
+        full = no_space(err, err.filename or Path.cwd())
+        raise SystemExit(f"{parser.label(args)}: error: {redact(one_line(str(full)))}") from None
     except KeyboardInterrupt:
         print(f"{parser.label(args)}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None

@@ -3,6 +3,7 @@ and the data stages' entry points load no TensorFlow."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import subprocess
@@ -41,6 +42,25 @@ def test_a_bug_keeps_its_traceback():
 
     with pytest.raises(KeyError):
         cli.run(parser(None), work, [])
+
+
+def test_a_full_disk_anywhere_is_one_line_naming_the_file(tmp_path):
+    def work(args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "mlflow.db"))
+
+    with pytest.raises(SystemExit) as stop:
+        cli.run(parser(), work, ["pets"])
+    assert str(stop.value.code).startswith(f"fetch@pets: error: cannot write {tmp_path / 'mlflow.db'}: no space left "
+                                           "on the disk (")
+    assert str(stop.value.code).endswith(" free there); free some space on that disk and rerun the stage")
+
+
+def test_other_os_errors_keep_their_traceback():
+    def work(args):
+        raise OSError(errno.EIO, "I/O error")
+
+    with pytest.raises(OSError, match="I/O error"):
+        cli.run(parser(), work, ["pets"])
 
 
 def test_interrupt_exits_130(capsys):

@@ -4,9 +4,12 @@ code and params (tests.stage_run), so the stages read and write there, not in th
 
 from __future__ import annotations
 
+import contextlib
 import re
+import resource
+import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -42,6 +45,24 @@ def error_line(result: subprocess.CompletedProcess, label: str, *needles: str, a
 
 def set_seeds(value: int) -> Callable[[dict], None]:
     return lambda params: params.update(seeds=value)
+
+
+def tiny_captcha(workers: int = 1) -> Callable[[dict], None]:
+    return lambda params: params["captcha"].update(train=4, validation=2, test=2, workers=workers)
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Stages started in the block may write no file past ``limit`` bytes (as `ulimit -f`): a write past it
+    fails with EFBIG, the way one on a full disk fails with ENOSPC, without needing a full disk or root."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # inherited: the stage gets EFBIG, not killed
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
 
 
 @pytest.mark.parametrize("stage, args, label", [
@@ -94,6 +115,77 @@ def test_truncated_prepared_array_names_the_file_and_the_stage_to_rerun(tmp_path
     error_line(run_stage(root, "validate", "captcha"), "validate@captcha",
                "data/prepared/captcha/train/images.npy is truncated or corrupt",
                "mmap length is greater than file size", "run `dvc repro generate_captcha`")
+
+
+def test_a_prepared_array_that_does_not_match_its_manifest_stops_training_before_the_model(tmp_path):
+    root = copy_code(tmp_path, lambda params: params.update(weights="none", seeds=1))
+    init = root / "models/captcha/init/none/source.json"  # what the weights stage leaves for a random start
+    init.parent.mkdir(parents=True)
+    init.write_text('{"weights": "none"}')
+    for split, n in (("train", 3), ("validation", 2), ("test", 2)):  # train: 3 images, 2 manifest rows
+        folder = root / "data/prepared/captcha" / split
+        folder.mkdir(parents=True)
+        np.save(folder / "images.npy", np.zeros((n, 80, 160, 3), dtype=np.uint8))
+        (folder / "manifest.csv").write_text("label,sha256\n" + f"ABC123,{'0' * 64}\n" * 2)
+    error_line(run_stage(root, "train", "captcha"), "train@captcha",
+               "data/prepared/captcha/train/images.npy holds 3 images but data/prepared/captcha/train/manifest.csv "
+               "lists 2", "rerun `dvc repro generate_captcha`", alone=False)
+
+
+def test_duplicate_params_key_names_the_key_and_both_lines(tmp_path):
+    root = copy_code(tmp_path)
+    params = root / "params.yaml"
+    lines = params.read_text(encoding="utf-8").splitlines()
+    first = lines.index(next(line for line in lines if line.startswith("seed:"))) + 1
+    params.write_text("\n".join([*lines, "seed: 7", ""]), encoding="utf-8")
+    error_line(run_stage(root, "generate_captcha"), "generate_captcha",
+               f"params.yaml: key 'seed' appears twice, on lines {first} and {len(lines) + 1}")
+
+
+def test_full_disk_during_generation_is_one_line_not_a_signal_with_two_workers(tmp_path):
+    root = copy_code(tmp_path, tiny_captcha(workers=2))
+    with file_size_limit(64 * 1024):  # the train array is 150 KiB
+        result = run_stage(root, "generate_captcha")
+    line = error_line(result, "generate_captcha", "cannot write 150.0 KiB for ",
+                      "train/images.npy: the file would exceed the file size limit",
+                      "free some space on that disk and rerun the stage")
+    assert "BrokenProcessPool" not in result.stderr and "Bus error" not in result.stderr, line
+    assert not (root / "data/prepared/captcha").exists()
+
+
+def test_arrays_that_cannot_fit_are_refused_before_generation_in_one_line(tmp_path):
+    root = copy_code(tmp_path, lambda params: params["captcha"].update(height=4000, width=4000))
+    error_line(run_stage(root, "generate_captcha"), "generate_captcha", "captcha: 210,000 images of 4000x4000x3",
+               "free (keeping 256.0 MiB spare); accepted: fewer images or a smaller captcha.height / captcha.width")
+    assert not (root / "tmp").exists()
+
+
+@pytest.mark.parametrize("stage, args, label, blocked, output", [
+    ("generate_captcha", (), "generate_captcha", "data/prepared", "data/prepared/captcha"),
+    ("fetch", ("cifar10",), "fetch@cifar10", "data/raw", "data/raw/cifar10"),
+    ("prepare", ("pets",), "prepare@pets", "data/prepared", "data/prepared/pets"),
+    ("validate", ("captcha",), "validate@captcha", "reports", "reports/captcha/validation"),
+    ("weights", ("captcha",), "weights@captcha", "models", "models/captcha/init"),
+    ("train", ("captcha",), "train@captcha", "models", "models/captcha"),
+    ("evaluate", ("captcha",), "evaluate@captcha", "reports", "reports/runs/captcha"),
+    ("report", (), "report", "reports", "reports"),
+])
+def test_unwritable_output_folder_is_found_before_any_work(tmp_path, stage, args, label, blocked, output):
+    root = copy_code(tmp_path, tiny_captcha())
+    (root / blocked).parent.mkdir(parents=True, exist_ok=True)
+    (root / blocked).write_text("a file where a folder of outputs should be")
+    error_line(run_stage(root, stage, *args), label, f"cannot create {output}: {blocked} is a file, not a folder")
+    assert not (root / "tmp").exists()  # no work started
+
+
+def test_a_captcha_release_that_draws_differently_is_one_line_with_the_fix(tmp_path):
+    root = copy_code(tmp_path, tiny_captcha())
+    # A distribution earlier on the path is the one importlib.metadata reports: captcha 0.0.1 "installed".
+    dist = root / "src" / "captcha-0.0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: captcha\nVersion: 0.0.1\n")
+    error_line(run_stage(root, "generate_captcha"), "generate_captcha",
+               "captcha 0.0.1 is installed; seeded generation needs captcha==0.7.1", "pip install captcha==0.7.1")
 
 
 def test_unreachable_source_says_what_was_tried_and_what_to_do(tmp_path):

@@ -14,7 +14,7 @@ from transferbench.config.weights import Arm
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError
 from transferbench.models.strategies import check_freeze
-from transferbench.study.params import Params, check_params, load_params
+from transferbench.study.params import Params, check_params, load_params, read_params_file
 
 
 def test_repository_params_are_valid_and_typed():
@@ -301,3 +301,30 @@ def test_a_bad_param_in_a_stage_is_one_line_without_a_traceback(tmp_path, params
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr == "error: seeds must be >= 1, got 0\n", done.stderr
     assert Path(tmp_path / "params.yaml").exists()
+
+
+def test_a_key_twice_in_params_yaml_is_refused_naming_it_and_both_lines(tmp_path):
+    path = tmp_path / "params.yaml"
+    text = paths.PARAMS.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    seeds = next(i for i, line in enumerate(lines, 1) if line.startswith("seeds:"))
+    path.write_text(text + "\nseeds: 9\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"params.yaml: key 'seeds' appears twice, on lines {seeds} and "
+                                          rf"{len(lines) + 2}; accepted: each key once"):
+        load_params(path)
+
+
+def test_a_nested_key_twice_is_refused_and_a_merge_key_may_be_overridden(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("a:\n  b: 1\n  c: 2\n  b: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"key 'b' appears twice, on lines 2 and 4"):
+        load_params(path)
+    path.write_text("base: &base {x: 1, y: 2}\nz:\n  <<: *base\n  x: 5\n", encoding="utf-8")
+    assert read_params_file(path) == {"base": {"x": 1, "y": 2}, "z": {"x": 5, "y": 2}}
+
+
+def test_params_yaml_that_does_not_parse_names_its_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 42\nweights: [none\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"params.yaml:3: not valid YAML"):
+        load_params(path)

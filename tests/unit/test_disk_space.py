@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from transferbench.config import disk
+from transferbench.core import files
 from transferbench.core.errors import ConfigError
 
 Usage = collections.namedtuple("Usage", "total used free")
@@ -22,7 +23,7 @@ def test_needed_bytes_are_every_split_at_the_stored_shape():
 
 def test_free_space_comes_from_the_disk_of_the_nearest_existing_folder(tmp_path, monkeypatch):
     asked = []
-    monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: asked.append(path) or Usage(0, 0, NEEDED))
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: asked.append(path) or Usage(0, 0, NEEDED))
     with pytest.raises(ConfigError) as err:
         disk.check_fits("cifar10", COUNTS, SHAPE, tmp_path / "tmp" / "prepare" / "cifar10-0123")
     assert asked == [tmp_path]
@@ -30,7 +31,7 @@ def test_free_space_comes_from_the_disk_of_the_nearest_existing_folder(tmp_path,
                                      "need 172.3 MiB under ")
     assert "that disk has 172.3 MiB free (keeping 256.0 MiB spare)" in str(err.value)
     assert "cifar10.height / cifar10.width" in str(err.value)
-    monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: Usage(0, 0, NEEDED + disk.MARGIN))
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: Usage(0, 0, NEEDED + disk.MARGIN))
     assert disk.check_fits("cifar10", COUNTS, SHAPE, tmp_path / "work") == NEEDED
 
 
@@ -38,7 +39,7 @@ def test_a_resumed_run_counts_what_its_folder_already_holds(tmp_path, monkeypatc
     work = tmp_path / "work"
     work.mkdir()
     np.save(work / "images.npy", np.ones(4 * 2**20, dtype=np.uint8))  # 4 MiB already written
-    monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: Usage(0, 0, disk.MARGIN + 2**20))
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: Usage(0, 0, disk.MARGIN + 2**20))
     with pytest.raises(ConfigError):
         disk.check_fits("captcha", {"train": 1}, (2**11, 2**11, 1), tmp_path / "elsewhere")
     disk.check_fits("captcha", {"train": 1}, (2**11, 2**11, 1), work)  # 4 MiB needed: the 4 MiB it holds + 1

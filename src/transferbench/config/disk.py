@@ -4,11 +4,11 @@ config error naming the sizes, not a failed write after minutes of decoding or r
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 from transferbench.core.errors import ConfigError
+from transferbench.core.files import free_bytes, size_text
 
 MARGIN = 256 * 2**20  # kept free for manifests, reports and everything else on that disk
 
@@ -28,28 +28,20 @@ def check_fits(where: str, counts: Mapping[str, int], shape: tuple[int, int, int
     folder = Path(folder)
     needed = array_bytes(counts, shape)
     if free is None:
-        existing = next(p for p in (folder, *folder.parents) if p.exists())
-        free = shutil.disk_usage(existing).free + _allocated(folder)
+        free = free_bytes(folder) + _allocated(folder)
     if needed + MARGIN > free:
         splits = ", ".join(f"{split} {n:,}" for split, n in counts.items())
         raise ConfigError(
             f"{where}: {sum(counts.values()):,} images of {shape[1]}x{shape[0]}x{shape[2]} ({splits}) need "
-            f"{_size(needed)} under {folder}, but that disk has {_size(free)} free (keeping {_size(MARGIN)} spare); "
+            f"{size_text(needed)} under {folder}, but that disk has {size_text(free)} free "
+            f"(keeping {size_text(MARGIN)} spare); "
             f"accepted: fewer images or a smaller {where}.height / {where}.width, or more free space there")
     return needed
 
 
 def _allocated(folder: Path) -> int:
-    # Blocks, not sizes: the arrays are sparse files filled as the work goes on.
+    # Blocks, not sizes: prepared arrays start sparse and reserve their rows as the work goes on.
     if not folder.is_dir():
         return 0
     return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"

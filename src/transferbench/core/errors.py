@@ -20,3 +20,11 @@ class MissingInput(UserError, FileNotFoundError):
 
 class BadInput(UserError, ValueError):
     """An input file is truncated, corrupt or inconsistent; the message names it and what to rerun."""
+
+
+class NoSpace(UserError):
+    """A write failed for lack of disk space (or a file size limit); the message names the file and the sizes."""
+
+
+class NotWritable(UserError):
+    """An output folder cannot be created or written; the message names it and the reason."""

@@ -16,6 +16,8 @@ from importlib.metadata import version
 import numpy as np
 from captcha import image as captcha_image
 
+from transferbench.core.errors import UserError
+
 CAPTCHA_VERSION = "0.7.1"
 GENERATOR = f"captcha=={CAPTCHA_VERSION}"
 
@@ -24,7 +26,7 @@ def check_captcha_version() -> None:
     """Stop if the installed captcha is not the version whose drawing order we reproduce."""
     installed = version("captcha")
     if installed != CAPTCHA_VERSION:
-        raise RuntimeError(f"captcha {installed} is installed; seeded generation needs captcha=={CAPTCHA_VERSION} "
+        raise UserError(f"captcha {installed} is installed; seeded generation needs captcha=={CAPTCHA_VERSION} "
                            f"(it replaces captcha.image.secrets, whose calls change between versions): "
                            f"pip install captcha=={CAPTCHA_VERSION}")
 

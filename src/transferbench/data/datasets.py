@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from transferbench.config.sections import Section, parse, problem
 from transferbench.core import paths
 from transferbench.core.errors import BadInput, ConfigError
-from transferbench.core.inputs import load_array, missing
+from transferbench.core.inputs import load_array, missing, shown
 from transferbench.core.registry import Registry
 
 Count = Annotated[int, Field(ge=1)]
@@ -84,17 +84,30 @@ def prepared_by(dataset: str) -> str:
     return "generate_captcha" if DATASETS.get(dataset).source is None else f"prepare@{dataset}"
 
 
-def load_split(dataset: str, split: str) -> tuple[np.ndarray, pd.DataFrame]:
-    """The split's images (memory-mapped, read-only) and its manifest."""
-    folder = paths.split_dir(dataset, split)
-    images = load_array(folder / "images.npy", prepared_by(dataset))
+def load_split(dataset: str, split: str,
+               shape: tuple[int, int, int] | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    """The split's images (memory-mapped, read-only) and its manifest, checked against each other.
+
+    ``shape``: the (height, width, 3) the caller's params expect, if it knows. A mismatch is BadInput
+    naming the file and the stage to rerun, before anything trains or predicts on it.
+    """
+    folder, stage = paths.split_dir(dataset, split), prepared_by(dataset)
+    images = load_array(folder / "images.npy", stage)
     if not (folder / "manifest.csv").is_file():
-        raise missing(folder / "manifest.csv", prepared_by(dataset))
+        raise missing(folder / "manifest.csv", stage)
     manifest = read_manifest(folder / "manifest.csv")
-    if len(images) != len(manifest):
-        raise BadInput(f"{folder}: {len(images)} images but {len(manifest)} manifest rows; "
-                       f"the prepared data is inconsistent, run `dvc repro {prepared_by(dataset)}`")
-    return images, manifest
+    found = "x".join(map(str, images.shape))
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        wrong = f"holds {images.dtype} {found}, not uint8 images of n x height x width x 3"
+    elif shape is not None and images.shape[1:] != tuple(shape):
+        wrong = f"holds images of {found} (n x height x width x 3), but params.yaml's {dataset} section asks " \
+                f"for {'x'.join(map(str, shape))}"
+    elif len(images) != len(manifest):
+        wrong = f"holds {len(images)} images but {shown(folder / 'manifest.csv')} lists {len(manifest)}"
+    else:
+        return images, manifest
+    raise BadInput(f"{shown(folder / 'images.npy')} {wrong}; the prepared data is stale or damaged, "
+                   f"rerun `dvc repro {stage}`")
 
 
 # ---- captcha (seed 000) ---------------------------------------------------------------------

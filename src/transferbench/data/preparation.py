@@ -40,7 +40,15 @@ from transferbench.config.disk import check_fits
 from transferbench.config.sections import integer
 from transferbench.core import paths
 from transferbench.core.errors import BadInput, ConfigError, MissingInput
-from transferbench.core.files import create_zeros_npy, open_work_dir, read_json, replace_dir, write_json, write_text
+from transferbench.core.files import (
+    allocate,
+    create_zeros_npy,
+    open_work_dir,
+    read_json,
+    replace_dir,
+    write_json,
+    write_text,
+)
 from transferbench.core.parallel import cpu_count, map_chunks
 from transferbench.data import images
 from transferbench.data.datasets import DATASETS, DatasetParams, DatasetSpec
@@ -323,7 +331,11 @@ def _copy_kept(chunks: list[Chunk], table: pd.DataFrame, work_dir: Path, shape: 
         if _copied(work_dir, chunk).exists():
             continue
         if len(rows):
-            target = np.lib.format.open_memmap(_images_path(work_dir, chunk.split), mode="r+")
+            images_path = _images_path(work_dir, chunk.split)
+            target = np.lib.format.open_memmap(images_path, mode="r+")
+            # Reserved chunk by chunk, as each chunk's own file is deleted: the disk holds about one copy.
+            row = target.strides[0]
+            allocate(images_path, target.offset + start * row, len(rows) * row, name=images_path)
             target[start:start + len(rows)] = np.load(chunk.pixels_path, mmap_mode="r")[rows]
             # No flush (msync): pages written to a shared map outlive a killed process in the page
             # cache, and a power cut would also lose the unsynced markers; flushing cost 10 % here.
@@ -341,7 +353,7 @@ def _create_images(path: Path, shape: tuple[int, ...]) -> None:
         if found != shape:
             raise RuntimeError(f"{path} has shape {found}, the plan says {shape}; delete {path.parents[2]} and rerun")
         return
-    create_zeros_npy(path, shape)
+    create_zeros_npy(path, shape, reserve=False)  # _copy_kept reserves each chunk's rows before writing them
 
 
 def write_outputs(output: Path, name: str, spec: DatasetSpec, table: pd.DataFrame, shape: tuple[int, int, int],

@@ -14,7 +14,6 @@ import math
 import mmap
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from great_expectations.data_context.types.base import (
 
 from transferbench.core import paths
 from transferbench.core.errors import BadInput
-from transferbench.core.files import read_json, replace_dir, write_json
+from transferbench.core.files import read_json, replace_dir, temp_dir, write_json
 from transferbench.core.inputs import load_array, missing
 from transferbench.data.datasets import DATASETS, prepared_by, read_manifest
 from transferbench.data.expectations import FRAMES, build_suites
@@ -289,9 +288,8 @@ def validate(dataset: str, prepared_dir: Path, values: Any, report_dir: Path) ->
     suites = build_suites(dataset, values, meta)  # before reading images: an unknown dataset fails at once
     frames = read_frames(Path(prepared_dir), prepared_by(dataset))
     report_dir = Path(report_dir)
-    report_dir.parent.mkdir(parents=True, exist_ok=True)
     # Build the whole report beside the old one and swap it in: never a mix of two runs.
-    work = Path(tempfile.mkdtemp(prefix=f".{report_dir.name}.", suffix=".partial", dir=report_dir.parent))
+    work = temp_dir(report_dir)
     try:
         results = run_suites(dataset, suites, frames, work / "data_docs")
         summary = summarize(dataset, suites, results)
@@ -299,7 +297,6 @@ def validate(dataset: str, prepared_dir: Path, values: Any, report_dir: Path) ->
             summary = dataclasses.replace(summary, class_balance=class_balance(frames["manifest"]))
         write_json(work / "summary.json", summary.to_dict())
         write_json(work / "results.json", {frame: _plain(r.to_json_dict()) for frame, r in results.items()})
-        work.chmod(0o755)  # mkdtemp makes it private
         replace_dir(work, report_dir)
     finally:
         if work.exists():

@@ -22,6 +22,7 @@ from transferbench.config.sections import Section, parse
 from transferbench.config.weights import IMAGENET, RANDOM, Arm, parse_arms
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError
+from transferbench.core.inputs import shown
 from transferbench.core.registry import Registry
 from transferbench.data.datasets import DATASETS, DatasetParams
 from transferbench.models.backbones import MODELS
@@ -143,7 +144,37 @@ def _registered(registry: Registry, where: str, name: str) -> str:
     return name
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with a key twice (PyYAML keeps the last silently; DVC refuses)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden by a key of its own
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: PyYAML's own error says so
+                continue
+            if first is not None:
+                raise ConfigError(f"{shown(key_node.start_mark.name)}: key {key!r} appears twice, on lines {first} "
+                                  f"and {line}; accepted: each key once in a mapping (remove one)")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_params_file(path: Path | str = paths.PARAMS) -> Any:
+    """The parsed YAML of ``path``, unchecked; a duplicate key or a syntax error is a ConfigError naming the line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"{shown(path)}:{mark.line + 1}" if mark else shown(path)
+        raise ConfigError(f"{where}: not valid YAML ({err.problem}); fix the file") from None
+
+
 def load_params(path: Path | str = paths.PARAMS) -> Params:
     """params.yaml, checked; relative weights paths start at its folder."""
-    with open(path, encoding="utf-8") as f:
-        return check_params(yaml.safe_load(f), root=Path(path).resolve().parent)
+    return check_params(read_params_file(path), root=Path(path).resolve().parent)

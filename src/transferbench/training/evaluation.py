@@ -165,7 +165,7 @@ def evaluate_run(experiment: Experiment) -> dict:
     for name in ("model.keras", "history.csv"):
         if not (model_dir / name).is_file():
             raise missing(model_dir / name, f"train@{experiment.name}")
-    images, manifest = load_split(experiment.dataset, "test")
+    images, manifest = load_split(experiment.dataset, "test", experiment.image_shape)
     model = load_model(model_dir / "model.keras")
     result = evaluate(experiment, model, images, manifest)
     test = {k: v for k, v in result.metrics.items() if k != "per_class_accuracy"}

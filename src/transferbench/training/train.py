@@ -76,7 +76,7 @@ def load_batches(experiment: Experiment) -> dict[str, ArrayBatches]:
     task, batch = experiment.task, experiment.settings.batch_size
     out = {}
     for split in ("train", "validation"):
-        images, manifest = load_split(experiment.dataset, split)
+        images, manifest = load_split(experiment.dataset, split, experiment.image_shape)
         targets = experiment.spec.targets(manifest, experiment.dataset_settings)
         out[split] = ArrayBatches(images, targets, batch, n_outputs=task.n_outputs,
                                   shuffle=split == "train", seed=experiment.seed)
