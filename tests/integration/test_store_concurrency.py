@@ -2,6 +2,7 @@
 
 Each writer is its own process, as two `dvc queue` workers are; they start their runs together
 on a store that does not exist yet, the hardest case (MLflow creates the tables on first use).
+They run in another folder than the store's, as DVC's copies do: artifacts still go beside the store.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ EPOCHS = 5
 
 WRITER = f"""
 import sys, time
+from pathlib import Path
 import yaml
 from transferbench.study.experiments import resolve
 from transferbench.study.params import check_params
@@ -35,6 +37,9 @@ run_id = tracking.start_run(experiment)
 for epoch in range(1, {EPOCHS} + 1):
     tracking.log_metrics(run_id, {{"val_accuracy": epoch / 10}}, step=epoch)
 tracking.log_metrics(run_id, {{"test.accuracy": 0.5}})
+note = Path(name + ".txt")
+note.write_text(name)
+tracking.log_artifacts(run_id, [note])
 tracking.end_run(run_id)
 print(name, run_id)
 """
@@ -59,7 +64,7 @@ def test_two_processes_start_runs_at_once_on_a_new_store(tmp_path):
     for proc, (_, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err[-4000:]
         assert "database is locked" not in err
-    run_ids = {out.split()[1] for out, _ in results}
+    run_ids = {out.split()[1]: out.split()[0] for out, _ in results}
     assert len(run_ids) == 2
 
     from mlflow import MlflowClient
@@ -69,11 +74,14 @@ def test_two_processes_start_runs_at_once_on_a_new_store(tmp_path):
     assert experiment is not None, "the dataset's experiment, created once"
     assert len(client.search_experiments(filter_string="name = 'captcha'")) == 1
     runs = client.search_runs([experiment.experiment_id])
-    assert {r.info.run_id for r in runs} == run_ids
+    assert {r.info.run_id for r in runs} == set(run_ids)
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.metrics["test.accuracy"] == 0.5
         steps = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
         assert steps == [(e, pytest.approx(e / 10)) for e in range(1, EPOCHS + 1)]
+        assert run.info.artifact_uri.startswith((db.parent / "mlartifacts" / "captcha").as_uri())
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == [f"{run_ids[run.info.run_id]}.txt"]
+    assert not (tmp_path / "mlruns").exists(), "artifacts in the writer's folder are lost with a DVC copy"
 
 
 def test_a_write_waits_for_the_one_before(tmp_path):

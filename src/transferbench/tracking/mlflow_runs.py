@@ -32,10 +32,12 @@ def tracking_uri() -> str:
 
 
 def artifact_location(dataset: str) -> str | None:
-    """Absolute artifact folder for a new MLflow experiment in the local store (None: the server decides)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return None
-    return (paths.main_repo_root() / "mlartifacts" / dataset).as_uri()
+    """Absolute artifact folder for a new MLflow experiment: beside a SQLite store (None: the server decides).
+
+    Never MLflow's default ./mlruns: in a DVC copy (``--temp``, ``--queue``) that folder goes with the copy.
+    """
+    db = sqlite_file(tracking_uri())
+    return None if db is None else (db.parent / "mlartifacts" / dataset).as_uri()
 
 
 LOCK_TIMEOUT = 300.0  # seconds a write waits for the other runs' turns before giving up
@@ -84,7 +86,7 @@ def store_lock(uri: str, timeout: float | None = None) -> Iterator[None]:
 def _open_client(uri: str):
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
+    # No mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI to every process started after it.
     client = mlflow.MlflowClient(uri)
     # MLflow opens the store (and creates its tables in a new file) on first use: do it now, under the lock.
     client.search_experiments(max_results=1)
