@@ -117,3 +117,20 @@ def test_a_server_store_takes_no_lock(tmp_path, monkeypatch):
     with tracking.store_lock("http://127.0.0.1:5000"), tracking.store_lock("http://127.0.0.1:5000", timeout=0):
         pass
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # waits out SQLite's busy timeouts: 5 s opening the store, MLflow's 20 s for a write
+def test_a_store_held_by_another_program_ends_in_one_line_naming_the_server(mlflow_db, monkeypatch):
+    import sqlite3
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_db}")
+    other = sqlite3.connect(mlflow_db, isolation_level=None)  # an `mlflow ui` or a script, not one of our runs
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(tracking.StoreBusy) as caught:
+            tracking.log_metrics("0" * 32, {"loss": 1.0})
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    message = str(caught.value)
+    assert "\n" not in message and str(mlflow_db) in message and "mlflow server" in message

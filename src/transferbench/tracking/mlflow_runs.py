@@ -53,7 +53,7 @@ def sqlite_file(uri: str) -> Path | None:
 
 
 def busy_message(db: Path, waited: float) -> str:
-    return (f"MLflow store {db}: still locked by other runs after {waited:.0f} s; for many runs at once use an "
+    return (f"MLflow store {db}: still locked by another process after {waited:.0f} s; for many runs at once use an "
             f"MLflow server: `mlflow server --backend-store-uri sqlite:///{db} --artifacts-destination "
             f"{db.parent / 'mlartifacts'}`, then export MLFLOW_TRACKING_URI=http://127.0.0.1:5000 (README: MLflow)")
 
@@ -104,13 +104,14 @@ def _client():
 def _store() -> Iterator[Any]:
     """A client to write with while no other run of ours writes to the same SQLite store."""
     from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import OperationalError
 
     uri = tracking_uri()
     started = time.monotonic()
     with store_lock(uri):
         try:
             yield _open_client(uri)
-        except MlflowException as err:
+        except (MlflowException, OperationalError) as err:  # MLflow wraps some of SQLAlchemy's errors, not all
             db = sqlite_file(uri)
             # Another program (an `mlflow ui`, a script) outlasted SQLite's own wait for the lock.
             if db is not None and "database is locked" in str(err):
