@@ -31,6 +31,11 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.main_repo_root() / 'mlflow.db'}"
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None (a server, another database)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def artifact_location(dataset: str) -> str | None:
     """Absolute artifact folder for a new MLflow experiment: beside a SQLite store (None: the server decides).
 
@@ -45,11 +50,6 @@ LOCK_TIMEOUT = 300.0  # seconds a write waits for the other runs' turns before g
 
 class StoreBusy(UserError):
     """The local SQLite store stayed locked by other processes; the message says what to use instead."""
-
-
-def sqlite_file(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, else None (a server, another database)."""
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def busy_message(db: Path, waited: float) -> str:
