@@ -147,7 +147,7 @@ def store(request, tmp_path, monkeypatch):
     if request.param == "server":
         url = request.getfixturevalue("server")
         return url, RestReader(url)
-    monkeypatch.chdir(tmp_path)  # without a server, MLflow keeps a new experiment's artifacts under ./mlruns
+    monkeypatch.chdir(tmp_path)  # anything MLflow would put in the working folder stays in the test's
     uri = f"sqlite:///{request.getfixturevalue('mlflow_db')}"
     return uri, ClientReader(uri, tmp_path / "downloads")
 

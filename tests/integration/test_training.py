@@ -18,7 +18,7 @@ from transferbench.study.experiments import resolve
 from transferbench.study.params import check_params
 from transferbench.training.batches import ArrayBatches
 from transferbench.training.evaluation import task_metrics
-from transferbench.training.fit import EpochSummary, assemble_model, compile_model, fit
+from transferbench.training.fit import EpochSummary, assemble_model, best_model, compile_model, fit
 from transferbench.training.train import history_csv
 
 
@@ -128,7 +128,7 @@ def test_killed_training_resumes_from_its_last_epoch(params, tmp_path):
     # patience 0 halves the rate after any epoch without improvement; the resumed run must
     # continue from the rate the killed run had reached, not from the initial 1e-3.
     assert history[2]["learning_rate"] <= history[1]["learning_rate"]
-    assert (tmp_path / "work" / "best.keras").exists()
+    assert best_model(tmp_path / "work").exists()
 
 
 def test_epoch_summary_scores_the_main_output_not_the_auxiliary_ones():
@@ -167,7 +167,7 @@ def test_aux_outputs_weigh_their_loss_weights_and_val_accuracy_is_the_main_heads
     assert row["val_accuracy"] == row["val_label_accuracy"]
     assert row["accuracy"] == row["label_accuracy"]
 
-    model = load_model(tmp_path / "work" / "best.keras")
+    model = load_model(best_model(tmp_path / "work"))
     assert list(model.output_names) == ["label", "aux1", "aux2"]
     scores = model.evaluate(images, (targets, targets, targets), verbose=0, return_dict=True)
     weighted = scores["label_loss"] + aux1_weight * scores["aux1_loss"] + aux2_weight * scores["aux2_loss"]

@@ -3,19 +3,27 @@
 The store defaults to ``sqlite:///<repo>/mlflow.db`` with artifacts in ``<repo>/mlartifacts``, where
 <repo> is the main repository even for ``dvc exp run --temp`` / ``--queue`` (DVC_ROOT points there),
 so ``mlflow ui`` started in the repository root shows every run. MLFLOW_TRACKING_URI overrides it.
+
+Several runs at once (``dvc queue start -j N``) share that SQLite file: our writes to it take turns
+under a lock file beside it (``mlflow.db.lock``). MLflow would otherwise let two processes create the
+tables, or the dataset's experiment, at the same moment, and one of them fails.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import keras
 
 from transferbench.core import paths
+from transferbench.core.errors import UserError
 from transferbench.core.redact import redact
 from transferbench.study.experiments import Experiment
 
@@ -24,18 +32,92 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.main_repo_root() / 'mlflow.db'}"
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None (a server, another database)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def artifact_location(dataset: str) -> str | None:
-    """Absolute artifact folder for a new MLflow experiment in the local store (None: the server decides)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return None
-    return (paths.main_repo_root() / "mlartifacts" / dataset).as_uri()
+    """Absolute artifact folder for a new MLflow experiment: beside a SQLite store (None: the server decides).
+
+    Never MLflow's default ./mlruns: in a DVC copy (``--temp``, ``--queue``) that folder goes with the copy.
+    """
+    db = sqlite_file(tracking_uri())
+    return None if db is None else (db.parent / "mlartifacts" / dataset).as_uri()
+
+
+LOCK_TIMEOUT = 300.0  # seconds a write waits for the other runs' turns before giving up
+
+
+class StoreBusy(UserError):
+    """The local SQLite store stayed locked by other processes; the message says what to use instead."""
+
+
+def busy_message(db: Path, waited: float) -> str:
+    return (f"MLflow store {db}: still locked by another process after {waited:.0f} s; for many runs at once use an "
+            f"MLflow server: `mlflow server --backend-store-uri sqlite:///{db} --artifacts-destination "
+            f"{db.parent / 'mlartifacts'}`, then export MLFLOW_TRACKING_URI=http://127.0.0.1:5000 (README: MLflow)")
+
+
+@contextlib.contextmanager
+def store_lock(uri: str, timeout: float | None = None) -> Iterator[None]:
+    """Hold the SQLite store at ``uri`` alone among our processes (a no-op for any other store)."""
+    db = sqlite_file(uri)
+    if db is None:
+        yield
+        return
+    timeout = LOCK_TIMEOUT if timeout is None else timeout
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f"{db.name}.lock"), "a") as handle:
+        started = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - started > timeout:
+                    raise StoreBusy(busy_message(db, time.monotonic() - started)) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_client(uri: str):
+    import mlflow
+
+    # No mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI to every process started after it.
+    client = mlflow.MlflowClient(uri)
+    # MLflow opens the store (and creates its tables in a new file) on first use: do it now, under the lock.
+    client.search_experiments(max_results=1)
+    return client
 
 
 def _client():
-    import mlflow
+    """A client on the tracking store, its tables created if the store is new."""
+    uri = tracking_uri()
+    with store_lock(uri):
+        return _open_client(uri)
 
-    mlflow.set_tracking_uri(tracking_uri())
-    return mlflow.MlflowClient(tracking_uri())
+
+@contextlib.contextmanager
+def _store() -> Iterator[Any]:
+    """A client to write with while no other run of ours writes to the same SQLite store."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import OperationalError
+
+    uri = tracking_uri()
+    started = time.monotonic()
+    with store_lock(uri):
+        try:
+            yield _open_client(uri)
+        except (MlflowException, OperationalError) as err:  # MLflow wraps some of SQLAlchemy's errors, not all
+            db = sqlite_file(uri)
+            # Another program (an `mlflow ui`, a script) outlasted SQLite's own wait for the lock.
+            if db is not None and "database is locked" in str(err):
+                raise StoreBusy(busy_message(db, time.monotonic() - started)) from err
+            raise
 
 
 def git_commit() -> str:
@@ -69,7 +151,11 @@ def run_name(experiment: Experiment) -> str:
 
 def start_run(experiment: Experiment, run_id: str | None = None) -> str:
     """Create the training run (or reopen ``run_id`` when resuming); return its id."""
-    client = _client()
+    with _store() as client:
+        return _start_run(client, experiment, run_id)
+
+
+def _start_run(client, experiment: Experiment, run_id: str | None) -> str:
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
         return run_id
@@ -103,23 +189,22 @@ def start_run(experiment: Experiment, run_id: str | None = None) -> str:
 
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
-    import time
-
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    client = _client()
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
+    with _store() as client:
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
 
 
 def log_artifacts(run_id: str, files: Iterable[Path]) -> None:
-    client = _client()
-    for file in files:
-        client.log_artifact(run_id, str(file))
+    with _store() as client:
+        for file in files:
+            client.log_artifact(run_id, str(file))
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
-    _client().set_terminated(run_id, status=status)
+    with _store() as client:
+        client.set_terminated(run_id, status=status)
 
 
 class MlflowEpochMetrics(keras.callbacks.Callback):

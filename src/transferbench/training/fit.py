@@ -1,17 +1,20 @@
 """Builds, compiles and trains an experiment's model; a killed run resumes from its last epoch.
 
 Resume state lives in a work folder outside DVC's outputs (DVC deletes outputs before a stage
-runs): the last model with its optimizer state, the best model so far, and a JSON record of the
-epoch, the strategy phase (transferbench.models.strategies), history and callback counters, all written
-atomically at the end of every epoch.
+runs): each epoch's model with its optimizer state in a file of its own, and state.json, a record of
+the epoch, the strategy phase (transferbench.models.strategies), history, callback counters and the
+names of the last and the best model files. state.json is renamed into place last: it is the commit,
+so a run killed at any moment resumes from the last epoch whose files were all complete.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -213,13 +216,21 @@ def feed_for(model: keras.Model, batches: ArrayBatches, task: Task) -> keras.uti
     return TargetsPerOutput(batches, task, model.output_names)
 
 
-class ResumeState(keras.callbacks.Callback):
-    """Saves everything a killed run needs to carry on; runs last, after the checkpoint callback."""
+@dataclass
+class Best:
+    """The best validation score so far and the work folder's file holding that model."""
 
-    def __init__(self, work_dir: Path, checkpoint: keras.callbacks.ModelCheckpoint,
-                 plateau: keras.callbacks.ReduceLROnPlateau | None, history: list[dict], phase: str = "train"):
+    score: float = -math.inf
+    file: str | None = None
+
+
+class ResumeState(keras.callbacks.Callback):
+    """Commits every epoch so a killed run can carry on; runs last, after the schedule."""
+
+    def __init__(self, work_dir: Path, best: Best, plateau: keras.callbacks.ReduceLROnPlateau | None,
+                 history: list[dict], phase: str = "train"):
         super().__init__()
-        self.work_dir, self.checkpoint, self.plateau, self.history = work_dir, checkpoint, plateau, history
+        self.work_dir, self.best, self.plateau, self.history = work_dir, best, plateau, history
         self.phase = phase
         self.restored: dict | None = None
 
@@ -228,10 +239,7 @@ class ResumeState(keras.callbacks.Callback):
         self.restored = state
 
     def on_train_begin(self, logs=None):
-        if self.restored is None:
-            return
-        self.checkpoint.best = self.restored["checkpoint_best"]
-        if self.restored.get("phase", "train") != self.phase:
+        if self.restored is None or self.restored.get("phase", "train") != self.phase:
             return  # a new phase starts with its own rate and a fresh schedule
         if self.plateau is not None and self.restored.get("plateau"):
             for key, value in self.restored["plateau"].items():
@@ -241,19 +249,38 @@ class ResumeState(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         self.history.append(row)
-        save_model(self.model, self.work_dir / "last.keras")
+        # A new name each epoch: the files the committed state names are never overwritten.
+        last = f"epoch-{epoch + 1:04d}.keras"
+        save_model(self.model, self.work_dir / last)
+        score = (logs or {}).get(MONITOR)
+        best = Best(float(score), last) if score is not None and float(score) > self.best.score else self.best
         plateau = None if self.plateau is None else {
             "best": float(self.plateau.best), "wait": int(self.plateau.wait),
             "cooldown_counter": int(self.plateau.cooldown_counter)}
-        # The state file is written last: it is what says "epoch N is complete".
         write_json(self.work_dir / "state.json", {
             "epoch": epoch + 1,
-            "phase": self.phase,  # the phase last.keras is frozen and compiled for
+            "phase": self.phase,  # the phase the last model is frozen and compiled for
             "history": self.history,
-            "checkpoint_best": float(self.checkpoint.best),
+            "last": last,
+            "best": best.file,
+            "checkpoint_best": best.score,
             "plateau": plateau,
             "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
         })
+        self.best.score, self.best.file = best.score, best.file
+        for path in self.work_dir.iterdir():  # models the state no longer names, and cut-off writes
+            if path.suffix == ".keras" and path.name not in (last, best.file):
+                path.unlink()
+
+
+def last_model(work_dir: Path, state: dict) -> Path:
+    # Work folders from before per-epoch files hold last.keras / best.keras.
+    return work_dir / state.get("last", "last.keras")
+
+
+def best_model(work_dir: Path) -> Path:
+    """The best model of the run committed in ``work_dir`` (resumable: it keeps its optimizer state)."""
+    return work_dir / (read_json(work_dir / "state.json").get("best") or "best.keras")
 
 
 def save_model(model: keras.Model, path: Path) -> None:
@@ -266,7 +293,7 @@ def save_model(model: keras.Model, path: Path) -> None:
 def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, validation: ArrayBatches,
         work_dir: Path, extra_callbacks: Sequence[keras.callbacks.Callback] = (),
         verbose: int | None = None) -> list[dict]:
-    """Train (or resume) into ``work_dir``; return the per-epoch history. The best model is best.keras.
+    """Train (or resume) into ``work_dir``; return the per-epoch history. The best model: best_model(work_dir).
 
     Each strategy phase is one ``model.fit``; between phases the layers are re-frozen and the model
     recompiled at the next phase's rate. A run killed in any phase resumes in that phase.
@@ -276,7 +303,7 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
     state_file = work_dir / "state.json"
     state = read_json(state_file) if state_file.exists() else None
     if state is not None:
-        model = load_model(work_dir / "last.keras")
+        model = load_model(last_model(work_dir, state))
         current = state.get("phase", plan[0].name)
         log.info("resuming %s after epoch %s (%s) from %s", experiment.name, state["epoch"], current, work_dir)
     else:
@@ -286,9 +313,8 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
         current = plan[0].name
     history: list[dict] = list(state["history"]) if state else []
     epoch = state["epoch"] if state else 0
-
-    checkpoint = keras.callbacks.ModelCheckpoint(str(work_dir / "best.keras"), monitor=MONITOR,
-                                                 mode="max", save_best_only=True)
+    # Kept across phases: the best model is the run's best, whichever phase it came from.
+    best = Best(state["checkpoint_best"], best_model(work_dir).name) if state else Best()
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs, a live bar in a terminal
     for phase in plan:
@@ -305,11 +331,11 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
             compile_model(model, experiment, phase.learning_rate)
         schedule = schedule_callbacks(experiment.settings.schedule, phase)
         plateau = next((c for c in schedule if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
-        resume = ResumeState(work_dir, checkpoint, plateau, history, phase=phase.name)
+        resume = ResumeState(work_dir, best, plateau, history, phase=phase.name)
         if state is not None:
-            resume.restore(state)  # once: a later phase keeps the checkpoint's best, the rest starts fresh
+            resume.restore(state)  # once: a later phase starts its schedule fresh
             state = None
-        callbacks = [EpochSummary(output_names(experiment.task)), *schedule, checkpoint, *extra_callbacks, resume]
+        callbacks = [EpochSummary(output_names(experiment.task)), *schedule, *extra_callbacks, resume]
         train.set_epoch(epoch)
         task = experiment.task
         # shuffle=False: the batches shuffle themselves from (seed, epoch). Keras' own shuffle would also
@@ -324,5 +350,5 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
 def finish(work_dir: Path, model_path: Path) -> None:
     """Put the best model in place without its optimizer state (a third of the size), drop the resume state."""
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(load_model(work_dir / "best.keras", compile=False), model_path)
+    save_model(load_model(best_model(work_dir), compile=False), model_path)
     shutil.rmtree(work_dir)
