@@ -13,21 +13,29 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import keras
-
 from transferbench.core import paths
 from transferbench.study.experiments import Experiment
 
 
+def local_uri() -> str:
+    """The repository's own store."""
+    return f"sqlite:///{paths.main_repo_root() / 'mlflow.db'}"
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.main_repo_root() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_uri()
 
 
 def artifact_location(dataset: str) -> str | None:
     """Absolute artifact folder for a new MLflow experiment in the local store (None: the server decides)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI itself: our own URI there still means the local store.
+    if tracking_uri() != local_uri():
         return None
     return (paths.main_repo_root() / "mlartifacts" / dataset).as_uri()
+
+
+# MLflow 3's UI opens an experiment on its GenAI overview (traces) unless this tag says it trains models.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def _client():
@@ -66,20 +74,42 @@ def run_name(experiment: Experiment) -> str:
     return f"{experiment.dataset}-{experiment.settings.model}-{experiment.weights_label}-s{experiment.seed}"
 
 
+def experiment_id(client, dataset: str) -> str:
+    """The MLflow experiment of ``dataset``, created (marked as model training) on first use."""
+    found = client.get_experiment_by_name(dataset)
+    if found:
+        return found.experiment_id
+    exp_id = client.create_experiment(dataset, artifact_location=artifact_location(dataset), tags=EXPERIMENT_KIND)
+    if tracking_uri() == local_uri():
+        _hide_empty_default(client)
+    return exp_id
+
+
+def _hide_empty_default(client) -> None:
+    """Our own store's ``Default`` experiment never gets a run: delete it while empty, so the UI lists only ours."""
+    default = client.get_experiment("0")
+    if default.lifecycle_stage == "active" and not client.search_runs(["0"], max_results=1):
+        client.delete_experiment("0")
+
+
+def describe(run_id: str, text: str) -> None:
+    """The run's description: the first thing its page in the UI shows."""
+    _client().set_tag(run_id, "mlflow.note.content", text)
+
+
 def start_run(experiment: Experiment, run_id: str | None = None) -> str:
     """Create the training run (or reopen ``run_id`` when resuming); return its id."""
     client = _client()
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
         return run_id
-    found = client.get_experiment_by_name(experiment.dataset)
-    exp_id = found.experiment_id if found else client.create_experiment(
-        experiment.dataset, artifact_location=artifact_location(experiment.dataset))
+    exp_id = experiment_id(client, experiment.dataset)
     commit = git_commit()
     tags = {
         "dataset": experiment.dataset,
         "model": experiment.settings.model,
         "weights": experiment.weights_label,
+        "arm": experiment.weights_label,
         "seed": str(experiment.seed),
         "strategy": experiment.settings.strategy,
         "experiment": experiment.name,
@@ -116,14 +146,3 @@ def log_artifacts(run_id: str, files: Iterable[Path]) -> None:
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     _client().set_terminated(run_id, status=status)
-
-
-class MlflowEpochMetrics(keras.callbacks.Callback):
-    """Logs every numeric epoch metric (train and validation) to the run, step = epoch number."""
-
-    def __init__(self, run_id: str):
-        super().__init__()
-        self.run_id = run_id
-
-    def on_epoch_end(self, epoch, logs=None):
-        log_metrics(self.run_id, {k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)

@@ -149,6 +149,9 @@ def run(params: Params, name: str) -> dict:
         extra = f", whole-sequence {test['sequence_accuracy']:.4f}" if "sequence_accuracy" in test else ""
         log.info("%s %s: test accuracy %.4f%s, loss %.4f", name, runs.run_name(experiment), test["accuracy"], extra,
                  test["loss"])
+        tracking.describe(metrics["mlflow_run_id"],
+                          f"{name}: {experiment.settings.model} from {experiment.weights_label} weights, seed "
+                          f"{experiment.seed}: test accuracy {test['accuracy']:.4f}{extra}")
     summary = aggregate(name, per_run)
     write_json(paths.experiment_report_dir(name) / "metrics.json", summary)
     return summary
