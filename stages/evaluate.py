@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from transferbench.cli import stage_main
+from transferbench.cli import load_keras, stage_main
 from transferbench.study.params import Params
 
 
 def evaluate(params: Params, name: str) -> None:
     # Keras takes seconds to import: imported once params and the name are known to be good.
+    load_keras()
     from transferbench.training.evaluation import run
 
     run(params, name)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from transferbench.cli import stage_main
+from transferbench.cli import load_keras, stage_main
 from transferbench.study.params import Params
 
 
 def train(params: Params, name: str) -> None:
     # Keras takes seconds to import: imported once params and the name are known to be good.
+    load_keras()
     from transferbench.training.train import run
 
     run(params, name)
