@@ -44,7 +44,8 @@ def rendered_plots(repo: Path) -> list[tuple[str, bytes]]:
 def page(plots: list[tuple[str, bytes]]) -> str:
     figures = "".join(f"<h3>{html.escape(title)}</h3><img src='data:image/png;base64,"
                       f"{base64.b64encode(png).decode()}'>" for title, png in plots)
-    return f"<html><body style='font-family:sans-serif;background:white'><style>img{{max-width:100%}}</style>{figures}</body></html>"
+    style = "<style>body{font-family:sans-serif;background:white} img{max-width:100%}</style>"
+    return f"<html><body>{style}{figures}</body></html>"
 
 
 def main() -> None:
