@@ -10,6 +10,10 @@ The per-epoch numbers are made up in the shape seed 000 describes (pretrained se
 ``synthetic=true`` so the picture cannot be mistaken for a result.
 
     python docs/screenshot.py [--out docs/mlflow-ui.png] [--chromium chromium]
+    python docs/screenshot.py --repo . --out docs/mlflow-runs.png    # a real run's store instead
+
+With ``--repo``, the server reads that repository's mlflow.db (and mlartifacts/) and the picture is
+the runs table of its first experiment, as `mlflow ui` opens it.
 """
 
 from __future__ import annotations
@@ -46,7 +50,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(store: Path) -> tuple[subprocess.Popen, str]:
+def start_server(store: Path, repo: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """``mlflow server`` over a new store in ``store``, or over ``repo``'s own (its mlflow.db, mlartifacts/)."""
+    backend = f"sqlite:///{(repo or store) / 'mlflow.db'}"
+    artifacts = repo / "mlartifacts" if repo else store / "artifacts"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
@@ -55,8 +62,7 @@ def start_server(store: Path) -> tuple[subprocess.Popen, str]:
             [str(Path(sys.executable).with_name("mlflow")), "server", "--host", HOST, "--port", str(port),
              # Not a default host or origin of MLflow's security middleware: name it.
              "--allowed-hosts", f"{HOST}:{port},{HOST}", "--cors-allowed-origins", f"http://{HOST}:{port}",
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-             "--artifacts-destination", str(store / "artifacts")],
+             "--workers", "1", "--backend-store-uri", backend, "--artifacts-destination", str(artifacts)],
             cwd=store, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://{HOST}:{port}"
     deadline = time.monotonic() + 150
@@ -149,16 +155,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "mlflow-ui.png")
     parser.add_argument("--chromium", default="chromium")
+    parser.add_argument("--repo", type=Path, help="a repository whose real runs (mlflow.db) to show")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)
-        proc, url = start_server(store)
+        repo = args.repo.resolve() if args.repo else None
+        proc, url = start_server(store, repo)
         try:
             os.environ["MLFLOW_TRACKING_URI"] = url
-            experiment_id, run_ids = log_runs()
-            query = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id])},
-                                           quote_via=urllib.parse.quote)
-            page = f"{url}/#/compare-runs?{query}"
+            if repo:
+                from mlflow import MlflowClient
+
+                experiments = MlflowClient(url).search_experiments()
+                if not experiments:
+                    raise SystemExit(f"{repo / 'mlflow.db'} has no experiment: run the pipeline first")
+                # MLflow 3.17 opens every experiment as GenAI unless the page is asked for model training.
+                page = f"{url}/#/experiments/{experiments[0].experiment_id}/runs?workflowType=machine_learning"
+            else:
+                experiment_id, run_ids = log_runs()
+                query = urllib.parse.urlencode({"runs": json.dumps(run_ids),
+                                                "experiments": json.dumps([experiment_id])},
+                                               quote_via=urllib.parse.quote)
+                page = f"{url}/#/compare-runs?{query}"
             (store / "profile").mkdir()
             screenshot(page, args.out, args.chromium, store / "profile")
         finally:

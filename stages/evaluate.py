@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from transferbench.cli import stage_main
+from transferbench.cli import load_keras, stage_main
 from transferbench.core import paths
 from transferbench.core.files import check_writable
 from transferbench.study.params import Params
@@ -19,6 +19,7 @@ from transferbench.study.params import Params
 def evaluate(params: Params, name: str) -> None:
     check_writable(paths.REPORTS / "runs" / name, paths.experiment_report_dir(name))
     # Keras takes seconds to import: imported once params and the name are known to be good.
+    load_keras()
     from transferbench.training.evaluation import run
 
     run(params, name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from transferbench.cli import stage_main
+from transferbench.cli import load_keras, stage_main
 from transferbench.core import paths
 from transferbench.core.files import check_writable
 from transferbench.study.params import Params
@@ -18,6 +18,7 @@ from transferbench.study.params import Params
 def train(params: Params, name: str) -> None:
     check_writable(paths.experiment_model_dir(name), paths.tmp_dir("train", name))
     # Keras takes seconds to import: imported once params and the name are known to be good.
+    load_keras()
     from transferbench.training.train import run
 
     run(params, name)

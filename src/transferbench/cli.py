@@ -9,10 +9,13 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+import tempfile
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,49 @@ def setup_logging(level: int = logging.INFO) -> None:
 def _redacted_excepthook(kind, value, tb) -> None:
     """A bug's traceback as Python prints it, but with credentials in URLs (an exception's message) masked."""
     sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+
+
+# What TensorFlow's native code prints on every start on a machine without a GPU, before its logging is
+# set up (so TF_CPP_MIN_LOG_LEVEL cannot hide it): CUDA probing, and notes about CPU builds.
+CPU_START_NOISE = ("All log messages before absl::InitializeLog()", "cudart_stub.cc", "failed call to cuInit",
+                   "oneDNN custom operations are on", "cpu_feature_guard.cc", "To enable the following instructions")
+
+
+@contextlib.contextmanager
+def native_stderr_without(noise: tuple[str, ...]) -> Iterator[None]:
+    """Hold what native code writes to file descriptor 2 in the block; then pass on every line but ``noise``.
+
+    Everything is passed on if the block fails, so nothing that explains an error is lost.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode(errors="replace").splitlines(keepends=True):
+                if failed or not any(n in line for n in noise):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def load_keras() -> None:
+    """Import Keras and start its backend's devices, without TensorFlow's CUDA probing lines on a machine
+    that has no NVIDIA device (with one, every line stays: they say why a GPU is not used)."""
+    if any(Path("/dev").glob("nvidia*")):
+        import keras  # noqa: F401
+        return
+    with native_stderr_without(CPU_START_NOISE):
+        import keras
+
+        keras.ops.convert_to_numpy(keras.ops.zeros(1))  # device discovery prints the cuInit line
 
 
 def one_line(message: str) -> str:

@@ -163,6 +163,7 @@ def test_a_training_run_is_tracked(store, params, monkeypatch, tmp_path):
     from transferbench.tracking import mlflow_runs as tracking
     from transferbench.training.batches import ArrayBatches
     from transferbench.training.fit import fit
+    from transferbench.training.train import MlflowEpochMetrics
 
     # A real experiment resolved from params: a photo dataset's section, the tiny backbone from scratch.
     dataset = "cats_and_dogs_filtered"
@@ -180,7 +181,7 @@ def test_a_training_run_is_tracked(store, params, monkeypatch, tmp_path):
     images, targets = rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8), rng.integers(0, 2, 12)
     history = fit(experiment, None, ArrayBatches(images[:8], targets[:8], 4, shuffle=True, seed=0),
                   ArrayBatches(images[8:], targets[8:], 4), tmp_path / "work",
-                  extra_callbacks=[tracking.MlflowEpochMetrics(run_id)], verbose=0)
+                  extra_callbacks=[MlflowEpochMetrics(run_id)], verbose=0)
     tracking.log_metrics(run_id, {"test.accuracy": 0.625})
     note = tmp_path / "note.txt"
     note.write_text("logged by transferbench.tracking.mlflow_runs")

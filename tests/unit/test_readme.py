@@ -2,6 +2,8 @@
 
 import re
 
+import yaml
+
 from transferbench.core import paths
 
 LABELS = ("set up", "run the main job", "test the slow set", "test")  # longest first: "test" prefixes one
@@ -34,3 +36,19 @@ def test_the_two_test_commands_split_the_suite_at_the_slow_marker():
     pytest_config = tomllib.loads((paths.ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     assert "-m 'not slow'" in pytest_config["addopts"] and "--strict-markers" in pytest_config["addopts"]
     assert any(marker.startswith("slow:") for marker in pytest_config["markers"])
+
+
+def test_the_small_run_ends_with_the_report_needs_no_network_and_is_followed_by_what_to_look_at():
+    from tests.readme_commands import look_commands, small_run
+
+    argv = small_run()
+    assert argv[:3] == ["dvc", "exp", "run"] and "report" in argv and "weights=none" in argv
+    params = yaml.safe_load((paths.ROOT / "params.yaml").read_text())
+    removed = {a.removeprefix("~experiments.") for a in argv if a.startswith("~experiments.")}
+    assert removed == set(params["experiments"]) - {"captcha"}, "the small run trains the CAPTCHA experiment alone"
+    assert [c.split()[:2] for c in look_commands()] == [
+        ["cat", "reports/README.md"], ["dvc", "metrics"], ["dvc", "exp"], ["dvc", "plots"], ["mlflow", "ui"]]
+
+
+def test_dvc_plots_page_is_not_committed():
+    assert "/dvc_plots/" in (paths.ROOT / ".gitignore").read_text().splitlines()

@@ -20,16 +20,19 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import keras
-
 from transferbench.core import paths
 from transferbench.core.errors import UserError
 from transferbench.core.redact import redact
 from transferbench.study.experiments import Experiment
 
 
+def local_uri() -> str:
+    """The repository's own store."""
+    return f"sqlite:///{paths.main_repo_root() / 'mlflow.db'}"
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.main_repo_root() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_uri()
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -94,6 +97,10 @@ def _open_client(uri: str):
     return client
 
 
+# MLflow 3's UI opens an experiment on its GenAI overview (traces) unless this tag says it trains models.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _client():
     """A client on the tracking store, its tables created if the store is new."""
     uri = tracking_uri()
@@ -149,6 +156,30 @@ def run_name(experiment: Experiment) -> str:
     return f"{experiment.dataset}-{experiment.settings.model}-{experiment.weights_label}-s{experiment.seed}"
 
 
+def experiment_id(client, dataset: str) -> str:
+    """The MLflow experiment of ``dataset``, created (marked as model training) on first use."""
+    found = client.get_experiment_by_name(dataset)
+    if found:
+        return found.experiment_id
+    exp_id = client.create_experiment(dataset, artifact_location=artifact_location(dataset), tags=EXPERIMENT_KIND)
+    if tracking_uri() == local_uri():
+        _hide_empty_default(client)
+    return exp_id
+
+
+def _hide_empty_default(client) -> None:
+    """Our own store's ``Default`` experiment never gets a run: delete it while empty, so the UI lists only ours."""
+    default = client.get_experiment("0")
+    if default.lifecycle_stage == "active" and not client.search_runs(["0"], max_results=1):
+        client.delete_experiment("0")
+
+
+def describe(run_id: str, text: str) -> None:
+    """The run's description: the first thing its page in the UI shows."""
+    with _store() as client:
+        client.set_tag(run_id, "mlflow.note.content", text)
+
+
 def start_run(experiment: Experiment, run_id: str | None = None) -> str:
     """Create the training run (or reopen ``run_id`` when resuming); return its id."""
     with _store() as client:
@@ -159,15 +190,14 @@ def _start_run(client, experiment: Experiment, run_id: str | None) -> str:
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
         return run_id
-    found = client.get_experiment_by_name(experiment.dataset)
-    exp_id = found.experiment_id if found else client.create_experiment(
-        experiment.dataset, artifact_location=artifact_location(experiment.dataset))
+    exp_id = experiment_id(client, experiment.dataset)
     commit = git_commit()
     tags = {
         "dataset": experiment.dataset,
         "model": experiment.settings.model,
         "weights": experiment.weights_label,
         "setting": experiment.setting,
+        "arm": experiment.weights_label,
         "seed": str(experiment.seed),
         "strategy": experiment.settings.strategy,
         "experiment": experiment.name,
@@ -205,14 +235,3 @@ def log_artifacts(run_id: str, files: Iterable[Path]) -> None:
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     with _store() as client:
         client.set_terminated(run_id, status=status)
-
-
-class MlflowEpochMetrics(keras.callbacks.Callback):
-    """Logs every numeric epoch metric (train and validation) to the run, step = epoch number."""
-
-    def __init__(self, run_id: str):
-        super().__init__()
-        self.run_id = run_id
-
-    def on_epoch_end(self, epoch, logs=None):
-        log_metrics(self.run_id, {k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)

@@ -206,33 +206,31 @@ def evaluate_run(experiment: Experiment) -> dict:
     return metrics
 
 
-def aggregate(per_run: list[dict]) -> dict:
-    """Per arm: mean (and std over seeds) of the test metrics, best validation accuracy and time.
+def aggregate(name: str, per_run: list[dict]) -> dict:
+    """``{name: {arm: {test_accuracy, ..., seconds}}}``: per arm, the mean (and std over seeds) of each metric.
 
-    Flat keys, so `dvc exp show` and `dvc metrics diff` show one column each.
+    The experiment's name is the outer key so that `dvc exp show` names every column after it
+    (``captcha.none.test_accuracy``) and no two experiments share one; few keys, so the table fits a terminal.
     """
     out: dict[str, dict] = {}
     for label in dict.fromkeys(m["weights"] for m in per_run):
         group = [m for m in per_run if m["weights"] == label]
-        values = {
-            "test_accuracy": [m["test"]["accuracy"] for m in group],
-            "test_loss": [m["test"]["loss"] for m in group],
-            "best_val_accuracy": [m["best_val_accuracy"] for m in group],
-            "seconds": [m["seconds"] for m in group],
-        }
+        values = {"test_accuracy": [m["test"]["accuracy"] for m in group]}
         if "sequence_accuracy" in group[0]["test"]:
             values["test_sequence_accuracy"] = [m["test"]["sequence_accuracy"] for m in group]
-        summary: dict = {"runs": len(group)}
+        values["best_val_accuracy"] = [m["best_val_accuracy"] for m in group]
+        summary: dict = {}
         for key, series in values.items():
-            summary[key] = float(np.mean(series))
-            if len(group) > 1 and key != "seconds":
-                summary[f"{key}_std"] = float(np.std(series, ddof=1))
+            summary[key] = round(float(np.mean(series)), 4)
+            if len(group) > 1:
+                summary[f"{key}_std"] = round(float(np.std(series, ddof=1)), 4)
+        summary["seconds"] = round(float(np.mean([m["seconds"] for m in group])), 1)
         out[label] = summary
-    return out
+    return {name: out}
 
 
 def run(params: Params, name: str) -> dict:
-    """Evaluate every run of experiment ``name``; write reports/<name>/metrics.json."""
+    """Evaluate every run of experiment ``name``; write reports/<name>/metrics.json (see :func:`aggregate`)."""
     per_run = []
     for experiment in runs.runs(params, name):
         metrics = evaluate_run(experiment)
@@ -241,6 +239,9 @@ def run(params: Params, name: str) -> dict:
         extra = f", whole-sequence {test['sequence_accuracy']:.4f}" if "sequence_accuracy" in test else ""
         log.info("%s %s: test accuracy %.4f%s, loss %.4f", name, runs.run_name(experiment), test["accuracy"], extra,
                  test["loss"])
-    summary = aggregate(per_run)
+        tracking.describe(metrics["mlflow_run_id"],
+                          f"{name}: {experiment.settings.model} from {experiment.weights_label} weights, seed "
+                          f"{experiment.seed}: test accuracy {test['accuracy']:.4f}{extra}")
+    summary = aggregate(name, per_run)
     write_json(paths.experiment_report_dir(name) / "metrics.json", summary)
     return summary

@@ -61,7 +61,12 @@ def history_csv(history: list[dict]) -> str:
 
 
 class EpochSeconds(keras.callbacks.Callback):
-    """Adds ``epoch_seconds`` to each epoch's logs, so history (and resumed runs) carry wall-clock time."""
+    """Adds ``epoch_seconds`` and ``images_per_second`` to each epoch's logs: history, resumed runs and the
+    one line per epoch that Keras prints in a log carry wall-clock time and speed."""
+
+    def __init__(self, images: int):
+        super().__init__()
+        self.images = images
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -69,6 +74,18 @@ class EpochSeconds(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self._start
+            logs["images_per_second"] = self.images / max(logs["epoch_seconds"], 1e-9)
+
+
+class MlflowEpochMetrics(keras.callbacks.Callback):
+    """Logs every numeric epoch metric (train and validation) to the run, step = epoch number."""
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+
+    def on_epoch_end(self, epoch, logs=None):
+        tracking.log_metrics(self.run_id, {k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)
 
 
 def load_batches(experiment: Experiment) -> dict[str, ArrayBatches]:
@@ -106,8 +123,9 @@ def train_run(experiment: Experiment, work_root: Path) -> Path:
     work_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_file, run_id)
     try:
+        callbacks = [EpochSeconds(len(batches["train"].images)), MlflowEpochMetrics(run_id)]
         history = fit(experiment, init_weights_file(init_dir), batches["train"], batches["validation"],
-                      work_dir, extra_callbacks=[EpochSeconds(), tracking.MlflowEpochMetrics(run_id)])
+                      work_dir, extra_callbacks=callbacks)
     except BaseException:
         tracking.end_run(run_id, status="KILLED")  # resumable: the next attempt reopens this run
         raise

@@ -1,0 +1,85 @@
+"""The README's newcomer path, word for word on a fresh copy: the small run, then every look-at-the-answer command.
+
+The small run's sizes are shrunk (fewer CAPTCHAs, two epochs); everything else is the README's text. A command
+that says "failed to load" or shows nothing fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests import repo_copy
+from tests.readme_commands import look_commands, small_run
+from tests.repo_copy import copy_repository
+
+pytestmark = pytest.mark.slow
+
+TINY = {"captcha.train": "64", "captcha.validation": "32", "captcha.test": "32", "experiments.captcha.epochs": "2"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mlflow_ui_experiments(repo: Path, env: dict, command: str) -> list[dict]:
+    """Start the README's `mlflow ui` in ``repo`` on a free port; the experiments it lists."""
+    port = free_port()
+    argv = [sys.executable, "-m", "mlflow", *shlex.split(command)[1:], "--port", str(port)]
+    server = subprocess.Popen(argv, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search"
+        for _ in range(120):
+            try:
+                answer = requests.post(url, json={"max_results": 100}, timeout=5)
+                if answer.ok:
+                    return answer.json()["experiments"]
+            except requests.ConnectionError:
+                pass
+            assert server.poll() is None, server.stderr.read() if server.stderr else "mlflow ui exited"
+            time.sleep(1)
+        raise AssertionError("mlflow ui did not answer within 2 minutes")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_the_newcomer_path(tmp_path):
+    repo, env = copy_repository(tmp_path / "repo", lambda params: None)
+    out = repo_copy.dvc(repo, env, *small_run(TINY)[1:])
+    assert "'report'" in out and not re.search(r"^(ERROR|[\w@]+: error):", out, re.M), out[-3000:]
+
+    for command in look_commands():
+        if command.startswith("cat "):
+            text = (repo / shlex.split(command)[1]).read_text()
+            assert "captcha" in text and len(text) > 200, text
+        elif command.startswith("dvc "):
+            extra = ["--no-pager"] if command.startswith("dvc exp show") else []
+            shown = repo_copy.dvc(repo, {**env, "COLUMNS": "120"}, *shlex.split(command)[1:], *extra)
+            assert "failed to load" not in shown.lower() and shown.strip(), (command, shown)
+            if command.startswith("dvc exp show"):
+                assert "captcha.none." in shown and "…" not in shown, (command, shown)
+                assert max(len(line) for line in shown.splitlines()) <= 120, (command, shown)
+        else:
+            experiments = mlflow_ui_experiments(repo, env, command)
+            assert [e["name"] for e in experiments] == ["captcha"], experiments
+            tags = {t["key"]: t["value"] for t in experiments[0].get("tags", [])}
+            assert tags["mlflow.experimentKind"] == "custom_model_development"
+
+    metrics = json.loads((repo / "reports/captcha/metrics.json").read_text())
+    assert set(metrics) == {"captcha"} and set(metrics["captcha"]) == {"none"}
+    page = (repo / "dvc_plots/index.html").read_text()
+    assert "learning curves (accuracy)" in page and '"experiment": "captcha"' in page
+    assert (repo / "reports/curves.csv").stat().st_size > 100
+    assert (repo / "mlartifacts/captcha").is_dir() and not (repo / "mlruns").exists()

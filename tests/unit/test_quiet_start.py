@@ -1,0 +1,39 @@
+"""On a machine without a GPU, stages that load Keras do not print TensorFlow's CUDA probing, but keep the rest."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from transferbench.core import paths
+
+
+def run(code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(paths.ROOT / "src"), str(paths.ROOT)])}
+    return subprocess.run([sys.executable, "-c", code], cwd=paths.ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_loading_keras_prints_no_cuda_probing_on_a_cpu_machine():
+    if any(p.startswith("nvidia") for p in os.listdir("/dev")):
+        return  # with a GPU every line is kept on purpose; nothing to check here
+    done = run("from transferbench.cli import load_keras; load_keras(); import keras; "
+               "print(keras.ops.convert_to_numpy(keras.ops.ones(2)).sum())")
+    assert done.returncode == 0 and done.stdout.strip() == "2.0", done.stderr
+    assert "cuInit" not in done.stderr and "cudart_stub" not in done.stderr and "absl" not in done.stderr, done.stderr
+
+
+def test_other_native_lines_pass_and_a_failure_keeps_everything():
+    code = ("import os\nfrom transferbench.cli import native_stderr_without\n"
+            "with native_stderr_without(('noise',)):\n"
+            "    os.write(2, b'noise line\\nreal warning\\n')\n"
+            "try:\n"
+            "    with native_stderr_without(('noise',)):\n"
+            "        os.write(2, b'noise before the error\\n')\n"
+            "        raise RuntimeError('boom')\n"
+            "except RuntimeError:\n"
+            "    pass\n")
+    done = run(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["real warning", "noise before the error"]
