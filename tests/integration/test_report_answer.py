@@ -363,3 +363,27 @@ def test_published_figures_are_keyed_by_experiments_params_yaml_plans():
     assert set(PUBLISHED) <= set(planned)
     assert "cats_and_dogs_filtered" not in PUBLISHED  # Xception two-phase: no seed published it
     assert planned["cats_and_dogs_filtered_cnn"]["model"] == "cnn"  # seed 002's figures are the small CNN's
+
+
+def test_a_model_changed_by_params_is_not_set_beside_the_seeds_figures(tmp_path):
+    # `-S experiments.captcha.model=cnn` (the README's small run) keeps the name, not seed 000's recipe.
+    params = make_params()
+    captcha = params.experiments["captcha"].model_copy(update={"model": "cnn", "pooling": "flatten"})
+    params = params.model_copy(update={"experiments": {**params.experiments, "captcha": captcha}})
+    root = write_fixture(tmp_path / "reports")
+    summary = report.build(params, root).summary["experiments"]["captcha"]
+    assert summary["published"] is None
+    assert summary["published_not_comparable"] == "seed 000 trained xception on captcha, this run cnn on captcha"
+    readme = (root / "README.md").read_text()
+    rows = {(r[0], r[1]): r[2:] for r in tables(readme)[0][1:]}
+    assert rows["captcha", "fine-tuned (imagenet)"][4] == (
+        "not comparable: seed 000 trained xception on captcha, this run cnn on captcha")
+    assert "0.9982" not in readme.split("## captcha")[1]
+
+
+def test_each_seeds_figures_name_the_dataset_and_model_params_yaml_gives_that_experiment():
+    from transferbench.reporting.reference_studies import PUBLISHED
+
+    planned = yaml.safe_load(paths.PARAMS.read_text(encoding="utf-8"))["experiments"]
+    for name, published in PUBLISHED.items():
+        assert published.differs(planned[name]["dataset"], planned[name]["model"]) is None, name

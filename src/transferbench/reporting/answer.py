@@ -72,7 +72,7 @@ def time_to_accuracy(curves: Mapping[str, pd.DataFrame], published: Sequence[Map
 def answer_rows(name: str, summary: Mapping[str, Any]) -> list[list[str]]:
     """The first table's rows for one experiment: one per pretrained arm against random initialisation."""
     results = summary["results"]
-    figures = published_cell(summary["published"])
+    figures = published_cell(summary["published"], summary.get("published_not_comparable"))
     if not summary["comparisons"]:
         random = results.get(RANDOM, {})
         reason = summary["no_result"].get("pretrained", "no pretrained arm")
@@ -100,10 +100,10 @@ def answer_table(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return markdown_table(ANSWER_HEADER, [row for name, s in summaries.items() for row in answer_rows(name, s)])
 
 
-def published_cell(published: Mapping[str, Any] | None) -> str:
+def published_cell(published: Mapping[str, Any] | None, not_comparable: str | None = None) -> str:
     """Every accuracy the seed published for this experiment, each labelled with its arm and metric."""
     if not published:
-        return "none published"
+        return f"not comparable: {not_comparable}" if not_comparable else "none published"
     shown = [f"{f['weights']}: {PUBLISHED_METRICS[f['metric']]} "
              + " and ".join(fmt_value(v, "number") for v in f["values"])
              for f in published["figures"] if "accuracy" in f["metric"]]

@@ -25,8 +25,16 @@ class Published:
     """A seed's experiment: where it comes from, its recipe, its figures."""
 
     source: str
+    dataset: str  # what the seed trained on and with: a params override of either makes another experiment
+    model: str
     recipe: str
     figures: tuple[Figure, ...]
+
+    def differs(self, dataset: str, model: str) -> str | None:
+        """Why this seed's figures do not describe an experiment on ``dataset`` with ``model`` (None: they do)."""
+        if (dataset, model) == (self.dataset, self.model):
+            return None
+        return f"{self.source} trained {self.model} on {self.dataset}, this run {model} on {dataset}"
 
 
 # What each metric name means, in the words the report prints.
@@ -43,6 +51,8 @@ METRICS = {
 PUBLISHED: dict[str, Published] = {
     "pets": Published(
         source="seed 000",
+        dataset="pets",
+        model="xception",
         recipe="Xception (max pooling, Dense 3 softmax), Adam, 30 epochs, 100x100, Open Images cat/dog/bird",
         figures=(
             Figure("imagenet", "test_accuracy", (0.9596,)),
@@ -55,6 +65,8 @@ PUBLISHED: dict[str, Published] = {
     ),
     "captcha": Published(
         source="seed 000",
+        dataset="captcha",
+        model="xception",
         recipe="Xception (max pooling, six Dense 36 softmax heads), Adam, 30 epochs, 160x80, 200,000 CAPTCHAs",
         figures=(
             Figure("imagenet", "test_accuracy", (0.9982,), "most likely per character, not whole CAPTCHA"),
@@ -65,6 +77,8 @@ PUBLISHED: dict[str, Published] = {
     ),
     "cats_and_dogs_filtered_cnn": Published(
         source="seed 002",
+        dataset="cats_and_dogs_filtered",
+        model="cnn",
         recipe="small CNN from scratch (conv 16/32/64 + max-pool, Dense, sigmoid), RMSprop, 15 epochs, 150x150",
         figures=(
             Figure("none", "last_val_accuracy", (0.712, 0.725), "two runs; the model overfits"),
@@ -73,6 +87,8 @@ PUBLISHED: dict[str, Published] = {
     ),
     "dogs_vs_cats": Published(
         source="seed 003",
+        dataset="dogs_vs_cats",
+        model="vgg16",
         recipe="VGG16 ImageNet base (block5_pool, first 18 layers frozen), Dense 256, Dropout 0.6, sigmoid, 50 epochs",
         figures=(
             Figure("imagenet", "last_val_accuracy", (0.969,), "frozen convolutional base"),
@@ -80,6 +96,8 @@ PUBLISHED: dict[str, Published] = {
     ),
     "cifar10": Published(
         source="seed 004",
+        dataset="cifar10",
+        model="googlenet",
         recipe="GoogLeNet / Inception v1 from scratch, two auxiliary heads, SGD momentum 0.9, 25 epochs, 224x224",
         figures=(
             Figure("none", "last_val_accuracy", (0.819,), "main head; the seed validated on CIFAR-10's test set"),

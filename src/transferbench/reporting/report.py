@@ -359,6 +359,10 @@ def summarise(experiment: ExperimentRuns) -> dict:
                 for key in results[arm] if isinstance(results[arm][key], dict) and key in results[RANDOM]
                 and results[arm][key]["mean"] is not None and results[RANDOM][key]["mean"] is not None}
     published = PUBLISHED.get(experiment.name)
+    # A params override (`-S experiments.captcha.model=cnn`) keeps the name but not the seed's recipe.
+    not_comparable = published.differs(experiment.dataset, experiment.model) if published else None
+    if not_comparable:
+        published = None
     published_figures = [] if published is None else [
         {"weights": f.weights, "metric": f.metric, "values": list(f.values), "note": f.note,
          "ours": results.get(f.weights, {}).get(f.metric)} for f in published.figures]
@@ -374,6 +378,7 @@ def summarise(experiment: ExperimentRuns) -> dict:
                       if (reason := missing_arm_reason(experiment, which))},
         "missing": experiment.missing,
         "ignored_run_folders": experiment.ignored,
+        "published_not_comparable": not_comparable,
         "published": None if published is None else {
             "source": published.source, "recipe": published.recipe, "figures": published_figures},
         "comparisons": {arm: comparison(experiment, arm) for arm in experiment.arms if arm != RANDOM},
@@ -536,6 +541,8 @@ def experiment_section(name: str, summary: Mapping[str, Any], figures: Mapping[s
         lines += ["**Loss**, as each arm's runs define it (losses defined differently do not compare):", "",
                   *(f"- {arm_title(a)}: {'; '.join(d)}" for a, d in definitions.items()), ""]
     published = summary["published"]
+    if summary.get("published_not_comparable"):
+        lines += [f"The seed's figures are not shown: {summary['published_not_comparable']}.", ""]
     if published:
         lines += [f"Published by {published['source']} ({published['recipe']}), beside ours for the same metric:", "",
                   *markdown_table(["seed's figure", "arm", "published", "ours", "note"],
