@@ -156,6 +156,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "mlflow-ui.png")
     parser.add_argument("--chromium", default="chromium")
     parser.add_argument("--repo", type=Path, help="a repository whose real runs (mlflow.db) to show")
+    parser.add_argument("--run", action="store_true",
+                        help="with --repo: the newest run's own page (description, tags, params, metrics)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)
@@ -171,6 +173,13 @@ def main() -> None:
                     raise SystemExit(f"{repo / 'mlflow.db'} has no experiment: run the pipeline first")
                 # MLflow 3.17 opens every experiment as GenAI unless the page is asked for model training.
                 page = f"{url}/#/experiments/{experiments[0].experiment_id}/runs?workflowType=machine_learning"
+                if args.run:
+                    newest = MlflowClient(url).search_runs([experiments[0].experiment_id], max_results=1,
+                                                           order_by=["attributes.start_time DESC"])
+                    if not newest:
+                        raise SystemExit(f"{repo / 'mlflow.db'} has no run: run the pipeline first")
+                    page = (f"{url}/#/experiments/{experiments[0].experiment_id}/runs/{newest[0].info.run_id}"
+                            "?workflowType=machine_learning")
             else:
                 experiment_id, run_ids = log_runs()
                 query = urllib.parse.urlencode({"runs": json.dumps(run_ids),
