@@ -134,8 +134,14 @@ def test_every_experiment_trains_both_arms_and_the_report_compares_them(pipeline
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for name, values in params["experiments"].items():
         arms = json.loads((repo / f"reports/{name}/metrics.json").read_text())[name]
-        expected = ["file-" + PRETRAINED[values["model"]], "none"] if values["model"] in PRETRAINED else ["none"]
+        expected = ["none"]
+        if values["model"] in PRETRAINED:  # three settings: fine-tuned, fixed features (a frozen recipe: tuned), random
+            source = "file-" + PRETRAINED[values["model"]]
+            expected += [source, source + ("-tuned" if values["strategy"] == "frozen" else "-fixed")]
         assert sorted(arms) == sorted(expected), name
+        comparisons = summary["experiments"][name]["comparisons"]
+        assert sorted(comparisons) == sorted(a for a in expected if a != "none"), name
+        assert all(c["resamples"] == 10_000 for c in comparisons.values()), name
         for arm, metrics in arms.items():
             assert 0 <= metrics["test_accuracy"] <= 1 and "test_accuracy_std" not in metrics, (name, arm)
         assert (repo / f"reports/figures/{name}-curves.png").is_file()
