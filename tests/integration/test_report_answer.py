@@ -28,6 +28,7 @@ from transferbench.config.weights import Arm
 from transferbench.core import paths
 from transferbench.core.errors import BadInput
 from transferbench.reporting import report
+from transferbench.reporting.formatting import setting_of
 from transferbench.study import experiments, runs
 from transferbench.study.params import Params, check_params
 
@@ -60,7 +61,7 @@ def make_params() -> Params:
 def arms_as_planned(params: Params, name: str) -> list:
     """The arms each fixture experiment trains, the fixed-features one included, as training plans them."""
     base = experiments.resolve(params, name)
-    return [dataclasses.replace(base, arm=Arm(label)) for label in ARMS[name]]
+    return [dataclasses.replace(base, arm=Arm(label), setting=setting_of(label)) for label in ARMS[name]]
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -85,7 +85,7 @@ def answer_rows(name: str, summary: Mapping[str, Any]) -> list[list[str]]:
             difference, verdict = "—", f"not measured: {comparison['no_result']}"
         else:
             difference, verdict = fmt_difference(comparison), helped(comparison)
-        rows.append([name, arm_title(arm), fmt_seeds_stat(mine.get("test_accuracy")),
+        rows.append([name, arm_title(arm, comparison["setting"]), fmt_seeds_stat(mine.get("test_accuracy")),
                      fmt_seeds_stat(random.get("test_accuracy")), difference, verdict, figures])
     return rows
 
@@ -110,7 +110,7 @@ def published_cell(published: Mapping[str, Any] | None, not_comparable: str | No
     return f"{published['source']}: " + "; ".join(shown) if shown else "none published"
 
 
-def time_table(times: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+def time_table(times: Mapping[str, Sequence[Mapping[str, Any]]], settings: Mapping[str, str]) -> list[str]:
     """Markdown: arm, target, epochs (and seconds) to reach it, or "not reached"."""
     rows = []
     for arm, entries in times.items():
@@ -118,15 +118,16 @@ def time_table(times: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
             reached = entry["reached"]
             when = "not reached" if reached is None else f"epoch {reached['epoch']}" + (
                 "" if reached["seconds"] is None else f", {fmt_value(reached['seconds'], 'seconds')}")
-            rows.append([arm_title(arm), entry["target"], fmt_value(entry["accuracy"], "number"), when])
+            rows.append([arm_title(arm, settings.get(arm)), entry["target"], fmt_value(entry["accuracy"], "number"),
+                         when])
     return markdown_table(["arm", "target", "validation accuracy", "first reached (mean curve over seeds)"], rows)
 
 
-def per_class_table(per_class: Mapping[str, Any]) -> list[str]:
+def per_class_table(per_class: Mapping[str, Any], settings: Mapping[str, str]) -> list[str]:
     """Markdown: one row per class (or CAPTCHA position), one column per arm, mean accuracy over seeds."""
     arms = list(per_class["arms"])
     names = list(dict.fromkeys(k for values in per_class["arms"].values() for k in values))
     rows = [[name, *(fmt_value(per_class["arms"][a][name], "number") if name in per_class["arms"][a] else "—"
                      for a in arms)] for name in names]
-    return markdown_table([per_class["kind"], *map(arm_title, arms)], rows)
+    return markdown_table([per_class["kind"], *(arm_title(a, settings.get(a)) for a in arms)], rows)
 

@@ -16,15 +16,18 @@ FIXED_SUFFIX = "-fixed"  # imagenet-fixed, file-<name>-fixed: the pretrained bas
 
 
 def setting_of(arm: str) -> str:
-    """The setting an arm label stands for (runs written before metrics.json named it: none or fine-tuned)."""
+    """The setting an arm label stands for when nothing says more (runs written before metrics.json named it).
+
+    The plan knows better: an experiment whose own recipe freezes the base trains its plain arm as fixed features.
+    """
     if arm == RANDOM:
         return RANDOM_SETTING
     return FIXED if arm.endswith(FIXED_SUFFIX) else FINE_TUNED
 
 
-def arm_title(arm: str) -> str:
+def arm_title(arm: str, setting: str | None = None) -> str:
     """e.g. ``random init (none)``, ``fine-tuned (imagenet)``, ``fixed features (imagenet-fixed)``."""
-    return f"{SETTING_TITLES[setting_of(arm)]} ({arm})"
+    return f"{SETTING_TITLES[setting or setting_of(arm)]} ({arm})"
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:

@@ -243,9 +243,19 @@ class ExperimentRuns:
     runs: list[Run] = field(default_factory=list)
     missing: list[dict] = field(default_factory=list)  # {"run", "reason"}
     ignored: list[str] = field(default_factory=list)  # run folders params do not plan
+    planned_settings: dict[str, str] = field(default_factory=dict)  # arm -> setting, as params plan it
 
     def by_arm(self, arm: str) -> list[Run]:
         return [r for r in self.runs if r.weights == arm]
+
+    def setting(self, arm: str) -> str:
+        """What the arm's runs recorded, else what params plan, else what its label says."""
+        recorded = [r.metrics["setting"] for r in self.by_arm(arm) if r.metrics.get("setting")]
+        return recorded[0] if recorded else self.planned_settings.get(arm) or setting_of(arm)
+
+    @property
+    def settings(self) -> dict[str, str]:
+        return {arm: self.setting(arm) for arm in self.arms}
 
 
 def collect(params: Params, reports_root: Path) -> list[ExperimentRuns]:
@@ -255,7 +265,8 @@ def collect(params: Params, reports_root: Path) -> list[ExperimentRuns]:
         planned = runs.runs(params, name)
         found = ExperimentRuns(name=name, dataset=settings.dataset, model=settings.model,
                                arms=list(dict.fromkeys(e.weights_label for e in planned)),
-                               seeds=sorted({e.seed for e in planned}))
+                               seeds=sorted({e.seed for e in planned}),
+                               planned_settings={e.weights_label: e.setting for e in planned})
         runs_dir = reports_root / "runs" / name
         for experiment in planned:
             run_name = runs.run_name(experiment)
@@ -292,11 +303,11 @@ def same_test_set(found: Sequence[Run]) -> None:
 
 # ---- numbers ------------------------------------------------------------------------------------
 
-def pretrained_arm(arms: Sequence[str]) -> str | None:
-    """The arm the overall table sets against random initialisation: fine-tuned ImageNet if planned, else the
-    first other fine-tuned arm, else the first pretrained one."""
-    others = [a for a in arms if a != RANDOM]
-    tuned = [a for a in others if setting_of(a) == FINE_TUNED]
+def pretrained_arm(settings: Mapping[str, str]) -> str | None:
+    """The arm the overall table sets against random initialisation: the experiment's own recipe from ImageNet
+    (``imagenet``, whatever its setting) if planned, else the first fine-tuned arm, else the first pretrained one."""
+    others = [a for a in settings if a != RANDOM]
+    tuned = [a for a in others if settings[a] == FINE_TUNED]
     if "imagenet" in others:
         return "imagenet"
     return (tuned or others)[0] if others else None
@@ -305,7 +316,7 @@ def pretrained_arm(arms: Sequence[str]) -> str | None:
 def missing_arm_reason(experiment: ExperimentRuns, which: str) -> str | None:
     """Why the experiment has no pretrained (or no random) result; None when it has one."""
     if which == "pretrained":
-        arm = pretrained_arm(experiment.arms)
+        arm = pretrained_arm(experiment.settings)
     else:
         arm = RANDOM if RANDOM in experiment.arms else None
     if arm is None:
@@ -341,7 +352,7 @@ def summarise(experiment: ExperimentRuns) -> dict:
         arm_runs = experiment.by_arm(arm)
         entry: dict[str, Any] = {"runs": [r.name for r in arm_runs], "n": len(arm_runs),
                                  "seeds": [r.seed for r in arm_runs],
-                                 "setting": arm_runs[0].setting if arm_runs else setting_of(arm),
+                                 "setting": experiment.setting(arm),
                                  "loss_definition": sorted({str(r.metrics["loss_definition"]) for r in arm_runs
                                                             if "loss_definition" in r.metrics})}
         if arm_runs:
@@ -350,7 +361,7 @@ def summarise(experiment: ExperimentRuns) -> dict:
                 entry[key] = mean_interval([v[key] for v in per_run if key in v])
             entry["epochs_to_stability"] = stability_stat(arm_runs)
         results[arm] = entry
-    pretrained = pretrained_arm(experiment.arms)
+    pretrained = pretrained_arm(experiment.settings)
     differences = {}
     for arm in experiment.arms:
         if arm != RANDOM and results[arm]["n"] and RANDOM in results and results[RANDOM]["n"]:
@@ -370,6 +381,7 @@ def summarise(experiment: ExperimentRuns) -> dict:
         "dataset": experiment.dataset,
         "model": experiment.model,
         "arms": experiment.arms,
+        "settings": experiment.settings,
         "planned_seeds": experiment.seeds,
         "pretrained_arm": pretrained,
         "results": results,
@@ -393,7 +405,7 @@ def summarise(experiment: ExperimentRuns) -> dict:
 def comparison(experiment: ExperimentRuns, arm: str) -> dict:
     """``arm`` against random initialisation on test accuracy (points), with a paired bootstrap interval."""
     mine, random = experiment.by_arm(arm), experiment.by_arm(RANDOM)
-    out: dict[str, Any] = {"setting": setting_of(arm), "against": RANDOM}
+    out: dict[str, Any] = {"setting": experiment.setting(arm), "against": RANDOM}
     if not mine or not random:
         absent = arm if not mine else RANDOM
         why = "not planned in params.yaml" if absent not in experiment.arms else "every run is missing"
@@ -494,21 +506,22 @@ def verdicts(summary: Mapping[str, Any]) -> list[str]:
     lines = []
     for arm, comparison in summary["comparisons"].items():
         if "no_result" not in comparison:
-            lines.append(f"- {arm_title(arm)} − {arm_title(RANDOM)}: {fmt_difference(comparison)} points; "
+            lines.append(f"- {arm_title(arm, comparison['setting'])} − {arm_title(RANDOM)}: "
+                         f"{fmt_difference(comparison)} points; "
                          f"helped: {helped(comparison)}")
     return lines
 
 
-def published_row(figure: Mapping[str, Any]) -> list[str]:
+def published_row(figure: Mapping[str, Any], settings: Mapping[str, str]) -> list[str]:
     """A reference study's figure beside ours: metric, arm, published value(s), our mean ± std, note."""
     kind = KINDS.get(figure["metric"], "number")
-    return [PUBLISHED_METRICS[figure["metric"]], arm_title(figure["weights"]),
+    return [PUBLISHED_METRICS[figure["metric"]], arm_title(figure["weights"], settings.get(figure["weights"])),
             " and ".join(fmt_value(v, kind) for v in figure["values"]),
             fmt_stat(figure["ours"], kind) if figure["ours"] else "no run", figure["note"]]
 
 
 def experiment_section(name: str, summary: Mapping[str, Any], figures: Mapping[str, str]) -> list[str]:
-    results, arms = summary["results"], summary["arms"]
+    results, arms, settings = summary["results"], summary["arms"], summary["settings"]
     pretrained = summary["pretrained_arm"]
     diff_key = f"{pretrained} - {RANDOM}"
     has_diff = diff_key in summary["difference"]
@@ -520,7 +533,8 @@ def experiment_section(name: str, summary: Mapping[str, Any], figures: Mapping[s
         lines += ["**Pretrained minus random, test accuracy** (points, 95% paired bootstrap over test images):", "",
                   *verdicts(summary), ""]
     if any(results[a]["n"] for a in arms):
-        header = ["", *map(arm_title, arms), *([f"difference ({pretrained} − {RANDOM})"] if has_diff else [])]
+        header = ["", *(arm_title(a, settings[a]) for a in arms),
+                  *([f"difference ({pretrained} − {RANDOM})"] if has_diff else [])]
         multihead = any("test_sequence_accuracy" in results[a] for a in arms)
         rows = []
         for key, label, kind in ROWS:
@@ -539,21 +553,22 @@ def experiment_section(name: str, summary: Mapping[str, Any], figures: Mapping[s
     definitions = {a: results[a]["loss_definition"] for a in arms if results[a].get("loss_definition")}
     if definitions:
         lines += ["**Loss**, as each arm's runs define it (losses defined differently do not compare):", "",
-                  *(f"- {arm_title(a)}: {'; '.join(d)}" for a, d in definitions.items()), ""]
+                  *(f"- {arm_title(a, settings[a])}: {'; '.join(d)}" for a, d in definitions.items()), ""]
     published = summary["published"]
     if summary.get("published_not_comparable"):
         lines += [f"The seed's figures are not shown: {summary['published_not_comparable']}.", ""]
     if published:
         lines += [f"Published by {published['source']} ({published['recipe']}), beside ours for the same metric:", "",
                   *markdown_table(["seed's figure", "arm", "published", "ours", "note"],
-                                  map(published_row, published["figures"])), ""]
+                                  (published_row(f, settings) for f in published["figures"])), ""]
     if any(summary["time_to_accuracy"].values()):
         lines += ["**Time to accuracy**: the first epoch at which an arm's validation accuracy (mean over its "
                   "seeds) reaches the target; seconds are cumulative training time.", "",
-                  *time_table(summary["time_to_accuracy"]), ""]
+                  *time_table(summary["time_to_accuracy"], settings), ""]
     if summary["per_class"]:
         what = "per character position" if summary["per_class"]["kind"] == "position" else "per class"
-        lines += [f"**Test accuracy {what}** (mean over seeds):", "", *per_class_table(summary["per_class"]), ""]
+        lines += [f"**Test accuracy {what}** (mean over seeds):", "",
+                  *per_class_table(summary["per_class"], settings), ""]
     for label, path in figures.items():
         lines += [f"![{name}: {label}]({path})", ""]
     if summary["missing"]:
@@ -719,13 +734,14 @@ def build(params: Params, reports_root: Path) -> Report:
                          if s["n"] and s["epochs_to_stability"]["mean"] is not None}
             out = reports_root / FIGURES / f"{experiment.name}-curves.png"
             comparison_curves(frame, f"{experiment.name}: {experiment.model}, "
-                              + " vs ".join(arm_title(a) for a in experiment.arms), out, stability,
+                              + " vs ".join(arm_title(a, experiment.setting(a)) for a in experiment.arms), out,
+                              stability,
                               references(summaries[experiment.name]))
             figures[experiment.name]["learning curves"] = out
         matrices = summed_confusion(experiment)
         if matrices:
             out = reports_root / FIGURES / f"{experiment.name}-confusion.png"
-            confusion_matrices({arm_title(a): m for a, m in matrices.items()},
+            confusion_matrices({arm_title(a, experiment.setting(a)): m for a, m in matrices.items()},
                                f"{experiment.name}: test confusion matrices (summed over seeds)", out)
             figures[experiment.name]["confusion matrices"] = out
 
