@@ -35,3 +35,18 @@ def write_run(root: Path, experiment: str, weights: str, seed: int, val: list[fl
     if predictions is not None:
         np.savez(folder / "predictions.npz", target=predictions[0], predicted=predictions[1])
     return folder
+
+
+def markdown_tables(markdown: str) -> list[list[list[str]]]:
+    """Each markdown table in ``markdown`` as rows of stripped cells, header first, separator line dropped."""
+    found: list[list[list[str]]] = []
+    previous = ""
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            if not previous.startswith("|"):
+                found.append([])
+            found[-1].append([cell.strip() for cell in line.strip().removeprefix("|").removesuffix("|").split("|")])
+        previous = line
+    for table in found:
+        assert all(set(cell) <= set("-:") and cell for cell in table.pop(1)), "second line must be the separator"
+    return found

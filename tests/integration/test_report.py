@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.report_runs import write_run
+from tests.report_runs import markdown_tables, write_run
 from transferbench.core import paths
 from transferbench.reporting import report
 from transferbench.reporting.report import ReportError, epochs_to_stability
@@ -203,7 +203,7 @@ def test_readme_answers_with_published_figures_and_definitions(built):
     assert report.STABILITY_DEFINITION in text
     for figure in ("0.9596", "0.1184", "0.9366", "0.2408", "0.9982", "0.0479", "0.9496", "0.4323"):
         assert figure in text, figure
-    rows = [row for table in tables(text) for row in table]
+    rows = [row for table in markdown_tables(text) for row in table]
     assert ["epochs to stability", "fine-tuned (imagenet)", "8", "3.5 [-2.9, 9.9]"] in [r[:4] for r in rows]
     assert ["test accuracy", "0.9600 [0.8329, 1.0871]", "0.9100 [0.7829, 1.0371]", "+0.0500"] in rows
     assert ["test accuracy, per character", "0.9900 [0.9900, 0.9900]", "0.9400 [0.8129, 1.0671]", "+0.0500"] in rows
@@ -218,24 +218,10 @@ def test_readme_answers_with_published_figures_and_definitions(built):
     assert "0.7120" not in text and "seed 002" not in text
 
 
-def tables(markdown: str) -> list[list[list[str]]]:
-    """Each markdown table in ``markdown`` as rows of stripped cells, header first, separator line dropped."""
-    found: list[list[list[str]]] = []
-    previous = ""
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            if not previous.startswith("|"):
-                found.append([])
-            found[-1].append([cell.strip() for cell in line.strip().removeprefix("|").removesuffix("|").split("|")])
-        previous = line
-    for table in found:
-        assert all(set(cell) <= set("-:") and cell for cell in table.pop(1)), "second line must be the separator"
-    return found
-
 
 def test_readme_tables_are_well_formed(built):
     root, _ = built
-    found = tables((root / "README.md").read_text())
+    found = markdown_tables((root / "README.md").read_text())
     # the answer, overall, missing runs, then per experiment: results, the seed's figures, time to accuracy,
     # per class (pets) or position (captcha); nothing for `absent`
     assert [table[0][0] for table in found] == ["experiment", "experiment", "experiment",

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.report_runs import write_run
+from tests.report_runs import markdown_tables, write_run
 from tests.stage_run import copy_code, run_stage
 from transferbench.config.weights import Arm
 from transferbench.core import paths
@@ -127,20 +127,6 @@ def built(tmp_path_factory):
     return root, report.build(make_params(), root)
 
 
-def tables(markdown: str) -> list[list[list[str]]]:
-    """Each markdown table as rows of stripped cells, header first (separator dropped)."""
-    found: list[list[list[str]]] = []
-    previous = ""
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            if not previous.startswith("|"):
-                found.append([])
-            if not set(line) <= set("|-: "):
-                found[-1].append([c.strip() for c in line.strip().removeprefix("|").removesuffix("|").split("|")])
-        previous = line
-    return found
-
-
 def t_interval(values: list[float]) -> tuple[float, float, float]:
     """Mean and 95% t interval, with the quantiles of a t table (df 2: 4.303)."""
     quantile = {1: 12.706, 2: 4.303}[len(values) - 1]
@@ -169,7 +155,7 @@ def test_the_first_table_answers_per_experiment_and_setting(built):
     root, _ = built
     text = (root / "README.md").read_text()
     assert text.index("## The answer") < text.index("## Overall")
-    first = tables(text)[0]
+    first = markdown_tables(text)[0]
     assert first[0][:2] == ["experiment", "pretrained setting (arm)"]
     rows = {(row[0], row[1]): row[2:] for row in first[1:]}
     assert list(rows) == [("pets", "fine-tuned (imagenet)"), ("pets", "fixed features (imagenet-fixed)"),
@@ -194,7 +180,7 @@ def test_the_first_table_answers_per_experiment_and_setting(built):
 
 def test_one_seed_is_said_so_and_the_bootstrap_still_pairs_images(built):
     root, result = built
-    rows = {(r[0], r[1]): r[2:] for r in tables((root / "README.md").read_text())[0][1:]}
+    rows = {(r[0], r[1]): r[2:] for r in markdown_tables((root / "README.md").read_text())[0][1:]}
     captcha = rows["captcha", "fine-tuned (imagenet)"]
     mine = [wrong(CAPTCHA_TARGET, 10, (42, 8), 36)]
     assert captcha[0] == f"{(mine[0] == CAPTCHA_TARGET).mean():.4f} (one seed, no interval)"
@@ -209,7 +195,7 @@ def test_one_seed_is_said_so_and_the_bootstrap_still_pairs_images(built):
 
 def test_a_missing_arm_and_an_experiment_without_published_figures(built):
     root, result = built
-    rows = {(r[0], r[1]): r[2:] for r in tables((root / "README.md").read_text())[0][1:]}
+    rows = {(r[0], r[1]): r[2:] for r in markdown_tables((root / "README.md").read_text())[0][1:]}
     filtered = rows["cats_and_dogs_filtered", "fine-tuned (imagenet)"]
     assert filtered[2] == "—" and filtered[3] == "not measured: no none run (every run is missing)"
     assert filtered[4] == "none published"  # seed 002's small-CNN figures belong to the CNN experiment only
@@ -279,12 +265,12 @@ def test_time_to_accuracy_against_the_seed_and_the_other_arms(built):
 
 def test_time_to_accuracy_table_says_not_reached(built):
     root, _ = built
-    rows = [r for t in tables((root / "README.md").read_text()) if t[0][0] == "arm" for r in t[1:]]
+    rows = [r for t in markdown_tables((root / "README.md").read_text()) if t[0][0] == "arm" for r in t[1:]]
     assert ["random init (none)", "best validation accuracy of imagenet", "0.9600", "not reached"] in rows
     assert ["fine-tuned (imagenet)", "seed 000's imagenet test accuracy", "0.9596", "epoch 5, 55.0 s"] in rows
 
 
-def test_per_class_and_per_position_tables(built):
+def test_per_class_and_per_position_markdown_tables(built):
     root, result = built
     pets = result.summary["experiments"]["pets"]["per_class"]
     for arm in ARMS["pets"]:
@@ -293,7 +279,7 @@ def test_per_class_and_per_position_tables(built):
         assert pets["arms"][arm] == pytest.approx(expected)
     captcha = result.summary["experiments"]["captcha"]["per_class"]
     assert captcha["kind"] == "position" and list(captcha["arms"]["none"]) == [f"head{i}" for i in range(6)]
-    found = tables((root / "README.md").read_text())
+    found = markdown_tables((root / "README.md").read_text())
     header = next(t[0] for t in found if t[0][0] == "class")
     assert header == ["class", "fine-tuned (imagenet)", "fixed features (imagenet-fixed)", "random init (none)"]
     assert "figures/pets-confusion.png" in (root / "README.md").read_text()
@@ -376,7 +362,7 @@ def test_a_model_changed_by_params_is_not_set_beside_the_seeds_figures(tmp_path)
     assert summary["published"] is None
     assert summary["published_not_comparable"] == "seed 000 trained xception on captcha, this run cnn on captcha"
     readme = (root / "README.md").read_text()
-    rows = {(r[0], r[1]): r[2:] for r in tables(readme)[0][1:]}
+    rows = {(r[0], r[1]): r[2:] for r in markdown_tables(readme)[0][1:]}
     assert rows["captcha", "fine-tuned (imagenet)"][4] == (
         "not comparable: seed 000 trained xception on captcha, this run cnn on captcha")
     assert "0.9982" not in readme.split("## captcha")[1]

@@ -78,6 +78,17 @@ NOT_NUMBERS = st.one_of(st.text(max_size=10), st.booleans(), st.none(), st.lists
 NEGATIVE = st.one_of(st.integers(max_value=-1), st.floats(max_value=-1e-12, allow_infinity=False))
 
 
+def refusal(path: tuple[str, ...], value: Any) -> str | None:
+    """The ConfigError message for params.yaml with ``value`` at ``path``, or None if it passes."""
+    params = copy.deepcopy(REPOSITORY)
+    at(params, path[:-1])[path[-1]] = value
+    try:
+        check_params(params)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
 @PROPERTIES
 @given(st.sampled_from(NUMBERS), st.one_of(NEGATIVE, NOT_NUMBERS))
 def test_a_negative_or_non_numeric_value_is_named_with_its_key(path, value):
@@ -91,12 +102,8 @@ def test_a_negative_or_non_numeric_value_is_named_with_its_key(path, value):
 @PROPERTIES
 @given(st.sampled_from(NUMBERS), st.integers(min_value=10**7, max_value=10**15) | st.floats(allow_nan=True))
 def test_any_number_either_passes_or_is_named_with_its_key(path, value):
-    params = copy.deepcopy(REPOSITORY)
-    at(params, path[:-1])[path[-1]] = value
-    try:
-        check_params(params)
-    except ConfigError as err:
-        message = str(err)
+    message = refusal(path, value)
+    if message is not None:
         assert ".".join(path) in message and repr(value) in message, message
 
 
@@ -107,12 +114,8 @@ TEXTS = [p for p, v in walk(REPOSITORY) if isinstance(v, str)]
 @given(st.sampled_from(TEXTS), st.text(max_size=12) | NEGATIVE | st.booleans() | st.none())
 def test_any_value_for_a_named_choice_or_text_either_passes_or_is_named_with_its_key(path, value):
     # model, pooling, head, strategy, optimizer, schedule.kind, alphabet, urls' hosts, bucket, ...
-    params = copy.deepcopy(REPOSITORY)
-    at(params, path[:-1])[path[-1]] = value
-    try:
-        check_params(params)
-    except ConfigError as err:
-        message = str(err)
+    message = refusal(path, value)
+    if message is not None:
         # A valid choice that does not fit the rest ('strategy two_phase needs ...') may stand unquoted.
         named = repr(value) in message or (isinstance(value, str) and value.isidentifier() and value in message)
         assert "\n" not in message and named, message
