@@ -21,6 +21,7 @@ from transferbench.models import backbones as models
 from transferbench.models import pretrained as weights
 from transferbench.study.experiments import resolve
 from transferbench.study.params import check_params
+from transferbench.training.fit import build_model
 
 
 @pytest.fixture
@@ -125,6 +126,34 @@ def test_prepare_init_from_a_file_and_from_none(params, tmp_path):
     record = weights.prepare_init(resolve(check_params(params), "captcha"), tmp_path / "file")
     copied = weights.init_weights_file(tmp_path / "file")
     assert copied.read_bytes() == saved.read_bytes() and record["md5"] == hashlib.md5(saved.read_bytes()).hexdigest()
+
+
+def test_a_trained_model_gives_its_base_as_the_initial_weights(params, tmp_path):
+    # A run's model.keras (the small CPU run's, say) is the pretrained base of another experiment.
+    params["experiments"]["captcha"].update(model="cnn", pooling="flatten")
+    params["captcha"].update(width=32, height=32)
+    params["weights"] = "none"
+    trained = build_model(resolve(check_params(params), "captcha"), None)
+    rng = np.random.default_rng(0)
+    core = models.core_of(trained)
+    core.set_weights([rng.normal(size=w.shape).astype("float32") for w in core.get_weights()])
+    trained.save(tmp_path / "trained.keras")
+    params["weights"] = str(tmp_path / "trained.keras")
+    experiment = resolve(check_params(params), "captcha")
+    assert experiment.weights_label == "file-trained.keras"
+    record = weights.prepare_init(experiment, tmp_path / "init")
+    assert record["file"] == "weights.weights.h5" and set(record) >= {"md5", "from_model"}
+    start = models.initial_core("cnn", (32, 32, 3), weights.init_weights_file(tmp_path / "init"))
+    for mine, theirs in zip(start.get_weights(), core.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    assert not [p for p in (tmp_path / "init").iterdir() if p.name.startswith(".")], "no temporary left behind"
+
+
+def test_a_keras_file_that_is_not_a_model_is_one_line(params, tmp_path):
+    (tmp_path / "broken.keras").write_bytes(b"not a zip archive")
+    params["weights"] = str(tmp_path / "broken.keras")
+    with pytest.raises(ConfigError, match=r"weights file .*broken.keras' is not a Keras model .*model.keras"):
+        check_params(params)
 
 
 def test_prepare_init_refuses_a_file_of_another_model(params, tmp_path):

@@ -1,8 +1,9 @@
 """Initial weights: the one place a params ``weights`` value becomes arms, each a source and maybe a file.
 
 ``weights`` is ``imagenet`` (Keras' ImageNet weights), ``none`` (random initialisation; YAML null
-too), a path to a Keras ``.h5`` weights file for the model's base, or a list of them: every entry is
-one arm an experiment trains from. ``transferbench.models.pretrained`` turns an arm into the file
+too), a path to a Keras ``.h5`` weights file for the model's base or to a trained ``.keras`` model
+(a run's ``model.keras``: its base is used), or a list of them: every entry is one arm an experiment
+trains from. ``transferbench.models.pretrained`` turns an arm into the file
 training starts from.
 """
 
@@ -17,7 +18,8 @@ from transferbench.config.sections import problem
 IMAGENET = "imagenet"
 RANDOM = "none"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-ACCEPTED = "imagenet, none, a path to a .h5 weights file, or a list of them"
+ZIP_SIGNATURE = b"PK\x03\x04"  # a .keras model is a zip archive
+ACCEPTED = "imagenet, none, a path to a .h5 weights file or a trained .keras model, or a list of them"
 
 
 # Kornblith, Shlens & Le (2019)'s three settings; transferbench.study.experiments says what each trains.
@@ -60,16 +62,21 @@ def parse_arm(value: Any, root: Path) -> Arm:
     if value in (IMAGENET, RANDOM):
         return Arm(value)
     path = Path(value) if Path(value).is_absolute() else root / value
-    if not path.name.endswith(".h5"):
+    if not path.name.endswith((".h5", ".keras")):
         raise problem(f"{{where}} is {value!r}; accepted: imagenet, none, or a path to a Keras weights file "
-                      "ending in .h5")
+                      "ending in .h5 or a trained model ending in .keras")
     if not path.is_file():
         raise problem(f"{{where}} file {value!r} does not exist (looked at {path}); accepted: imagenet, none, "
-                      "or a path to an existing .h5 weights file")
+                      "or a path to an existing .h5 weights file or .keras model")
+    keras_model = path.name.endswith(".keras")
     with open(path, "rb") as f:
-        if f.read(8) != HDF5_SIGNATURE:
-            raise problem(f"{{where}} file {value!r} is not an HDF5 file (corrupt or another format); "
-                          "save one with `model.save_weights('name.weights.h5')`")
+        head = f.read(8)
+    if keras_model and not head.startswith(ZIP_SIGNATURE):
+        raise problem(f"{{where}} file {value!r} is not a Keras model (a .keras file is a zip archive); "
+                      "give a run's model.keras, e.g. models/<experiment>/runs/<run>/model.keras")
+    if not keras_model and head != HDF5_SIGNATURE:
+        raise problem(f"{{where}} file {value!r} is not an HDF5 file (corrupt or another format); "
+                      "save one with `model.save_weights('name.weights.h5')`")
     return Arm(value, path)
 
 

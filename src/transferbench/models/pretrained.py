@@ -124,12 +124,24 @@ def arm_file(arm: Arm, model_name: str) -> Path | None:
 
 
 def prepare_init(experiment, out_dir: Path) -> dict:
-    """Write ``out_dir/source.json`` (+ ``weights.h5`` unless random init); return the source record."""
+    """Write ``out_dir/source.json`` (+ ``weights.h5`` unless random init); return the source record.
+
+    A trained ``.keras`` model gives its base: saved as ``weights.weights.h5``, the file training loads.
+    """
     from transferbench.models.backbones import build_core, load_core_weights
 
     model, arm = experiment.settings.model, experiment.arm
     record = {"model": model, "weights": arm.source}
     weights_file = arm_file(arm, model)
+    if weights_file is not None and weights_file.name.endswith(".keras"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        base = out_dir / "weights.weights.h5"
+        save_base(weights_file, base)
+        core = build_core(model, experiment.image_shape, experiment.settings.pooling)
+        load_core_weights(core, base, model)  # a model of another architecture or size fails here
+        record.update(file=base.name, md5=file_digest(base, "md5"), from_model=file_digest(weights_file, "md5"))
+        write_json(out_dir / "source.json", record)
+        return record
     if arm.file is not None:
         # Load it now, so a file for another model fails here and not after data loading.
         core = build_core(model, experiment.image_shape, experiment.settings.pooling)
@@ -144,6 +156,17 @@ def prepare_init(experiment, out_dir: Path) -> dict:
         record.update(file=f"weights{suffix}", md5=file_digest(out_dir / f"weights{suffix}", "md5"))
     write_json(out_dir / "source.json", record)
     return record
+
+
+def save_base(model_file: Path, out: Path) -> None:
+    """The base (the core) of a trained model, as a weights file for ``weights:``; written whole or not at all."""
+    from transferbench.models.backbones import core_of, load_model
+
+    core = core_of(load_model(model_file, compile=False))
+    # Keras names the format by the suffix, so the temporary file keeps it: a folder of its own beside ``out``.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        core.save_weights(str(Path(tmp) / out.name))
+        os.replace(Path(tmp) / out.name, out)
 
 
 def init_weights_file(init_dir: Path) -> Path | None:
