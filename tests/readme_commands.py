@@ -26,6 +26,12 @@ def small_run(sizes: dict[str, str] | None = None) -> list[str]:
     return argv
 
 
+def transfer_commands() -> list[str]:
+    """The README's step after the small run: copy its model, then train from it and from random weights."""
+    block = next(b for b in bash_blocks() if "-n cpu-transfer" in b)
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+
+
 def look_commands() -> list[str]:
     """The block after the small run, one command a line, comments dropped."""
     block = next(b for b in bash_blocks() if b.lstrip().startswith("cat reports/README.md"))

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests import repo_copy
-from tests.readme_commands import look_commands, small_run
+from tests.readme_commands import look_commands, small_run, transfer_commands
 from tests.repo_copy import copy_repository
 
 pytestmark = pytest.mark.slow
@@ -59,6 +59,11 @@ def test_the_newcomer_path(tmp_path):
     repo, env = copy_repository(tmp_path / "repo", lambda params: None)
     out = repo_copy.dvc(repo, env, *small_run(TINY)[1:])
     assert "'report'" in out and not re.search(r"^(ERROR|[\w@]+: error):", out, re.M), out[-3000:]
+    copy, transfer = transfer_commands()  # the workspace keeps the small run's (shrunk) sizes
+    assert copy.startswith("cp ") and transfer.startswith("dvc exp run")
+    repo_copy.run(shlex.split(copy), repo, env)
+    out = repo_copy.dvc(repo, env, *shlex.split(transfer)[1:])
+    assert "'report'" in out and not re.search(r"^(ERROR|[\w@]+: error):", out, re.M), out[-3000:]
 
     for command in look_commands():
         if command.startswith("cat "):
@@ -69,7 +74,7 @@ def test_the_newcomer_path(tmp_path):
             shown = repo_copy.dvc(repo, {**env, "COLUMNS": "120"}, *shlex.split(command)[1:], *extra)
             assert "failed to load" not in shown.lower() and shown.strip(), (command, shown)
             if command.startswith("dvc exp show"):
-                assert "captcha.none." in shown and "…" not in shown, (command, shown)
+                assert "captcha.none." in shown and "-fixed." in shown and "…" not in shown, (command, shown)
                 assert max(len(line) for line in shown.splitlines()) <= 120, (command, shown)
         else:
             experiments = mlflow_ui_experiments(repo, env, command)
@@ -78,7 +83,9 @@ def test_the_newcomer_path(tmp_path):
             assert tags["mlflow.experimentKind"] == "custom_model_development"
 
     metrics = json.loads((repo / "reports/captcha/metrics.json").read_text())
-    assert set(metrics) == {"captcha"} and set(metrics["captcha"]) == {"none"}
+    assert set(metrics) == {"captcha"} and set(metrics["captcha"]) == {"none", "file-cnn.keras", "file-cnn.keras-fixed"}
+    answer = (repo / "reports/README.md").read_text().split("## The answer")[1].split("\n\n")[1]
+    assert "| fine-tuned (file-cnn.keras) " in answer and "| fixed features (file-cnn.keras-fixed) " in answer
     page = (repo / "dvc_plots/index.html").read_text()
     assert "learning curves (accuracy)" in page and '"experiment": "captcha"' in page
     assert (repo / "reports/curves.csv").stat().st_size > 100
