@@ -27,7 +27,7 @@ from transferbench.models import strategies
 from transferbench.models.backbones import MODELS, base_outputs, initial_core, load_model
 from transferbench.models.heads import HEADS, HeadOptions, aux_output_names, output_names, output_sources
 from transferbench.study.experiments import Experiment
-from transferbench.training.batches import ArrayBatches
+from transferbench.training.batches import ArrayBatches, fit_input
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,10 @@ class TargetsPerOutput(keras.utils.PyDataset):
         return len(self.batches)
 
     def __getitem__(self, index: int):
-        x, y = self.batches[index]
+        return self.batch(self.batches.epoch, index)
+
+    def batch(self, epoch: int, index: int):
+        x, y = self.batches.batch(epoch, index)
         by_task = dict(zip(output_names(self.task), y if isinstance(y, (list, tuple)) else (y,), strict=True))
         return x, {name: by_task[self.source[name]] for name in self.names}
 
@@ -340,7 +343,10 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
         task = experiment.task
         # shuffle=False: the batches shuffle themselves from (seed, epoch). Keras' own shuffle would also
         # reorder them with Python's `random`, seeded only on a fresh run, so a resumed run saw other batches.
-        model.fit(feed_for(model, train, task), validation_data=feed_for(model, validation, task),
+        # On TensorFlow a tf.data pipeline gathers batches on several threads (fit_input): the same
+        # batches as the PyDataset, in the same order, spanning the phase's epochs.
+        x, steps = fit_input(feed_for(model, train, task), initial_epoch=epoch, epochs=phase.end)
+        model.fit(x, steps_per_epoch=steps, validation_data=fit_input(feed_for(model, validation, task))[0],
                   epochs=phase.end, initial_epoch=epoch, callbacks=callbacks, verbose=verbose, shuffle=False,
                   class_weight=class_weights(experiment.settings.class_weight, train.targets, task.n_classes))
         epoch = phase.end
