@@ -98,9 +98,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         images, targets = make_data(experiment, args.images, Path(tmp))
         rounds: dict[str, list[float]] = {"baseline": [], "pydataset": [], "ours": []}
-        for _ in range(args.repeat):
+        for index in range(args.repeat):
             for method in rounds:
                 rounds[method].append(one_round(experiment, method, images, targets))
+            # Each round as it ends: a run cut short on a loaded machine still leaves its figures.
+            print(f"round {index + 1}: " + ", ".join(f"{m} {r[-1]:.2f} s" for m, r in rounds.items()), flush=True)
     base = args.images / min(rounds["baseline"])
     print("\n| feeding | best epoch s | images/s | vs baseline | epoch s of each round |")
     print("|---|---:|---:|---:|---|")
