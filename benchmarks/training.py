@@ -9,8 +9,9 @@ Three ways to feed the same model the same images, timed over whole epochs after
 - pydataset: ``transferbench.training.batches.ArrayBatches`` over a memory-mapped ``images.npy``,
   shuffled per epoch, handed to ``fit`` as a ``PyDataset`` (how the train stage fed it before
   ``fit_input``);
-- ours: the same batches through ``fit_input``, as the train stage feeds them now (on TensorFlow a
-  ``tf.data`` pipeline gathering on several threads; on JAX the ``PyDataset`` itself).
+- ours: the same batches through ``fit_input``: on TensorFlow the ``tf.data`` pipeline gathering on
+  several threads, which the train stage uses with a GPU (on a CPU it keeps the ``PyDataset``, as these
+  figures advise); on JAX the ``PyDataset`` itself.
 
 Equal figures mean the feeder costs nothing next to the model; the train stage cannot be faster.
 The methods take turns for ``--repeat`` rounds and each keeps its best epoch.
@@ -108,7 +109,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---|")
     for method, label in (("baseline", "in-memory NumPy, `model.fit(x, y)`"),
                           ("pydataset", "memory-mapped `ArrayBatches` as a `PyDataset`"),
-                          ("ours", "memory-mapped `ArrayBatches` through `fit_input`")):
+                          ("ours", "the same through `fit_input`'s `tf.data` pipeline")):
         best = min(rounds[method])
         print(f"| {label} | {best:.2f} | {args.images / best:.1f} | {args.images / best / base:.2f}x | "
               f"{' '.join(f'{s:.2f}' for s in rounds[method])} |")

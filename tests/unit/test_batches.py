@@ -187,3 +187,29 @@ def test_no_callback_class_of_the_project_overrides_a_batch_end_hook():
                   and (c.on_batch_end is not keras.callbacks.Callback.on_batch_end
                        or c.on_train_batch_end is not keras.callbacks.Callback.on_train_batch_end)]
     assert overriding == []
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_fit_feeds_the_pipeline_only_with_a_gpu_on_tensorflow(params, tmp_path, monkeypatch, gpu):
+    """On a CPU the model is the bottleneck and the pipeline's threads would compete with it."""
+    from transferbench.training import fit as fit_module
+
+    fed = []
+    original = keras.Model.fit
+
+    def recording(self, x=None, *args, **kwargs):
+        fed.append((type(x).__name__, type(kwargs.get("validation_data")).__name__))
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording)
+    monkeypatch.setattr(fit_module, "gpu_available", lambda: gpu)
+    experiment = make_experiment(params, epochs=1)
+    rng = np.random.default_rng(0)
+    images, targets = rng.integers(0, 256, (8, *experiment.image_shape), dtype=np.uint8), rng.integers(0, 2, 8)
+    fit(experiment, None, ArrayBatches(images, targets, 4, shuffle=True), ArrayBatches(images, targets, 4),
+        tmp_path / "work", verbose=0)
+    pipeline = gpu and TF
+    assert len(fed) == 1
+    assert all(("Dataset" in name) == pipeline for name in fed[0]), fed
+    assert all((name == "ArrayBatches") == (not pipeline) for name in fed[0]), fed
+

@@ -1,9 +1,10 @@
 """Feeds memory-mapped uint8 arrays to ``model.fit`` in batches, on any backend.
 
 A batch is a pure function of (seed, epoch, index): :meth:`ArrayBatches.batch`. Keras takes the
-batches as a ``PyDataset`` on JAX; on TensorFlow :func:`fit_input` turns the same function into a
-``tf.data`` pipeline (index -> parallel gather -> prefetch) in place of Keras' ``from_generator`` on
-one Python thread, so the same batches arrive in the same order whichever way they are read.
+batches as a ``PyDataset`` on JAX and on a CPU; on TensorFlow with a GPU :func:`fit_input` turns the
+same function into a ``tf.data`` pipeline (index -> parallel gather -> prefetch) in place of Keras'
+``from_generator`` on one Python thread, so the same batches arrive in the same order whichever way
+they are read.
 """
 
 from __future__ import annotations
@@ -84,17 +85,18 @@ class ArrayBatches(keras.utils.PyDataset):
         self.set_epoch(self.epoch + 1)
 
 
-def fit_input(feed: keras.utils.PyDataset, *, initial_epoch: int = 0,
-              epochs: int | None = None) -> tuple[Any, int | None]:
+def fit_input(feed: keras.utils.PyDataset, *, initial_epoch: int = 0, epochs: int | None = None,
+              pipeline: bool = True) -> tuple[Any, int | None]:
     """``(x, steps_per_epoch)`` for ``model.fit`` / ``validation_data``: the epochs from ``initial_epoch``
     to ``epochs`` of ``feed`` (None: one pass at the feed's current epoch, for validation).
 
-    On JAX (and other backends) the ``PyDataset`` itself. On TensorFlow a ``tf.data`` pipeline that
-    gathers batches on several threads: numpy copies release the GIL, and the train step waits on
-    none of it. With ``epochs`` it spans every epoch at once, each batch (epoch, index) as the
-    ``PyDataset`` would give it, and ``steps_per_epoch`` keeps Keras on that one iterator.
+    On TensorFlow with ``pipeline``, a ``tf.data`` pipeline that gathers batches on several threads:
+    numpy copies release the GIL, and the train step waits on none of it. With ``epochs`` it spans
+    every epoch at once, each batch (epoch, index) as the ``PyDataset`` would give it, and
+    ``steps_per_epoch`` keeps Keras on that one iterator. Otherwise (JAX, other backends, or no
+    ``pipeline``) the ``PyDataset`` itself.
     """
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow" or not pipeline:
         return feed, None
     epoch = getattr(feed, "epoch", 0)
     first, last = (epoch, epoch + 1) if epochs is None else (initial_epoch, epochs)

@@ -320,6 +320,7 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
     best = Best(state["checkpoint_best"], best_model(work_dir).name) if state else Best()
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs, a live bar in a terminal
+    pipeline = gpu_available()
     for phase in plan:
         if epoch >= phase.end:
             continue
@@ -343,10 +344,15 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
         task = experiment.task
         # shuffle=False: the batches shuffle themselves from (seed, epoch). Keras' own shuffle would also
         # reorder them with Python's `random`, seeded only on a fresh run, so a resumed run saw other batches.
-        # On TensorFlow a tf.data pipeline gathers batches on several threads (fit_input): the same
-        # batches as the PyDataset, in the same order, spanning the phase's epochs.
-        x, steps = fit_input(feed_for(model, train, task), initial_epoch=epoch, epochs=phase.end)
-        model.fit(x, steps_per_epoch=steps, validation_data=fit_input(feed_for(model, validation, task))[0],
+        # With a GPU, TensorFlow reads a tf.data pipeline gathering on several threads (fit_input): the
+        # same batches as the PyDataset, in the same order. On a CPU the model is slower than the feeder
+        # by 100x or more, and the pipeline's threads would only compete with it (docs/benchmarks.md).
+        # Keras advances a PyDataset once before the first epoch (EpochIterator.reset calls its
+        # on_epoch_end), so fit's epoch e reads the batches' epoch e + 1; the pipeline reads the same.
+        x, steps = fit_input(feed_for(model, train, task), initial_epoch=epoch + 1, epochs=phase.end + 1,
+                             pipeline=pipeline)
+        model.fit(x, steps_per_epoch=steps,
+                  validation_data=fit_input(feed_for(model, validation, task), pipeline=pipeline)[0],
                   epochs=phase.end, initial_epoch=epoch, callbacks=callbacks, verbose=verbose, shuffle=False,
                   class_weight=class_weights(experiment.settings.class_weight, train.targets, task.n_classes))
         epoch = phase.end
