@@ -116,6 +116,7 @@ def tf_dataset(feed: EpochBatches, first: int, last: int):
     def gather(epoch: np.int64, index: np.int64) -> list[np.ndarray]:
         return tf.nest.flatten(feed.batch(int(epoch), int(index)))
 
+    @tf.autograph.experimental.do_not_convert  # plain Python over a fixed list: nothing for autograph
     def load(step: tf.Tensor):
         arrays = tf.numpy_function(gather, [step // n, step % n], dtypes, stateful=False)
         for array, shape in zip(arrays, shapes, strict=True):
