@@ -35,7 +35,6 @@ The test split is scored by the evaluate stage on one device, so its figures nee
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,8 +44,6 @@ import keras
 import numpy as np
 
 from transferbench.core.errors import ConfigError, UserError
-
-log = logging.getLogger(__name__)
 
 NONE, DATA_PARALLEL = "none", "data_parallel"
 KINDS = (NONE, DATA_PARALLEL)
