@@ -26,6 +26,7 @@ from transferbench.study import runs
 from transferbench.study.experiments import Experiment
 from transferbench.study.params import Params
 from transferbench.tracking import mlflow_runs as tracking
+from transferbench.training import distribution
 from transferbench.training.batches import ArrayBatches
 from transferbench.training.fit import configure_precision, finish, fit
 
@@ -151,10 +152,17 @@ def run(params: Params, name: str, work_root: Path | None = None) -> None:
     Resumable work lives in ``work_root`` (default tmp/train/<name>/) until then.
     """
     check_freeze(f"experiments.{name}", params.experiments[name])  # needs the built core: not in params checks
-    policy = configure_precision()
     experiments = runs.runs(params, name)
-    log.info("%s: %d run(s) (%s), %s", name, len(experiments), ", ".join(runs.run_name(e) for e in experiments),
-             policy)
+    # Before any model is built (JAX lays variables out as they are made); needs the backend's devices,
+    # so checked here rather than with the params.
+    placement = distribution.activate(params.distribution)
+    for batch_size in sorted({e.settings.batch_size for e in experiments}):
+        placement.check_batch(f"experiments.{name}.batch_size", batch_size)
+    policy = configure_precision()
+    placed = placement.describe(params.experiments[name].batch_size)
+    log.info("%s: %d run(s) (%s), %s, distribution %s on %d device(s) (%s), batch %d per device", name,
+             len(experiments), ", ".join(runs.run_name(e) for e in experiments), policy, placed["distribution"],
+             placed["device_count"], placed["devices"], placed["batch_per_device"])
     work_root = work_root or paths.tmp_dir("train", name)
     finished = {runs.run_name(e): train_run(e, work_root) for e in experiments}
     out = paths.experiment_model_dir(name) / "runs"
