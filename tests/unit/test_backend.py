@@ -114,3 +114,16 @@ def test_only_the_backend_check_imports_tensorflow():
     importers = sorted(name for name in listed
                        if any(m.split(".")[0] == "tensorflow" for m in imported_modules(paths.ROOT / name)))
     assert importers == ["src/transferbench/core/backend.py"]
+
+
+def test_the_readme_check_names_the_backend_and_its_devices():
+    """`python -m transferbench.core.backend` (README: Backends and GPUs): the choice and its devices, or why none."""
+    from transferbench import first_installed_backend
+
+    done = run("import runpy; runpy.run_module('transferbench.core.backend', run_name='__main__')")
+    on = "gpu:0" if any(Path("/dev").glob("nvidia*")) else "cpu:0"
+    assert done.returncode == 0 and done.stdout.strip() == f"{first_installed_backend()} on {on}", done.stderr
+    done = run("import runpy; runpy.run_module('transferbench.core.backend', run_name='__main__')",
+               keras_backend="numpy")
+    assert done.returncode == 1 and done.stderr.strip() == ("backend: error: KERAS_BACKEND='numpy' is not a backend "
+                                                            "this project runs on; accepted: tensorflow, jax")

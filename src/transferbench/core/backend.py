@@ -94,3 +94,16 @@ def devices() -> list[str]:
     every device it spreads a batch over, and the batch per device follows from this list's length.
     """
     return accelerators()[:1] or ["cpu:0"]
+
+
+def main() -> None:
+    """``python -m transferbench.core.backend``: the backend training would use and its devices, or why none."""
+    try:
+        name = select()
+    except BackendError as err:
+        raise SystemExit(f"backend: error: {err}") from None
+    print(f"{name} on {','.join(devices())}")
+
+
+if __name__ == "__main__":
+    main()
