@@ -43,6 +43,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from transferbench.core import backend as backend_check
 from transferbench.core.errors import ConfigError, UserError
 
 NONE, DATA_PARALLEL = "none", "data_parallel"
@@ -154,11 +155,8 @@ def placement(kind: str) -> Placement:
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=list(devices)))
         return Placement(kind, devices)
     if backend == "tensorflow":
-        import tensorflow as tf
-
         # Named explicitly: given none, MirroredStrategy takes the GPUs, or one CPU however many are configured.
-        strategy = tf.distribute.MirroredStrategy([f"/{device}" for device in devices])
-        return Placement(kind, devices, strategy)
+        return Placement(kind, devices, backend_check.mirrored_strategy([f"/{device}" for device in devices]))
     raise ConfigError(f"distribution is {kind!r}, which the {backend} backend does not run here; accepted: none, "
                       "or data_parallel with KERAS_BACKEND=jax or tensorflow")
 

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from transferbench.config.experiment import Plateau, Schedule, Step
+from transferbench.core import backend
 from transferbench.core.files import read_json, write_json
 from transferbench.data.datasets import Task
 from transferbench.models import strategies
@@ -35,26 +36,9 @@ log = logging.getLogger(__name__)
 MONITOR = "val_accuracy"  # the task's outputs only: the mean over CAPTCHA heads, no aux (EpochSummary)
 
 
-def gpu_available() -> bool:
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return any(d.platform == "gpu" for d in jax.devices())
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    return False
-
-
 def configure_precision() -> str:
     """Mixed precision on a GPU (tensor cores), float32 on CPU where float16 is slower; returns the policy."""
-    policy = "mixed_float16" if gpu_available() else "float32"
+    policy = "mixed_float16" if backend.gpu_available() else "float32"
     keras.mixed_precision.set_dtype_policy(policy)
     return policy
 
