@@ -153,6 +153,7 @@ def runs(tmp_path_factory) -> dict[str, dict]:
     return {name: result_of(process, root / name) for name, process in started.items()}
 
 
+@pytest.mark.slow  # the runs: three trainings in subprocesses, a minute or more on 2 cores
 def test_two_devices_train_the_weights_of_one(runs):
     """Even when the two-device run is killed after an epoch and resumed from its saved model."""
     single, parallel = runs["single"], runs["parallel"]
@@ -168,6 +169,7 @@ def test_two_devices_train_the_weights_of_one(runs):
     assert max(float(np.max(np.abs(w))) for w in single["weights"]) > 0.01, "the runs trained"
 
 
+@pytest.mark.slow
 def test_validation_figures_are_those_of_one_device(runs):
     """Every validation image counts once, the last batch (3 of 7 images) split unevenly or padded."""
     single, parallel = runs["single"], runs["parallel"]
@@ -183,12 +185,14 @@ def test_validation_figures_are_those_of_one_device(runs):
             assert two[key] == pytest.approx(one[key], rel=TOLERANCE, abs=TOLERANCE), key
 
 
+@pytest.mark.slow
 def test_a_batch_the_devices_cannot_split_stops_the_stage_before_training(runs):
     assert runs["parallel"]["refusal"] == (
         "experiments.captcha.batch_size is 5, which distribution data_parallel cannot split over 2 devices "
         "(cpu:0, cpu:1); accepted: a multiple of 2 (e.g. 4, 6), or distribution none")
 
 
+@pytest.mark.slow
 def test_a_step_on_the_partial_batch_would_show(runs):
     """Control: training the partial batch too moves the weights far beyond the tolerance."""
     gap = max(float(np.max(np.abs(a - b))) for a, b in zip(runs["single"]["weights"], runs["partial"]["weights"],
