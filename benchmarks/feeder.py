@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 from keras.src.trainers.epoch_iterator import EpochIterator  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from transferbench.core import backend  # noqa: E402
 from transferbench.models.backbones import MODELS  # noqa: E402
 from transferbench.models.heads import aux_output_names, output_names  # noqa: E402
 from transferbench.study.experiments import Experiment, resolve  # noqa: E402
@@ -106,7 +107,7 @@ def drain(iterator: EpochIterator) -> Callable[[], int]:
     """
     steps = iterator.num_batches
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        tf = backend.tensorflow()
 
         @tf.function
         def take(it, count):
@@ -143,7 +144,7 @@ def drain_dataset(name: str, data: keras.utils.PyDataset) -> Callable[[], int]:
     """TensorFlow only: one epoch of a dataset drained in one ``tf.function``, without Keras' epoch
     iterator: ``generator-direct`` is Keras' ``from_generator`` dataset for the PyDataset,
     ``pipeline-direct`` the one ``fit_input`` builds (afresh each epoch, as ``project``)."""
-    import tensorflow as tf
+    tf = backend.tensorflow()
     from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
     @tf.function
@@ -168,7 +169,7 @@ def drain_dataset(name: str, data: keras.utils.PyDataset) -> Callable[[], int]:
 
 def epoch_iterator(x, steps: int | None) -> EpochIterator:
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        tf = backend.tensorflow()
         from keras.src.backend.tensorflow.trainer import TFEpochIterator
 
         return TFEpochIterator(x=x, steps_per_epoch=steps, shuffle=False,

@@ -67,7 +67,9 @@ TINY_AUX = MODELS.register("tiny_aux")(ModelSpec(
 
 
 def each_model() -> list:
-    """Every registered model as a pytest parameter, the real architectures marked slow."""
+    """Every registered model as a pytest parameter: the real architectures marked slow, the tiny ones jax
+    (.ci/run runs those on JAX too; the real ones take minutes to compile there)."""
     import pytest
 
-    return [pytest.param(name, marks=() if name in FAST_MODELS else pytest.mark.slow) for name in MODELS.names()]
+    return [pytest.param(name, marks=pytest.mark.jax if name in FAST_MODELS else pytest.mark.slow)
+            for name in MODELS.names()]

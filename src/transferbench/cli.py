@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from transferbench.core import backend
 from transferbench.core.errors import UserError
 from transferbench.core.files import no_space, space_reason
 from transferbench.core.redact import RedactingFilter, redact
@@ -93,16 +94,19 @@ def native_stderr_without(noise: tuple[str, ...]) -> Iterator[None]:
             sys.stderr.flush()
 
 
-def load_keras() -> None:
-    """Import Keras and start its backend's devices, without TensorFlow's CUDA probing lines on a machine
-    that has no NVIDIA device (with one, every line stays: they say why a GPU is not used)."""
+def load_keras() -> str:
+    """Choose the backend (core.backend: a bad KERAS_BACKEND or none installed is one line), import Keras
+    and start its devices, without TensorFlow's CUDA probing lines on a machine that has no NVIDIA
+    device (with one, every line stays: they say why a GPU is not used). Returns the backend."""
+    name = backend.select()
     if any(Path("/dev").glob("nvidia*")):
         import keras  # noqa: F401
-        return
+        return name
     with native_stderr_without(CPU_START_NOISE):
         import keras
 
         keras.ops.convert_to_numpy(keras.ops.zeros(1))  # device discovery prints the cuInit line
+    return name
 
 
 def one_line(message: str) -> str:

@@ -163,7 +163,7 @@ def test_a_training_run_is_tracked(store, params, monkeypatch, tmp_path):
     from transferbench.tracking import mlflow_runs as tracking
     from transferbench.training.batches import ArrayBatches
     from transferbench.training.fit import fit
-    from transferbench.training.train import MlflowEpochMetrics
+    from transferbench.training.train import MlflowEpochMetrics, runtime
 
     # A real experiment resolved from params: a photo dataset's section, the tiny backbone from scratch.
     dataset = "cats_and_dogs_filtered"
@@ -176,7 +176,7 @@ def test_a_training_run_is_tracked(store, params, monkeypatch, tmp_path):
     experiment = resolve(check_params(params), "tiny")
     assert experiment.weights_label == "none"
 
-    run_id = tracking.start_run(experiment)
+    run_id = tracking.start_run(experiment, runtime=runtime(experiment, "float32"))
     rng = np.random.default_rng(0)
     images, targets = rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8), rng.integers(0, 2, 12)
     history = fit(experiment, None, ArrayBatches(images[:8], targets[:8], 4, shuffle=True, seed=0),
@@ -198,6 +198,11 @@ def test_a_training_run_is_tracked(store, params, monkeypatch, tmp_path):
     assert run.tags["setting"] == "random"
     assert re.fullmatch(r"[0-9a-f]{40}", run.tags["git_commit"]) and run.tags["git_commit"] == tracking.git_commit()
     assert run.tags["mlflow.runName"] == run.run_name
+    import keras
+
+    # What it trained on: the backend Keras runs, one device (this machine has no GPU), the global batch on it.
+    assert (run.tags["backend"], run.tags["devices"]) == (keras.backend.backend(), "cpu:0")
+    assert (run.tags["precision"], run.tags["batch_per_device"]) == ("float32", "4")
 
     assert run.params["weights"] == "none" and run.params["seed"] == str(experiment.seed)
     assert run.params["experiment.model"] == "tiny" and run.params["experiment.dataset"] == dataset
@@ -211,3 +216,25 @@ def test_a_training_run_is_tracked(store, params, monkeypatch, tmp_path):
 
     assert reader.artifacts(run_id) == ["note.txt"]
     assert reader.artifact_text(run_id, "note.txt") == "logged by transferbench.tracking.mlflow_runs"
+
+
+def test_a_resumed_run_is_tagged_with_where_it_goes_on(mlflow_db, params, monkeypatch, tmp_path):
+    """Backend and devices are tags, not params (which MLflow never changes): a run resumed elsewhere says so."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_db}")
+    from transferbench.study.experiments import resolve
+    from transferbench.study.params import check_params
+    from transferbench.tracking import mlflow_runs as tracking
+
+    experiment = resolve(check_params(params), "captcha")
+    first = {"backend": "tensorflow", "devices": "cpu:0", "precision": "float32", "batch_per_device": "16"}
+    run_id = tracking.start_run(experiment, runtime=first)
+    tracking.end_run(run_id, status="KILLED")
+    later = {"backend": "jax", "devices": "gpu:0", "precision": "mixed_float16", "batch_per_device": "16"}
+    assert tracking.start_run(experiment, run_id, runtime=later) == run_id
+
+    from mlflow import MlflowClient
+
+    run = MlflowClient(f"sqlite:///{mlflow_db}").get_run(run_id)
+    assert run.info.status == "RUNNING"
+    assert {key: run.data.tags[key] for key in later} == later

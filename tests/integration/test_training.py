@@ -30,6 +30,7 @@ def summarised(heads: list[str], learning_rate: float, logs: dict) -> dict:
     return logs
 
 
+@pytest.mark.jax
 def test_epoch_summary_means_all_heads_not_the_first():
     logs = summarised(["head0", "head1", "head2"], 0.5, {
         "head0_accuracy": 0.9, "head1_accuracy": 0.3, "head2_accuracy": 0.0,
@@ -38,6 +39,7 @@ def test_epoch_summary_means_all_heads_not_the_first():
     assert logs["learning_rate"] == pytest.approx(0.5)
 
 
+@pytest.mark.jax
 def test_batches_shuffle_by_seed_and_epoch_only():
     images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
     a = ArrayBatches(images, np.arange(10), 4, shuffle=True, seed=3)
@@ -49,11 +51,13 @@ def test_batches_shuffle_by_seed_and_epoch_only():
     assert first != [b[i][1].tolist() for i in range(len(b))]
 
 
+@pytest.mark.jax
 def test_history_keeps_the_last_row_of_a_repeated_epoch():
     csv = history_csv([{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.5}, {"epoch": 2, "loss": 1.0}])
     assert csv == "epoch,loss,seconds\n1,2.0,0.0\n2,1.0,0.0\n"  # no epoch_seconds logged: no time counted
 
 
+@pytest.mark.jax
 def test_task_metrics_for_captcha_heads():
     targets = np.array([[0, 1], [1, 1], [0, 0]])
     one_hot = lambda idx: np.eye(3)[idx] * 0.9 + 0.1 / 3  # noqa: E731 - confident, never zero
@@ -65,6 +69,7 @@ def test_task_metrics_for_captcha_heads():
     assert metrics["position_accuracy"] == {"head0": pytest.approx(2 / 3), "head1": 1.0}
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("head, scores, decided", [
     ("dense", [0.9, 0.2, 0.6, 0.4], [1, 0, 1, 0]),   # probabilities: threshold 0.5
     ("svm", [0.3, -0.2, -0.1, 0.8], [1, 0, 0, 1]),    # margins: threshold 0
@@ -104,6 +109,7 @@ class Kill(Exception):
     pass
 
 
+@pytest.mark.jax
 def test_killed_training_resumes_from_its_last_epoch(params, tmp_path):
     import keras
 
@@ -131,6 +137,7 @@ def test_killed_training_resumes_from_its_last_epoch(params, tmp_path):
     assert best_model(tmp_path / "work").exists()
 
 
+@pytest.mark.jax
 def test_epoch_summary_scores_the_main_output_not_the_auxiliary_ones():
     logs = summarised(["label"], 0.01, {
         "label_accuracy": 0.8, "aux1_accuracy": 0.2, "aux2_accuracy": 0.5,
@@ -149,7 +156,8 @@ def photo_experiment(params, dataset: str, size: int, **values):
     return resolve(check_params(params), "x")
 
 
-@pytest.mark.parametrize("model", ["tiny_aux", pytest.param("googlenet", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("model", [pytest.param("tiny_aux", marks=pytest.mark.jax),
+                                   pytest.param("googlenet", marks=pytest.mark.slow)])
 def test_aux_outputs_weigh_their_loss_weights_and_val_accuracy_is_the_main_heads(params, tmp_path, model):
     """GoogLeNet's auxiliary classifiers weigh 0.3 each; the tiny backbone's 0.3 and 0.1 (same code)."""
 
@@ -185,6 +193,7 @@ def squared_hinge(margins: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.mean(np.maximum(0.0, 1.0 - signs * margins) ** 2, axis=1)))
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("dataset,size,n_classes", [("pets", 32, 3), ("cats_and_dogs_filtered", 32, 2)])
 def test_svm_head_loss_is_squared_hinge_and_it_trains(params, dataset, size, n_classes):
     experiment = photo_experiment(params, dataset, size, head="svm", head_l2=0.01)
@@ -210,6 +219,7 @@ def test_svm_head_loss_is_squared_hinge_and_it_trains(params, dataset, size, n_c
     assert not np.array_equal(before, np.asarray(model.get_layer("label").kernel))
 
 
+@pytest.mark.jax
 def test_flip_augmentation_acts_in_training_only(params):
     import keras
 

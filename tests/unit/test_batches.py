@@ -192,7 +192,7 @@ def test_no_callback_class_of_the_project_overrides_a_batch_end_hook():
 @pytest.mark.parametrize("gpu", [False, True])
 def test_fit_feeds_the_pipeline_only_with_a_gpu_on_tensorflow(params, tmp_path, monkeypatch, gpu):
     """On a CPU the model is the bottleneck and the pipeline's threads would compete with it."""
-    from transferbench.training import fit as fit_module
+    from transferbench.core import backend
 
     fed = []
     original = keras.Model.fit
@@ -202,7 +202,7 @@ def test_fit_feeds_the_pipeline_only_with_a_gpu_on_tensorflow(params, tmp_path, 
         return original(self, x, *args, **kwargs)
 
     monkeypatch.setattr(keras.Model, "fit", recording)
-    monkeypatch.setattr(fit_module, "gpu_available", lambda: gpu)
+    monkeypatch.setattr(backend, "gpu_available", lambda: gpu)
     experiment = make_experiment(params, epochs=1)
     rng = np.random.default_rng(0)
     images, targets = rng.integers(0, 256, (8, *experiment.image_shape), dtype=np.uint8), rng.integers(0, 2, 8)

@@ -103,6 +103,14 @@ def test_unknown_key_is_an_error(params):
     check_fails(params, "unknown key learning_rate", "weights, seed, seeds, experiments", "captcha", "cifar10")
 
 
+def test_distribution_defaults_to_one_device_and_accepts_data_parallel(params):
+    assert load_params().distribution == "none"
+    del params["distribution"]
+    assert check_params(params).distribution == "none"
+    params["distribution"] = "data_parallel"
+    assert check_params(params).distribution == "data_parallel"
+
+
 def test_missing_key(params):
     del params["experiments"]["captcha"]["epochs"]
     check_fails(params, "missing key experiments.captcha.epochs")
@@ -124,6 +132,8 @@ def test_missing_key(params):
     (("cifar10", "source", "urls"), ["ftp://x"], ["cifar10.source.urls has 'ftp://x'", "https://"]),
     (("cifar10", "source", "sha256"), "ABC", ["cifar10.source.sha256 is 'ABC'", "64 lowercase hex digits"]),
     (("cats_and_dogs_filtered", "tolerance"), 1.5, ["cats_and_dogs_filtered.tolerance must be <= 1, got 1.5"]),
+    (("distribution",), "mirrored", ["distribution is 'mirrored'; accepted: none, data_parallel"]),
+    (("distribution",), None, ["distribution is None; accepted: none, data_parallel"]),
 ])
 def test_each_bad_value_is_one_line_naming_its_dotted_key(params, where, value, fragments):
     section = params

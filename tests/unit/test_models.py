@@ -49,6 +49,7 @@ def shared_core(name: str):
     return build_core(name, small_shape(name))
 
 
+@pytest.mark.jax
 def test_every_head_has_settings_here_and_poolings_match_the_schema():
     from transferbench.config.experiment import ExperimentBase
 
@@ -98,6 +99,7 @@ def test_forward_pass_per_model_and_head(name, head, task):
     assert len(picked) == task.n_outputs and all(p.shape == (3, width) for p in picked)
 
 
+@pytest.mark.jax
 def test_head_that_does_not_fit_the_task_names_the_ones_that_do(monkeypatch):
     monkeypatch.setitem(HEADS._entries, "binary_only",
                         dataclasses.replace(HEADS.get("dense"), tasks=frozenset({"binary"})))
@@ -108,6 +110,7 @@ def test_head_that_does_not_fit_the_task_names_the_ones_that_do(monkeypatch):
     assert "dense, gap, svm" in message and "binary_only," not in message
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("pooling", ["max", "flatten"])
 def test_gap_head_refuses_other_pooling(pooling):
     with pytest.raises(ConfigError, match=f"'gap'.*pooling '{pooling}'.*accepted: pooling avg"):
@@ -115,6 +118,7 @@ def test_gap_head_refuses_other_pooling(pooling):
     check_head("gap", Task("multiclass", 3), "avg", HeadOptions())
 
 
+@pytest.mark.jax
 def test_gap_head_refuses_a_hidden_layer_and_svm_needs_l2():
     with pytest.raises(ConfigError, match="'gap'.*head_units 64.*accepted: head_units 0"):
         check_head("gap", Task("binary", 2), "avg", HeadOptions(units=64))
@@ -122,6 +126,7 @@ def test_gap_head_refuses_a_hidden_layer_and_svm_needs_l2():
         check_head("svm", Task("binary", 2), "max", HeadOptions(l2=0.0))
 
 
+@pytest.mark.jax
 def test_unknown_pooling_lists_the_choices():
     with pytest.raises(ConfigError, match="'sum'.*accepted: max, avg, flatten"):
         pooling_layer("sum")
@@ -140,6 +145,7 @@ def test_googlenet_matches_the_seed_at_224():
     assert list(model.output_names) == ["label", "aux1", "aux2"]
 
 
+@pytest.mark.jax
 def test_task_outputs_drop_aux_and_keep_order():
     class Fake:
         name = "fake"
@@ -160,6 +166,7 @@ def test_task_outputs_drop_aux_and_keep_order():
     assert picked is alone or np.array_equal(picked, alone)
 
 
+@pytest.mark.jax
 def test_decision_rules_per_head():
     margins = [np.array([[-0.2], [0.1], [0.7]])]
     assert HEADS.get("svm").predicted_classes(Task("binary", 2), margins)[:, 0].tolist() == [0, 1, 1]
@@ -168,6 +175,7 @@ def test_decision_rules_per_head():
     assert HEADS.get("svm").predicted_classes(Task("multiclass", 3), scores)[:, 0].tolist() == [1, 0]
 
 
+@pytest.mark.jax
 def test_core_layer_count_is_the_core_layers_at_any_size():
     assert core_layer_count("tiny") == len(TINY_LAYERS) == len(build_core("tiny", (40, 24, 3)).layers)
     assert core_layer_count("cnn") == len(build_core("cnn", (64, 80, 3)).layers)
@@ -178,17 +186,20 @@ def test_vgg16_core_has_the_19_layers_seed_003_counts():
     assert core_layer_count("vgg16") == 19  # seed 003's model.layers[:18] freezes all but block5_pool
 
 
+@pytest.mark.jax
 def test_image_under_minimum_is_refused():
     with pytest.raises(ConfigError, match="xception's minimum 71x71"):
         build_core("xception", (70, 200, 3), "max")
 
 
+@pytest.mark.jax
 def test_xception_preprocessing_maps_pixels_to_minus_one_one():
     layer = MODELS.get("xception").preprocess()
     out = np.asarray(layer(np.array([[0.0, 127.5, 255.0]])))
     np.testing.assert_allclose(out, [[-1.0, 0.0, 1.0]], atol=1e-6)
 
 
+@pytest.mark.jax
 def test_caffe_preprocessing_matches_keras_vgg16():
     import keras
 
@@ -198,6 +209,7 @@ def test_caffe_preprocessing_matches_keras_vgg16():
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.jax
 def test_weights_file_round_trip_and_mismatch(tmp_path):
     core = build_core("cnn", (32, 32, 3))
     path = tmp_path / "cnn.weights.h5"
@@ -211,6 +223,7 @@ def test_weights_file_round_trip_and_mismatch(tmp_path):
         load_core_weights(other, path, "tiny")
 
 
+@pytest.mark.jax
 def test_model_with_custom_layer_survives_save_and_load(tmp_path, monkeypatch):
     # VGG16's preprocessing is a layer of ours; the tiny backbone takes it, standing in for VGG16.
     monkeypatch.setitem(MODELS._entries, "tiny",
@@ -223,6 +236,7 @@ def test_model_with_custom_layer_survives_save_and_load(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.asarray(base(x)), np.asarray(again(x)), rtol=1e-5)
 
 
+@pytest.mark.jax
 def test_a_fresh_process_loads_a_model_with_our_layer_and_loss(tmp_path):
     # Only backbones is imported there, as in evaluation: the custom classes must come with load_model.
     import os

@@ -52,3 +52,28 @@ def test_the_small_run_ends_with_the_report_needs_no_network_and_is_followed_by_
 
 def test_dvc_plots_page_is_not_committed():
     assert "/dvc_plots/" in (paths.ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_ci_runs_the_readme_jax_commands_on_the_jax_marker():
+    """The environment without TensorFlow (README: Backends and GPUs) is made and tested as .ci/run does."""
+    import tomllib
+
+    from tests.readme_commands import bash_blocks
+
+    block = next(b for b in bash_blocks() if ".venv-jax" in b)
+    assert f"# README: JAX without TensorFlow\n{block}" in (paths.ROOT / ".ci" / "run").read_text()
+    assert "'.[jax,dev]'" in block and "tensorflow" not in block
+    assert block.rstrip().endswith("KERAS_BACKEND=jax .venv-jax/bin/pytest -m jax")
+    pytest_config = tomllib.loads((paths.ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert any(marker.startswith("jax:") for marker in pytest_config["markers"])
+
+
+def test_the_setup_lines_install_one_backend_each():
+    """The first screen's setup command and one line per GPU choice under it, each a backend extra."""
+    import tomllib
+
+    extras = tomllib.loads((paths.ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    first_block = re.search(r"```bash\n(.*?)```", (paths.ROOT / "README.md").read_text(), re.S).group(1)
+    chosen = re.findall(r"pip install -q -e '\.\[(\w[\w-]*),dev\]'", first_block)
+    assert chosen == ["tensorflow", "tensorflow-gpu", "jax-gpu"]
+    assert all(name in extras for name in chosen) and not any("tensorflow" in d for d in extras["dev"])

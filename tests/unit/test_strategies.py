@@ -63,6 +63,7 @@ def head_weights(model) -> set[int]:
 
 # ---- which layers train ---------------------------------------------------------------------
 
+@pytest.mark.jax
 @pytest.mark.parametrize("strategy,extra,frozen_layers", [
     ("full", {}, 0),
     ("partial", {"freeze": 3}, 3),
@@ -85,6 +86,7 @@ def test_each_strategy_freezes_exactly_its_layers(params, strategy, extra, froze
     assert len(expected_core) == {0: 6, 2: 5, 3: 3, 7: 0}[frozen_layers]
 
 
+@pytest.mark.jax
 def test_two_phase_second_phase_unfreezes_all_but_freeze_and_batchnorm(params):
     experiment = make_experiment(params, strategy="two_phase", head_epochs=1, fine_tune_learning_rate=1e-4,
                                  freeze=2)
@@ -120,7 +122,7 @@ def train_one_epoch(model, shape, n=4):
 
 
 @pytest.mark.parametrize("model,size,freeze", [
-    ("tiny", 32, 3),  # input, conv1 and bn1 frozen; the rest trains
+    pytest.param("tiny", 32, 3, marks=pytest.mark.jax),  # input, conv1 and bn1 frozen; the rest trains
     pytest.param("xception", 71, 60, marks=pytest.mark.slow),
 ])
 def test_partial_keeps_frozen_batchnorm_in_inference_mode_and_trains_the_rest(params, model, size, freeze):
@@ -143,6 +145,7 @@ def test_partial_keeps_frozen_batchnorm_in_inference_mode_and_trains_the_rest(pa
         assert unchanged == (name in frozen), f"kernel of {name}: frozen part {name in frozen}"
 
 
+@pytest.mark.jax
 def test_two_phase_fine_tuning_trains_the_core_with_batchnorm_in_inference_mode(params):
     experiment = make_experiment(params, strategy="two_phase", head_epochs=1, fine_tune_learning_rate=0.01,
                                  freeze=0, optimizer="adam")
@@ -218,9 +221,9 @@ def recorded(experiment, n=24):
 def straight_and_resumed(params, tmp_path, monkeypatch, pipeline: bool) -> dict:
     """Train 3 epochs straight and killed-then-resumed; check both read the same last epoch, and
     return the straight run's record. ``pipeline``: whether fit sees a GPU (TensorFlow's tf.data feed)."""
-    from transferbench.training import fit as fit_module
+    from transferbench.core import backend
 
-    monkeypatch.setattr(fit_module, "gpu_available", lambda: pipeline)
+    monkeypatch.setattr(backend, "gpu_available", lambda: pipeline)
     experiment = make_experiment(params, epochs=3)
     straight, validation = recorded(experiment)
     fit(experiment, None, straight, validation, tmp_path / "straight", verbose=0)
@@ -237,6 +240,7 @@ def straight_and_resumed(params, tmp_path, monkeypatch, pipeline: bool) -> dict:
     return {key: sha for key, sha in straight.seen.items() if key[0] > last - 3}  # fit's 3 epochs, no probes
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("pipeline", [False, True], ids=["pydataset", "tf-pipeline"])
 def test_a_resumed_run_trains_on_the_same_batches_in_the_same_order(params, tmp_path, monkeypatch, pipeline):
     """On a CPU fit feeds the PyDataset; with a GPU (stood in for here), TensorFlow's tf.data pipeline."""
@@ -255,6 +259,7 @@ TWO_PHASE = dict(strategy="two_phase", head_epochs=2, fine_tune_learning_rate=0.
 HEAD_ONLY, EVERYTHING = 4, 6
 
 
+@pytest.mark.jax
 def test_two_phase_switches_phase_and_rate_at_head_epochs(params, tmp_path):
     # Step decay every 2 epochs restarts from each phase's own rate.
     experiment = make_experiment(params, **TWO_PHASE, schedule={"kind": "step", "factor": 0.5, "every": 2})
@@ -267,6 +272,7 @@ def test_two_phase_switches_phase_and_rate_at_head_epochs(params, tmp_path):
     assert state["phase"] == "fine_tune" and state["epoch"] == 4
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("kill_at,phase_saved", [(3, "fine_tune"), (2, "head")])
 def test_two_phase_resumes_in_the_right_phase_after_a_kill(params, tmp_path, kill_at, phase_saved):
     """Killed inside phase 2, or between the phases: the resumed model is unfrozen at the fine-tune rate."""
@@ -288,6 +294,7 @@ def test_two_phase_resumes_in_the_right_phase_after_a_kill(params, tmp_path, kil
     assert read_json(work / "state.json")["phase"] == "fine_tune"
 
 
+@pytest.mark.jax
 def test_step_schedule_survives_a_kill(params, tmp_path):
     schedule = {"kind": "step", "factor": 0.5, "every": 1}
     experiment = make_experiment(params, epochs=3, schedule=schedule)
@@ -301,6 +308,7 @@ def test_step_schedule_survives_a_kill(params, tmp_path):
 
 # ---- what params checking leaves to the stage that builds the core ---------------------------
 
+@pytest.mark.jax
 def test_train_refuses_a_freeze_beyond_the_core_before_any_work(params, monkeypatch, tmp_path):
     from transferbench import cli
     from transferbench.training import train

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationInfo, create_model, field_serializer, field_validator
@@ -37,6 +37,9 @@ class Params(Section):
     seeds: Annotated[int, Field(ge=1, le=100)]  # training runs per arm
     experiments: Annotated[dict[str, ExperimentSection], Field(min_length=1)]
     fixed_features: bool = False  # a fixed-feature arm beside every pretrained arm (experiments may override)
+    # One device, or every visible accelerator training one model on shares of each batch
+    # (transferbench.training.distribution); the batch sizes stay global.
+    distribution: Literal["none", "data_parallel"] = "none"
 
     @field_validator("weights", mode="before")
     @classmethod

@@ -180,15 +180,21 @@ def describe(run_id: str, text: str) -> None:
         client.set_tag(run_id, "mlflow.note.content", text)
 
 
-def start_run(experiment: Experiment, run_id: str | None = None) -> str:
-    """Create the training run (or reopen ``run_id`` when resuming); return its id."""
+def start_run(experiment: Experiment, run_id: str | None = None, runtime: Mapping[str, str] | None = None) -> str:
+    """Create the training run (or reopen ``run_id`` when resuming); return its id.
+
+    ``runtime`` (backend, devices, precision, batch per device) becomes tags, not params: a resumed run
+    may go on on another machine, and its tags then say where it finished.
+    """
     with _store() as client:
-        return _start_run(client, experiment, run_id)
+        return _start_run(client, experiment, run_id, dict(runtime or {}))
 
 
-def _start_run(client, experiment: Experiment, run_id: str | None) -> str:
+def _start_run(client, experiment: Experiment, run_id: str | None, runtime: dict[str, str]) -> str:
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
+        for key, value in runtime.items():
+            client.set_tag(run_id, key, value)
         return run_id
     exp_id = experiment_id(client, experiment.dataset)
     commit = git_commit()
@@ -205,6 +211,7 @@ def _start_run(client, experiment: Experiment, run_id: str | None) -> str:
         "mlflow.source.git.commit": commit,
         "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
         "mlflow.runName": run_name(experiment),
+        **runtime,
     }
     # A source's URLs (a mirror with its credentials) are params: MLflow keeps them, so never with secrets.
     tags = {k: redact(v) for k, v in tags.items()}

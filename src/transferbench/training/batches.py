@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import keras
 import numpy as np
 
+from transferbench.core import backend
+
 
 class EpochBatches(Protocol):
     """What :func:`fit_input` reads: a count of batches per epoch and each batch from (epoch, index)."""
@@ -96,8 +98,8 @@ def fit_input(feed: keras.utils.PyDataset, *, initial_epoch: int = 0, epochs: in
     ``steps_per_epoch`` keeps Keras on that one iterator. Otherwise (JAX, other backends, or no
     ``pipeline``) the ``PyDataset`` itself.
     """
-    if keras.backend.backend() != "tensorflow" or not pipeline:
-        return feed, None
+    if keras.backend.backend() != "tensorflow" or not pipeline or not hasattr(feed, "batch"):
+        return feed, None  # (a feed without batch(epoch, index): data parallel's full or padded batches)
     epoch = getattr(feed, "epoch", 0)
     first, last = (epoch, epoch + 1) if epochs is None else (initial_epoch, epochs)
     return tf_dataset(feed, first, last), None if epochs is None else len(feed)
@@ -105,7 +107,7 @@ def fit_input(feed: keras.utils.PyDataset, *, initial_epoch: int = 0, epochs: in
 
 def tf_dataset(feed: EpochBatches, first: int, last: int):
     """Batches (epoch, index) for epochs ``first`` to ``last`` (exclusive), in order, gathered in parallel."""
-    import tensorflow as tf  # only on the TensorFlow backend: the module must import without it
+    tf = backend.tensorflow()  # only on the TensorFlow backend: the module must import without it
 
     n = len(feed)
     sample = feed.batch(first, 0)
@@ -117,7 +119,7 @@ def tf_dataset(feed: EpochBatches, first: int, last: int):
         return tf.nest.flatten(feed.batch(int(epoch), int(index)))
 
     @tf.autograph.experimental.do_not_convert  # plain Python over a fixed list: nothing for autograph
-    def load(step: tf.Tensor):
+    def load(step):  # a scalar int64 tensor: the step counted over all the epochs
         arrays = tf.numpy_function(gather, [step // n, step % n], dtypes, stateful=False)
         for array, shape in zip(arrays, shapes, strict=True):
             array.set_shape(shape)

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from transferbench.config.experiment import Plateau, Schedule, Step
+from transferbench.core import backend
 from transferbench.core.files import read_json, write_json
 from transferbench.data.datasets import Task
 from transferbench.models import strategies
@@ -28,32 +29,16 @@ from transferbench.models.backbones import MODELS, base_outputs, initial_core, l
 from transferbench.models.heads import HEADS, HeadOptions, aux_output_names, output_names, output_sources
 from transferbench.study.experiments import Experiment
 from transferbench.training.batches import ArrayBatches, fit_input
+from transferbench.training.distribution import Placement, active, portable
 
 log = logging.getLogger(__name__)
 
 MONITOR = "val_accuracy"  # the task's outputs only: the mean over CAPTCHA heads, no aux (EpochSummary)
 
 
-def gpu_available() -> bool:
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return any(d.platform == "gpu" for d in jax.devices())
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    return False
-
-
 def configure_precision() -> str:
     """Mixed precision on a GPU (tensor cores), float32 on CPU where float16 is slower; returns the policy."""
-    policy = "mixed_float16" if gpu_available() else "float32"
+    policy = "mixed_float16" if backend.gpu_available() else "float32"
     keras.mixed_precision.set_dtype_policy(policy)
     return policy
 
@@ -295,23 +280,33 @@ def save_model(model: keras.Model, path: Path) -> None:
 
 def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, validation: ArrayBatches,
         work_dir: Path, extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-        verbose: int | None = None) -> list[dict]:
+        verbose: int | None = None, placement: Placement | None = None) -> list[dict]:
     """Train (or resume) into ``work_dir``; return the per-epoch history. The best model: best_model(work_dir).
 
     Each strategy phase is one ``model.fit``; between phases the layers are re-frozen and the model
-    recompiled at the next phase's rate. A run killed in any phase resumes in that phase.
+    recompiled at the next phase's rate. A run killed in any phase resumes in that phase. ``placement``
+    (default: the process's, transferbench.training.distribution) says on which devices.
     """
+    placement = placement or active()
+    # Building, compiling, loading and training all in the strategy's scope (TensorFlow data parallel).
+    with placement.scope():
+        return _fit(experiment, weights_file, train, validation, work_dir, extra_callbacks, verbose, placement)
+
+
+def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, validation: ArrayBatches,
+         work_dir: Path, extra_callbacks: Sequence[keras.callbacks.Callback], verbose: int | None,
+         placement: Placement) -> list[dict]:
     plan = strategies.phases(experiment.settings)
     work_dir.mkdir(parents=True, exist_ok=True)
     state_file = work_dir / "state.json"
     state = read_json(state_file) if state_file.exists() else None
     if state is not None:
-        model = load_model(last_model(work_dir, state))
+        model = placement.prepare(load_model(last_model(work_dir, state)))
         current = state.get("phase", plan[0].name)
         log.info("resuming %s after epoch %s (%s) from %s", experiment.name, state["epoch"], current, work_dir)
     else:
         keras.utils.set_random_seed(experiment.seed)
-        model = build_model(experiment, weights_file)
+        model = placement.prepare(build_model(experiment, weights_file))
         compile_model(model, experiment, plan[0].learning_rate)
         current = plan[0].name
     history: list[dict] = list(state["history"]) if state else []
@@ -320,7 +315,7 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
     best = Best(state["checkpoint_best"], best_model(work_dir).name) if state else Best()
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs, a live bar in a terminal
-    pipeline = gpu_available()
+    pipeline = backend.gpu_available()
     for phase in plan:
         if epoch >= phase.end:
             continue
@@ -339,9 +334,13 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
         if state is not None:
             resume.restore(state)  # once: a later phase starts its schedule fresh
             state = None
-        callbacks = [EpochSummary(output_names(experiment.task)), *schedule, *extra_callbacks, resume]
-        train.set_epoch(epoch)
         task = experiment.task
+        # In data parallel: full training batches only, validation padded to what the devices split.
+        train_feed = placement.training(feed_for(model, train, task), len(train.images), train.batch_size)
+        validation_feed, exact = placement.validation(feed_for(model, validation, task), len(validation.images),
+                                                      validation.batch_size)
+        callbacks = [*exact, EpochSummary(output_names(task)), *schedule, *extra_callbacks, resume]
+        train.set_epoch(epoch)
         # shuffle=False: the batches shuffle themselves from (seed, epoch). Keras' own shuffle would also
         # reorder them with Python's `random`, seeded only on a fresh run, so a resumed run saw other batches.
         # With a GPU, TensorFlow reads a tf.data pipeline gathering on several threads (fit_input): the
@@ -349,10 +348,8 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
         # by 100x or more, and the pipeline's threads would only compete with it (docs/benchmarks.md).
         # Keras advances a PyDataset once before the first epoch (EpochIterator.reset calls its
         # on_epoch_end), so fit's epoch e reads the batches' epoch e + 1; the pipeline reads the same.
-        x, steps = fit_input(feed_for(model, train, task), initial_epoch=epoch + 1, epochs=phase.end + 1,
-                             pipeline=pipeline)
-        model.fit(x, steps_per_epoch=steps,
-                  validation_data=fit_input(feed_for(model, validation, task), pipeline=pipeline)[0],
+        x, steps = fit_input(train_feed, initial_epoch=epoch + 1, epochs=phase.end + 1, pipeline=pipeline)
+        model.fit(x, steps_per_epoch=steps, validation_data=fit_input(validation_feed, pipeline=pipeline)[0],
                   epochs=phase.end, initial_epoch=epoch, callbacks=callbacks, verbose=verbose, shuffle=False,
                   class_weight=class_weights(experiment.settings.class_weight, train.targets, task.n_classes))
         epoch = phase.end
@@ -362,5 +359,5 @@ def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, 
 def finish(work_dir: Path, model_path: Path) -> None:
     """Put the best model in place without its optimizer state (a third of the size), drop the resume state."""
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(load_model(best_model(work_dir), compile=False), model_path)
+    save_model(portable(load_model(best_model(work_dir), compile=False)), model_path)
     shutil.rmtree(work_dir)

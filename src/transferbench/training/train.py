@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from transferbench.core import paths
+from transferbench.core import backend, paths
 from transferbench.core.files import replace_dir, write_json, write_text
 from transferbench.core.inputs import read_json_input
 from transferbench.data.datasets import load_split
@@ -26,6 +26,7 @@ from transferbench.study import runs
 from transferbench.study.experiments import Experiment
 from transferbench.study.params import Params
 from transferbench.tracking import mlflow_runs as tracking
+from transferbench.training import distribution
 from transferbench.training.batches import ArrayBatches
 from transferbench.training.fit import configure_precision, finish, fit
 
@@ -100,7 +101,16 @@ def load_batches(experiment: Experiment) -> dict[str, ArrayBatches]:
     return out
 
 
-def train_run(experiment: Experiment, work_root: Path) -> Path:
+def runtime(experiment: Experiment, policy: str) -> dict[str, str]:
+    """What a run trains on, for its log line and MLflow tags: the backend, the devices of its distribution
+    (``cpu:0``, ``gpu:0,gpu:1``), the precision policy and the batch per device (the params' batch is the
+    global batch, split evenly over the devices in data parallel)."""
+    placed = distribution.describe(experiment.settings.batch_size)
+    return {"backend": backend.current(), "devices": placed["devices"], "precision": policy,
+            "batch_per_device": str(placed["batch_per_device"])}
+
+
+def train_run(experiment: Experiment, work_root: Path, policy: str) -> Path:
     """Train one run (or resume it) and leave model.keras, history.csv and train.json in a finished folder.
 
     A finished folder survives a kill of a later run in the same stage, so no run is trained twice.
@@ -118,8 +128,12 @@ def train_run(experiment: Experiment, work_root: Path) -> Path:
              experiment.setting, experiment.settings.strategy, experiment.seed,
              len(batches['train'].images), len(batches['validation'].images))
 
+    on = runtime(experiment, policy)
+    log.info("%s %s: backend %s on %s, precision %s, batch %s per device", experiment.name,
+             runs.run_name(experiment), on["backend"], on["devices"], on["precision"], on["batch_per_device"])
+
     run_file = work_dir / "mlflow_run_id"
-    run_id = tracking.start_run(experiment, run_file.read_text() if run_file.exists() else None)
+    run_id = tracking.start_run(experiment, run_file.read_text() if run_file.exists() else None, runtime=on)
     work_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_file, run_id)
     try:
@@ -151,12 +165,19 @@ def run(params: Params, name: str, work_root: Path | None = None) -> None:
     Resumable work lives in ``work_root`` (default tmp/train/<name>/) until then.
     """
     check_freeze(f"experiments.{name}", params.experiments[name])  # needs the built core: not in params checks
-    policy = configure_precision()
     experiments = runs.runs(params, name)
-    log.info("%s: %d run(s) (%s), %s", name, len(experiments), ", ".join(runs.run_name(e) for e in experiments),
-             policy)
+    # Before any model is built (JAX lays variables out as they are made); needs the backend's devices,
+    # so checked here rather than with the params.
+    placement = distribution.activate(params.distribution)
+    for batch_size in sorted({e.settings.batch_size for e in experiments}):
+        placement.check_batch(f"experiments.{name}.batch_size", batch_size)
+    policy = configure_precision()
+    placed = placement.describe(params.experiments[name].batch_size)
+    log.info("%s: %d run(s) (%s), %s, distribution %s on %d device(s) (%s), batch %d per device", name,
+             len(experiments), ", ".join(runs.run_name(e) for e in experiments), policy, placed["distribution"],
+             placed["device_count"], placed["devices"], placed["batch_per_device"])
     work_root = work_root or paths.tmp_dir("train", name)
-    finished = {runs.run_name(e): train_run(e, work_root) for e in experiments}
+    finished = {runs.run_name(e): train_run(e, work_root, policy) for e in experiments}
     out = paths.experiment_model_dir(name) / "runs"
     staging = out.with_name("runs.partial")
     if staging.exists():
