@@ -16,6 +16,8 @@ from transferbench.training import batches as batches_module
 from transferbench.training.batches import ArrayBatches, fit_input, tf_dataset
 from transferbench.training.fit import TargetsPerOutput, fit
 
+pytestmark = pytest.mark.jax  # on JAX the PyDataset is the feed; the tf.data tests skip there
+
 TF = keras.backend.backend() == "tensorflow"
 needs_tf = pytest.mark.skipif(not TF, reason="the tf.data pipeline is TensorFlow's input path only")
 
