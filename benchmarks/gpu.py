@@ -19,8 +19,8 @@ out data download, CAPTCHA generation, preparation and validation, weight downlo
 test passes, model compilation, and that fixed-feature arms (frozen base) train faster than a whole
 model: a figure for the training work alone, at the whole model's rate.
 
-Prints a markdown table and writes the figures to ``--json``. ``RECIPES`` is the seeds' recipe as
-params.yaml sets it (tests/unit/test_gpu_benchmark.py keeps them equal).
+Prints a markdown table and writes the figures to ``--json`` (default ``tmp/gpu_benchmark.json``).
+``RECIPES`` is the seeds' recipe as params.yaml sets it (tests/unit/test_gpu_benchmark.py keeps them equal).
 """
 
 from __future__ import annotations
@@ -247,7 +247,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true",
                         help=f"each model's smallest input, batch {TINY_BATCH}: checks the code on a CPU, "
                              "its figures and projections mean nothing")
-    parser.add_argument("--json", type=Path, default=Path("gpu_benchmark.json"), help="where the figures go")
+    parser.add_argument("--json", type=Path, default=ROOT / "tmp" / "gpu_benchmark.json",
+                        help="where the figures go (default: tmp/gpu_benchmark.json, which git ignores)")
     args = parser.parse_args(argv)
     names = [n for n in args.experiments.split(",") if n]
     unknown = [n for n in names if n not in RECIPES]
@@ -278,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
             + "Projection: training images x epochs x runs at the mixed-precision feeder rate; leaves out "
               "downloads, generation, preparation, validation and test passes, compilation.")
     print(f"{header}\n\n{table(rows)}\n\n{note}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"machine": header, "tiny": args.tiny, "steps": args.steps,
                                      "epochs": args.epochs, "cuda_visible_devices":
                                      os.environ.get("CUDA_VISIBLE_DEVICES"), "experiments": rows}, indent=2) + "\n")
