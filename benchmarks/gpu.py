@@ -190,16 +190,21 @@ def measure(name: str, recipe: Recipe, steps: int, epochs: int, folder: Path) ->
             "ceiling": images_per_second(model, on_device(model, feed), steps, batch, epochs),
             "feeder": images_per_second(model, feed, steps, batch, epochs),
         }
-        print(f"{name} {precision}: " + ", ".join(f"{k} {v:,.0f} images/s" for k, v in figures[precision].items()),
+        print(f"{name} {precision}: " + ", ".join(f"{k} {rate(v)} images/s" for k, v in figures[precision].items()),
               file=sys.stderr, flush=True)
         del model
         keras.backend.clear_session()
     (folder / "images.npy").unlink()
-    rate = figures["mixed_float16"]["feeder"]
+    feeder_rate = figures["mixed_float16"]["feeder"]
     work = recipe.train_images * recipe.epochs * recipe.runs
     return {"experiment": name, **{k: v for k, v in asdict(recipe).items() if k != "task"},
             "task": asdict(recipe.task), "steps": steps, "images_per_second": figures,
-            "training_images": work, "projected_seconds": work / rate}
+            "training_images": work, "projected_seconds": work / feeder_rate}
+
+
+def rate(value: float) -> str:
+    """images/s: whole numbers with thousands separators, three significant digits under 100 (CPU checks)."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def hours(seconds: float) -> str:
@@ -229,7 +234,7 @@ def table(rows: list[dict]) -> str:
         f32, mixed = r["images_per_second"]["float32"], r["images_per_second"]["mixed_float16"]
         lines.append(
             f"| {r['experiment']} | {r['model']} | {r['height']}x{r['width']} | {r['batch_size']} "
-            f"| {f32['ceiling']:,.0f} | {f32['feeder']:,.0f} | {mixed['ceiling']:,.0f} | {mixed['feeder']:,.0f} "
+            f"| {rate(f32['ceiling'])} | {rate(f32['feeder'])} | {rate(mixed['ceiling'])} | {rate(mixed['feeder'])} "
             f"| {mixed['feeder'] / mixed['ceiling']:.2f} | {r['training_images']:,} "
             f"| {hours(r['projected_seconds'])} |")
     total = sum(r["projected_seconds"] for r in rows)
@@ -242,7 +247,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiments", default=",".join(RECIPES),
                         help="comma-separated experiments (default: all): " + ", ".join(RECIPES))
-    parser.add_argument("--steps", type=int, default=40, help="batches per timed epoch (default 40)")
+    parser.add_argument("--steps", type=int, default=50, help="batches per timed epoch (default 50)")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up; the best counts")
     parser.add_argument("--tiny", action="store_true",
                         help=f"each model's smallest input, batch {TINY_BATCH}: checks the code on a CPU, "
@@ -269,21 +274,24 @@ def main(argv: list[str] | None = None) -> None:
 
         versions.append(f"jax {jax.__version__}")
     header = f"Machine: {platform.node() or 'unknown'}; {machine(*versions)}; devices: {devices()}"
-    rows = []
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="gpu-benchmark-") as tmp:
         for name in args.names:
             recipe = tiny(RECIPES[name]) if args.tiny else RECIPES[name]
+            start = time.perf_counter()
             rows.append(measure(name, recipe, args.steps, args.epochs, Path(tmp)))
+            rows[-1]["benchmark_seconds"] = time.perf_counter() - start  # with compilation: for planning a run
+            # Written after every experiment: a run stopped by a time limit keeps what it measured.
+            args.json.write_text(json.dumps({"machine": header, "tiny": args.tiny, "steps": args.steps,
+                                             "epochs": args.epochs, "cuda_visible_devices":
+                                             os.environ.get("CUDA_VISIBLE_DEVICES"), "experiments": rows},
+                                            indent=2) + "\n")
     note = (f"Steps per timed epoch {args.steps}, best of {args.epochs} timed epochs after a warm-up. "
             + ("TINY CHECK (--tiny): smallest inputs, batch 2; not a measurement of the recipes. " if args.tiny else "")
             + "Projection: training images x epochs x runs at the mixed-precision feeder rate; leaves out "
               "downloads, generation, preparation, validation and test passes, compilation.")
     print(f"{header}\n\n{table(rows)}\n\n{note}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": header, "tiny": args.tiny, "steps": args.steps,
-                                     "epochs": args.epochs, "cuda_visible_devices":
-                                     os.environ.get("CUDA_VISIBLE_DEVICES"), "experiments": rows}, indent=2) + "\n")
-
 
 if __name__ == "__main__":
     main()
