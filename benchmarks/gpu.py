@@ -157,7 +157,7 @@ def build(recipe: Recipe, precision: str) -> keras.Model:
     return model
 
 
-def on_device(model: keras.Model, feed: keras.utils.PyDataset):
+def on_device(feed: keras.utils.PyDataset):
     """One batch of ``feed`` as the backend's tensors; on TensorFlow a repeating dataset of it (a PyDataset
     goes through a Python generator there, which would copy it from the host every step)."""
     x, y = feed[0]
@@ -187,7 +187,7 @@ def measure(name: str, recipe: Recipe, steps: int, epochs: int, folder: Path) ->
                                             shuffle=True, seed=0), recipe.task)
         figures[precision] = {
             # Same shapes and dtypes for both feeds, so the second reuses the compiled step.
-            "ceiling": images_per_second(model, on_device(model, feed), steps, batch, epochs),
+            "ceiling": images_per_second(model, on_device(feed), steps, batch, epochs),
             "feeder": images_per_second(model, feed, steps, batch, epochs),
         }
         print(f"{name} {precision}: " + ", ".join(f"{k} {rate(v)} images/s" for k, v in figures[precision].items()),
