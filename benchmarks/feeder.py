@@ -88,7 +88,7 @@ def model_outputs(experiment: Experiment) -> list[str]:
 def feed(experiment: Experiment, images: np.ndarray, targets: np.ndarray,
          workers: int = 1) -> keras.utils.PyDataset:
     """The train split's batches as the train stage makes them, wrapped for auxiliary outputs as fit does."""
-    from transferbench.training.fit import TargetsPerOutput
+    from transferbench.training.feed import TargetsPerOutput
 
     task = experiment.task
     batches = ArrayBatches(images, targets, experiment.settings.batch_size, n_outputs=task.n_outputs,

@@ -12,12 +12,15 @@ from collections.abc import Sequence
 
 from transferbench.cli import load_keras, stage_main
 from transferbench.core import paths
+from transferbench.core.devices import claim_gpu
 from transferbench.core.files import check_writable
 from transferbench.study.params import Params
 
 
 def evaluate(params: Params, name: str) -> None:
     check_writable(paths.REPORTS / "runs" / name, paths.experiment_report_dir(name))
+    # Its own GPU in a queue worker, as the train stage (stages/train.py says why).
+    claim_gpu(params.distribution)
     # Keras takes seconds to import: imported once params and the name are known to be good.
     load_keras()
     from transferbench.training.evaluation import run

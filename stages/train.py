@@ -11,12 +11,16 @@ from collections.abc import Sequence
 
 from transferbench.cli import load_keras, stage_main
 from transferbench.core import paths
+from transferbench.core.devices import claim_gpu
 from transferbench.core.files import check_writable
 from transferbench.study.params import Params
 
 
 def train(params: Params, name: str) -> None:
     check_writable(paths.experiment_model_dir(name), paths.tmp_dir("train", name))
+    # One GPU per process (DVC's queue workers get none), before the backend starts and sees them all;
+    # a run spread over every GPU (params' `distribution`, when set to data_parallel) claims none.
+    claim_gpu(params.distribution)
     # Keras takes seconds to import: imported once params and the name are known to be good.
     load_keras()
     from transferbench.training.train import run

@@ -1,7 +1,10 @@
-"""Two DVC experiments queued and run by two workers at once write both MLflow runs to the one store.
+"""Two DVC experiments queued and run by two workers at once write both MLflow runs to the one store,
+each training on a GPU of its own.
 
 `dvc queue start -j 2` runs each experiment in its own copy under .dvc/tmp/exps; both trainings
 open the repository's mlflow.db at about the same time (creating it, since none exists yet).
+TRANSFERBENCH_GPUS=2 makes this machine count two GPUs: each training claims one (transferbench.core.devices)
+and says which in its log and its MLflow run.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
         # The small CNN: the mechanism under test is the store, not the model.
         params["experiments"]["captcha"].update(model="cnn", epochs=2, batch_size=16)
 
-    return copy_repository(tmp_path_factory.mktemp("queue") / "repo", tiny)
+    root, env = copy_repository(tmp_path_factory.mktemp("queue") / "repo", tiny)
+    env.pop("CUDA_VISIBLE_DEVICES", None)  # a user's choice would win over the claims under test
+    return root, {**env, "TRANSFERBENCH_GPUS": "2"}
 
 
 def queue_states(repo_env) -> dict[str, str]:
@@ -77,6 +82,11 @@ def test_two_queued_experiments_with_two_workers_land_in_one_store(repo):
         assert "test.accuracy" in run.data.metrics
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
         assert "model.keras" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    # Both trainings ran at once, so each claimed its own GPU; the stage log and the run say which.
+    devices = {name: runs[name].data.tags.get("cuda_visible_devices") for name in RATES}
+    assert sorted(devices.values()) == ["0", "1"], devices
+    for name, log in logs.items():
+        assert f"GPU {devices[name]} of 2 claimed" in log, f"{name}:\n{log[-4000:]}"
     assert not list((root / ".dvc" / "tmp").rglob("mlflow.db")), "a store inside a worker's copy is lost with it"
     # Each experiment's own metrics came back to the repository with it.
     shown = json.loads(repo_copy.dvc(*repo, "exp", "show", "--json", stdout_only=True))

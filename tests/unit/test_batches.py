@@ -11,10 +11,11 @@ import pytest
 from keras.src import utils as keras_utils
 
 from tests.unit.test_strategies import make_experiment
-from transferbench.data.datasets import Task
+from transferbench.data.task import Task
 from transferbench.training import batches as batches_module
 from transferbench.training.batches import ArrayBatches, fit_input, tf_dataset
-from transferbench.training.fit import TargetsPerOutput, fit
+from transferbench.training.feed import TargetsPerOutput
+from transferbench.training.fit import fit
 
 pytestmark = pytest.mark.jax  # on JAX the PyDataset is the feed; the tf.data tests skip there
 

@@ -18,10 +18,6 @@ from transferbench.config.sections import Section, problem
 from transferbench.config.weights import Arm, parse_arms
 from transferbench.core import paths
 
-POOLINGS = ("max", "avg", "flatten")  # the core's feature map -> vector: global max / average, flatten
-AUGMENTATIONS = ("none", "flip")  # flip: random horizontal flips, in training only
-OPTIMIZERS = ("adam", "rmsprop", "sgd")  # sgd: momentum 0.9
-
 Count = Annotated[int, Field(ge=1)]
 Rate = Annotated[float, Field(gt=0)]
 Factor = Annotated[float, Field(gt=0, lt=1)]

@@ -22,19 +22,11 @@ from transferbench.core import paths
 from transferbench.core.errors import BadInput, ConfigError
 from transferbench.core.inputs import load_array, missing, shown
 from transferbench.core.registry import Registry
+from transferbench.data.task import Task
 
 Count = Annotated[int, Field(ge=1)]
 Workers = Annotated[int, Field(ge=0)]  # processes; 0 = every core
 Text = Annotated[str, Field(min_length=1)]
-
-
-@dataclass(frozen=True)
-class Task:
-    """What the model must predict: ``binary``, ``multiclass`` or ``multihead`` (n_outputs x n_classes)."""
-
-    kind: str
-    n_classes: int
-    n_outputs: int = 1
 
 
 class DatasetParams(Section):

@@ -2,7 +2,7 @@
 
 The base pools the core's map (``pooling``: max, avg or flatten) into the vector a head reads. A
 model may also name auxiliary classifiers (GoogLeNet): the core exposes the feature maps they
-read, and ``training.assemble_model`` gives them outputs ``aux1``, ``aux2``.
+read, and ``models.assembly.assemble_model`` gives them outputs ``aux1``, ``aux2``.
 
 Every base takes raw uint8-range RGB pixels and does its own preprocessing, so training, evaluation
 and serving cannot disagree about it. Only ``keras`` and ``keras.ops`` are used, so the same code
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transferbench.config.experiment import POOLINGS
+from transferbench.config.choices import POOLINGS
 from transferbench.core.errors import ConfigError
 from transferbench.core.registry import Registry
 

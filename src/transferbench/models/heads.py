@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from transferbench.config.experiment import ExperimentBase
 from transferbench.core.errors import ConfigError
 from transferbench.core.registry import Registry
-from transferbench.data.datasets import Task
+from transferbench.data.task import Task
 
 if TYPE_CHECKING:  # Keras loads when a head is built: checking params needs the rules below only
     import keras
+
+    from transferbench.config.experiment import ExperimentBase  # pydantic: building a model needs none
 
 
 @dataclass(frozen=True)

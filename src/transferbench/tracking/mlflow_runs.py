@@ -213,6 +213,8 @@ def _start_run(client, experiment: Experiment, run_id: str | None, runtime: dict
         "mlflow.runName": run_name(experiment),
         **runtime,
     }
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # the GPU a queue worker claimed (core.devices), or the user's choice
+        tags["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     # A source's URLs (a mirror with its credentials) are params: MLflow keeps them, so never with secrets.
     tags = {k: redact(v) for k, v in tags.items()}
     run = client.create_run(exp_id, tags=tags, run_name=run_name(experiment))

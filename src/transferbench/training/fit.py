@@ -23,13 +23,17 @@ import numpy as np
 from transferbench.config.experiment import Plateau, Schedule, Step
 from transferbench.core import backend
 from transferbench.core.files import read_json, write_json
-from transferbench.data.datasets import Task
 from transferbench.models import strategies
-from transferbench.models.backbones import MODELS, base_outputs, initial_core, load_model
-from transferbench.models.heads import HEADS, HeadOptions, aux_output_names, output_names, output_sources
+from transferbench.models.assembly import assemble_model, compile_outputs, loss_weights, make_optimizer
+from transferbench.models.backbones import initial_core, load_model
+from transferbench.models.heads import HeadOptions, output_names
 from transferbench.study.experiments import Experiment
 from transferbench.training.batches import ArrayBatches, fit_input
 from transferbench.training.distribution import Placement, active, portable
+from transferbench.training.feed import feed_for
+
+# Moved to the model layer and the feed module, still reachable from here where callers name them.
+__all__ = ["assemble_model", "feed_for", "loss_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -43,35 +47,6 @@ def configure_precision() -> str:
     return policy
 
 
-def augmentation(name: str) -> keras.layers.Layer | None:
-    """The experiment's augmentation layer; random layers are active in training only."""
-    if name == "flip":
-        return keras.layers.RandomFlip("horizontal", name="augment")
-    return None
-
-
-def assemble_model(model_name: str, core: keras.Model, image_shape: tuple[int, int, int], task: Task, *,
-                   pooling: str, head: str, head_options: HeadOptions = HeadOptions(), augment: str = "none",
-                   name: str = "model") -> keras.Model:
-    """Pixels -> [augmentation] -> preprocessing -> ``core`` -> pooling -> head (+ auxiliary classifiers).
-
-    Outputs are named ``output_names(task)``, then ``aux1``, ``aux2``.. for a model with auxiliary
-    classifiers (see ModelSpec.aux_trunk); each aux output has the head's classifier and loss.
-    """
-    spec, head_spec = MODELS.get(model_name), HEADS.get(head)
-    inputs = keras.Input(tuple(image_shape), name="image")
-    layer = augmentation(augment)
-    pixels = layer(inputs) if layer is not None else inputs
-    features, aux_maps = base_outputs(model_name, core, pixels, pooling)
-    outputs = head_spec.build(features, task, head_options)
-    for index, aux_map in enumerate(aux_maps, start=1):
-        # Only a core with auxiliary classifiers (GoogLeNet) has extra outputs, and its spec has their trunk.
-        assert spec.aux_trunk is not None, f"model {model_name!r}: extra core outputs but no aux_trunk"
-        trunk = spec.aux_trunk(aux_map, f"aux{index}")
-        outputs += [head_spec.classifier(trunk, task, head_options, n) for n in aux_output_names(task, index)]
-    return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=name)
-
-
 def build_model(experiment: Experiment, weights_file: Path | None) -> keras.Model:
     """Base (initial weights loaded) + the experiment's head, its layers frozen for the first phase."""
     settings = experiment.settings
@@ -83,38 +58,12 @@ def build_model(experiment: Experiment, weights_file: Path | None) -> keras.Mode
     return model
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate)
-    return keras.optimizers.SGD(learning_rate, momentum=0.9)
-
-
-def loss_weights(model_name: str, task: Task) -> dict[str, float]:
-    """Output name -> loss weight: 1 for the task's outputs, the model's aux weights (GoogLeNet 0.3) for aux ones."""
-    weights = {name: 1.0 for name in output_names(task)}
-    for index, weight in enumerate(MODELS.get(model_name).aux_loss_weights, start=1):
-        weights.update({name: float(weight) for name in aux_output_names(task, index)})
-    return weights
-
-
 def compile_model(model: keras.Model, experiment: Experiment, learning_rate: float | None = None) -> None:
     """Loss, loss weights and accuracy per output; ``learning_rate`` defaults to the experiment's."""
-    settings, task = experiment.settings, experiment.task
-    head = HEADS.get(settings.head)
+    settings = experiment.settings
     optimizer = make_optimizer(settings.optimizer,
                                settings.learning_rate if learning_rate is None else learning_rate)
-    names = list(model.output_names)
-    if len(names) > 1:
-        weights = loss_weights(settings.model, task)
-        if sorted(weights) != sorted(names):
-            raise ValueError(f"model outputs {names} do not match the expected {sorted(weights)}")
-        model.compile(optimizer=optimizer, loss={n: head.loss(task) for n in names},
-                      loss_weights={n: weights[n] for n in names},
-                      metrics={n: [head.metric(task)] for n in names})
-    else:
-        model.compile(optimizer=optimizer, loss=head.loss(task), metrics=[head.metric(task)])
+    compile_outputs(model, settings.model, settings.head, experiment.task, optimizer)
 
 
 class EpochSummary(keras.callbacks.Callback):
@@ -167,41 +116,6 @@ def class_weights(name: str, targets: np.ndarray, n_classes: int) -> dict[int, f
 def step_rate(rate: float, factor: float, every: int, epoch: int) -> float:
     """Seed 004's step decay: epoch index ``epoch`` (from 0) trains at rate * factor ** floor((epoch + 1) / every)."""
     return float(rate * factor ** ((epoch + 1) // every))
-
-
-class TargetsPerOutput(keras.utils.PyDataset):
-    """Batches whose targets are keyed by output name, the task's repeated for each auxiliary output.
-
-    The data feed knows only the task; a model with auxiliary classifiers (GoogLeNet) trains every
-    one of them on the same labels, so this is the one place that knows they exist.
-    """
-
-    def __init__(self, batches: ArrayBatches, task: Task, names: Sequence[str]):
-        super().__init__(workers=batches.workers, use_multiprocessing=batches.use_multiprocessing,
-                         max_queue_size=batches.max_queue_size)
-        self.batches, self.task, self.names = batches, task, list(names)
-        self.source = output_sources(task, self.names)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, index: int):
-        return self.batch(self.batches.epoch, index)
-
-    def batch(self, epoch: int, index: int):
-        x, y = self.batches.batch(epoch, index)
-        by_task = dict(zip(output_names(self.task), y if isinstance(y, (list, tuple)) else (y,), strict=True))
-        return x, {name: by_task[self.source[name]] for name in self.names}
-
-    def on_epoch_end(self) -> None:
-        self.batches.on_epoch_end()
-
-
-def feed_for(model: keras.Model, batches: ArrayBatches, task: Task) -> keras.utils.PyDataset:
-    """``batches`` as ``model.fit`` needs them: as they are, or with targets for the auxiliary outputs."""
-    if len(model.output_names) == task.n_outputs:
-        return batches
-    return TargetsPerOutput(batches, task, model.output_names)
 
 
 @dataclass

@@ -1,0 +1,297 @@
+"""One-shot GPU benchmark: training images/s of every experiment's model at the seeds' shapes and batches.
+
+    KERAS_BACKEND=jax PYTHONPATH=src python benchmarks/gpu.py                  # on a GPU machine
+    KERAS_BACKEND=jax PYTHONPATH=src python benchmarks/gpu.py --tiny --steps 2 --experiments cats_and_dogs_filtered_cnn
+
+It needs only ``keras``, ``numpy`` and one backend (JAX or TensorFlow) besides the project's model
+code: no params parsing, tracking or data stack, no network (random weights), so it runs from a copy
+of the repository on a bare GPU machine. Per experiment, in float32 and in the mixed precision the
+train stage turns on with a GPU (``mixed_float16``), it times whole epochs after a warm-up epoch
+(which compiles the train step):
+
+- ceiling: one synthetic batch already on the device, fed again every step: the model alone;
+- feeder: the train stage's ``ArrayBatches`` over a memory-mapped uint8 ``images.npy`` (shuffled,
+  sorted reads, as in training; the file is in the page cache, as prepared data of this size is).
+
+From the feeder's mixed-precision rate it projects the wall time of the seeds' ``dvc repro`` on one
+GPU: training images x epochs x runs (arms x seeds) / images per second, per experiment. It leaves
+out data download, CAPTCHA generation, preparation and validation, weight downloads, validation and
+test passes, model compilation, and that fixed-feature arms (frozen base) train faster than a whole
+model: a figure for the training work alone, at the whole model's rate.
+
+Prints a markdown table and writes the figures to ``--json`` (default ``tmp/gpu_benchmark.json``).
+``RECIPES`` is the seeds' recipe as params.yaml sets it (tests/unit/test_gpu_benchmark.py keeps them equal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]  # benchmarks.common and the package, from a plain copy
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks.common import machine  # noqa: E402
+from transferbench.data.task import Task  # noqa: E402
+from transferbench.models.assembly import assemble_model, compile_outputs, make_optimizer  # noqa: E402
+from transferbench.models.backbones import MODELS, build_core  # noqa: E402
+from transferbench.models.heads import HeadOptions  # noqa: E402
+from transferbench.training.batches import ArrayBatches  # noqa: E402
+from transferbench.training.feed import feed_for  # noqa: E402
+
+PRECISIONS = ("float32", "mixed_float16")  # mixed_float16: what the train stage sets on a GPU
+FEEDS = ("ceiling", "feeder")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one experiment trains at the seeds' scale (params.yaml) and how many times (arms x seeds)."""
+
+    model: str
+    height: int
+    width: int
+    task: Task
+    pooling: str
+    head: str
+    head_units: int
+    head_dropout: float
+    augment: str
+    optimizer: str
+    learning_rate: float
+    batch_size: int
+    epochs: int
+    train_images: int  # the seeds' training split (pets: seed 000's counts; ours may differ a little)
+    runs: int  # arms x seeds: every run trains the whole recipe
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, 3)
+
+
+RECIPES: dict[str, Recipe] = {
+    "pets": Recipe("xception", 100, 100, Task("multiclass", 3), "max", "dense", 0, 0.0, "flip", "adam", 0.001,
+                   16, 30, 248_468, 3),
+    "captcha": Recipe("xception", 80, 160, Task("multihead", 36, 6), "max", "dense", 0, 0.0, "none", "adam", 0.001,
+                      16, 30, 200_000, 3),
+    "dogs_vs_cats": Recipe("vgg16", 224, 224, Task("binary", 2), "flatten", "dense", 256, 0.6, "none", "sgd", 0.0001,
+                           25, 50, 2_000, 3),
+    "cats_and_dogs_filtered_cnn": Recipe("cnn", 150, 150, Task("binary", 2), "flatten", "dense", 512, 0.0, "none",
+                                         "rmsprop", 0.001, 20, 15, 2_000, 1),
+    "cats_and_dogs_filtered": Recipe("xception", 150, 150, Task("binary", 2), "avg", "dense", 0, 0.2, "flip", "adam",
+                                     0.001, 20, 15, 2_000, 3),
+    "cifar10": Recipe("googlenet", 224, 224, Task("multiclass", 10), "avg", "dense", 0, 0.4, "none", "sgd", 0.01,
+                      256, 25, 45_000, 1),
+}
+
+TINY_BATCH = 2  # --tiny: the smallest input each model takes, two images a batch: a CPU check of the code path
+
+
+class SameBatch(keras.utils.PyDataset):
+    """``steps`` batches that are all one batch, already on the device: training with no feeding at all."""
+
+    def __init__(self, batch, steps: int):
+        super().__init__()
+        self.batch, self.steps = batch, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int):
+        return self.batch
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall seconds per epoch. Epoch hooks only: a batch hook would sync host and device every step."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def tiny(recipe: Recipe) -> Recipe:
+    size = max(MODELS.get(recipe.model).min_size, 32)
+    return replace(recipe, height=size, width=size, batch_size=TINY_BATCH)
+
+
+def random_data(recipe: Recipe, n: int, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random uint8 images in ``folder/images.npy`` (memory-mapped back) and random targets."""
+    rng = np.random.default_rng(0)
+    images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.uint8, shape=(n, *recipe.shape))
+    block = rng.integers(0, 256, (min(n, 64), *recipe.shape), dtype=np.uint8)
+    for start in range(0, n, len(block)):  # tiled: the values do not matter to the speed, the bytes read do
+        images[start:start + len(block)] = block[:n - start]
+    images.flush()
+    del images
+    task = recipe.task
+    targets = rng.integers(0, task.n_classes, (n, task.n_outputs) if task.n_outputs > 1 else (n,))
+    return np.load(folder / "images.npy", mmap_mode="r"), targets
+
+
+def build(recipe: Recipe, precision: str) -> keras.Model:
+    keras.mixed_precision.set_dtype_policy(precision)
+    try:
+        options = HeadOptions(units=recipe.head_units, dropout=recipe.head_dropout)
+        model = assemble_model(recipe.model, build_core(recipe.model, recipe.shape), recipe.shape, recipe.task,
+                               pooling=recipe.pooling, head=recipe.head, head_options=options,
+                               augment=recipe.augment)
+        compile_outputs(model, recipe.model, recipe.head, recipe.task,
+                        make_optimizer(recipe.optimizer, recipe.learning_rate))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    return model
+
+
+def on_device(feed: keras.utils.PyDataset):
+    """One batch of ``feed`` as the backend's tensors; on TensorFlow a repeating dataset of it (a PyDataset
+    goes through a Python generator there, which would copy it from the host every step)."""
+    x, y = feed[0]
+    x, y = keras.tree.map_structure(keras.ops.convert_to_tensor, (x, y))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensors((x, y)).repeat()
+    return SameBatch((x, y), len(feed))
+
+
+def images_per_second(model: keras.Model, data, steps: int, batch: int, epochs: int) -> float:
+    """Best timed epoch of ``epochs`` after one warm-up epoch; ``steps`` batches of ``batch`` images each."""
+    timer = EpochTimer()
+    model.fit(data, epochs=1 + epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    return steps * batch / min(timer.seconds[1:])
+
+
+def measure(name: str, recipe: Recipe, steps: int, epochs: int, folder: Path) -> dict:
+    """images/s per precision and feed for one experiment's model."""
+    batch = recipe.batch_size
+    images, targets = random_data(recipe, steps * batch, folder)
+    figures: dict[str, dict[str, float]] = {}
+    for precision in PRECISIONS:
+        model = build(recipe, precision)
+        feed = feed_for(model, ArrayBatches(images, targets, batch, n_outputs=recipe.task.n_outputs,
+                                            shuffle=True, seed=0), recipe.task)
+        figures[precision] = {
+            # Same shapes and dtypes for both feeds, so the second reuses the compiled step.
+            "ceiling": images_per_second(model, on_device(feed), steps, batch, epochs),
+            "feeder": images_per_second(model, feed, steps, batch, epochs),
+        }
+        print(f"{name} {precision}: " + ", ".join(f"{k} {rate(v)} images/s" for k, v in figures[precision].items()),
+              file=sys.stderr, flush=True)
+        del model
+        keras.backend.clear_session()
+    (folder / "images.npy").unlink()
+    feeder_rate = figures["mixed_float16"]["feeder"]
+    work = recipe.train_images * recipe.epochs * recipe.runs
+    return {"experiment": name, **{k: v for k, v in asdict(recipe).items() if k != "task"},
+            "task": asdict(recipe.task), "steps": steps, "images_per_second": figures,
+            "training_images": work, "projected_seconds": work / feeder_rate}
+
+
+def rate(value: float) -> str:
+    """images/s: whole numbers with thousands separators, three significant digits under 100 (CPU checks)."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def devices() -> str:
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        found = jax.devices()
+        return f"{len(found)} x {found[0].device_kind} ({found[0].platform})"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"{len(gpus)} GPU(s)" if gpus else "CPU"
+    return backend
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| experiment | model | input (HxW) | batch | float32 ceiling | float32 feeder | mixed ceiling "
+             "| mixed feeder | feeder / ceiling (mixed) | training images | projected on 1 GPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        f32, mixed = r["images_per_second"]["float32"], r["images_per_second"]["mixed_float16"]
+        lines.append(
+            f"| {r['experiment']} | {r['model']} | {r['height']}x{r['width']} | {r['batch_size']} "
+            f"| {rate(f32['ceiling'])} | {rate(f32['feeder'])} | {rate(mixed['ceiling'])} | {rate(mixed['feeder'])} "
+            f"| {mixed['feeder'] / mixed['ceiling']:.2f} | {r['training_images']:,} "
+            f"| {hours(r['projected_seconds'])} |")
+    total = sum(r["projected_seconds"] for r in rows)
+    lines.append(f"| all | | | | | | | | | {sum(r['training_images'] for r in rows):,} | {hours(total)} |")
+    return "\n".join(lines)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiments", default=",".join(RECIPES),
+                        help="comma-separated experiments (default: all): " + ", ".join(RECIPES))
+    parser.add_argument("--steps", type=int, default=50, help="batches per timed epoch (default 50)")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up; the best counts")
+    parser.add_argument("--tiny", action="store_true",
+                        help=f"each model's smallest input, batch {TINY_BATCH}: checks the code on a CPU, "
+                             "its figures and projections mean nothing")
+    parser.add_argument("--json", type=Path, default=ROOT / "tmp" / "gpu_benchmark.json",
+                        help="where the figures go (default: tmp/gpu_benchmark.json, which git ignores)")
+    args = parser.parse_args(argv)
+    names = [n for n in args.experiments.split(",") if n]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown or not names:
+        parser.error(f"--experiments {args.experiments!r}: unknown {', '.join(unknown) or '(none given)'}; "
+                     f"accepted: {', '.join(RECIPES)}")
+    if args.steps < 1 or args.epochs < 1:
+        parser.error(f"--steps {args.steps} and --epochs {args.epochs}: accepted: both >= 1")
+    args.names = names
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    versions = [f"keras {keras.__version__}", f"backend {keras.backend.backend()}"]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        versions.append(f"jax {jax.__version__}")
+    header = f"Machine: {platform.node() or 'unknown'}; {machine(*versions)}; devices: {devices()}"
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="gpu-benchmark-") as tmp:
+        for name in args.names:
+            recipe = tiny(RECIPES[name]) if args.tiny else RECIPES[name]
+            start = time.perf_counter()
+            rows.append(measure(name, recipe, args.steps, args.epochs, Path(tmp)))
+            rows[-1]["benchmark_seconds"] = time.perf_counter() - start  # with compilation: for planning a run
+            # Written after every experiment: a run stopped by a time limit keeps what it measured.
+            args.json.write_text(json.dumps({"machine": header, "tiny": args.tiny, "steps": args.steps,
+                                             "epochs": args.epochs, "cuda_visible_devices":
+                                             os.environ.get("CUDA_VISIBLE_DEVICES"), "experiments": rows},
+                                            indent=2) + "\n")
+    note = (f"Steps per timed epoch {args.steps}, best of {args.epochs} timed epochs after a warm-up. "
+            + ("TINY CHECK (--tiny): smallest inputs, batch 2; not a measurement of the recipes. " if args.tiny else "")
+            + "Projection: training images x epochs x runs at the mixed-precision feeder rate; leaves out "
+              "downloads, generation, preparation, validation and test passes, compilation.")
+    print(f"{header}\n\n{table(rows)}\n\n{note}")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""benchmarks/gpu.py: its recipe table is params.yaml's, its import chain stays light, bad flags stop it.
+
+The benchmark runs on a GPU machine that has Keras, NumPy and one backend only, so it carries the
+seeds' recipe as a table of its own; this keeps that table equal to params.yaml. A tiny run on CPU
+(the real code path, its markdown table and JSON) is in `pytest -m slow`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import gpu
+from transferbench.core import paths
+from transferbench.data.datasets import DATASETS
+from transferbench.study.params import Params, load_params
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The modules a bare GPU machine lacks; TensorFlow too when the backend is JAX.
+HEAVY = ("pydantic", "yaml", "mlflow", "pandas", "dvc", "great_expectations")
+BLOCKER = """
+import os, runpy, sys
+blocked = set(sys.argv[1].split(","))
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ModuleNotFoundError(f"blocked: {name}", name=name)
+sys.meta_path.insert(0, Blocker())
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def published_train(dataset: str, params: Params) -> int:
+    return sum(DATASETS.get(dataset).published_counts["train"].values())
+
+
+# Training images per dataset at the seeds' scale: params' split size where params set it, else the source's.
+TRAIN_IMAGES = {
+    "captcha": lambda p: p.dataset("captcha").train,
+    "dogs_vs_cats": lambda p: p.dataset("dogs_vs_cats").train,
+    "pets": lambda p: published_train("pets", p),
+    "cats_and_dogs_filtered": lambda p: published_train("cats_and_dogs_filtered", p),
+    # Validation is carved out of CIFAR-10's train split.
+    "cifar10": lambda p: published_train("cifar10", p) - p.dataset("cifar10").validation,
+}
+
+
+def recipe_from_params(params: Params, name: str) -> gpu.Recipe:
+    section = params.experiments[name]
+    dataset = params.dataset(section.dataset)
+    return gpu.Recipe(
+        model=section.model, height=dataset.height, width=dataset.width,
+        task=DATASETS.get(section.dataset).task(dataset), pooling=section.pooling, head=section.head,
+        head_units=section.head_units, head_dropout=section.head_dropout, augment=section.augment,
+        optimizer=section.optimizer, learning_rate=section.learning_rate, batch_size=section.batch_size,
+        epochs=section.epochs, train_images=TRAIN_IMAGES[section.dataset](params),
+        runs=len(params.arms(name)) * params.seeds)
+
+
+def test_the_recipe_table_is_params_yaml():
+    params = load_params(paths.PARAMS)
+    assert sorted(gpu.RECIPES) == sorted(params.experiments)
+    for name in params.experiments:
+        assert gpu.RECIPES[name] == recipe_from_params(params, name), name
+
+
+def blocked_run(*args: str, backend: str | None = None) -> subprocess.CompletedProcess:
+    """benchmarks/gpu.py in a fresh interpreter where importing any HEAVY module fails."""
+    backend = backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+    blocked = HEAVY + (("tensorflow",) if backend == "jax" else ())
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    return subprocess.run([sys.executable, "-c", BLOCKER, ",".join(blocked), str(ROOT / "benchmarks" / "gpu.py"),
+                           *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+
+
+def test_its_imports_need_no_params_tracking_or_data_stack():
+    done = blocked_run("--help")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "--tiny" in done.stdout
+
+
+def test_the_blocker_does_block():
+    """Without this, a broken blocker would let the import test above pass whatever the benchmark imports."""
+    probe = BLOCKER.replace('runpy.run_path(sys.argv[0], run_name="__main__")', "import transferbench.study.params")
+    done = subprocess.run([sys.executable, "-c", probe, "pydantic", "x"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert done.returncode == 1 and "blocked: pydantic" in done.stderr
+
+
+def test_an_unknown_experiment_is_refused_naming_the_accepted_ones(tmp_path):
+    done = blocked_run("--experiments", "captcha,nope", "--json", str(tmp_path / "out.json"))
+    assert done.returncode == 2
+    assert "unknown nope; accepted: pets, captcha" in done.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.slow
+def test_a_tiny_run_on_cpu_prints_the_table_and_writes_the_json(tmp_path):
+    out = tmp_path / "gpu.json"
+    done = blocked_run("--tiny", "--steps", "2", "--epochs", "1", "--experiments", "cats_and_dogs_filtered_cnn",
+                       "--json", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| experiment |"))
+    row = next(line for line in lines if line.startswith("| cats_and_dogs_filtered_cnn |"))
+    cells = dict(zip([c.strip() for c in header.split("|")[1:-1]], [c.strip() for c in row.split("|")[1:-1]],
+                     strict=True))
+    assert cells["model"] == "cnn" and cells["batch"] == str(gpu.TINY_BATCH) and cells["input (HxW)"] == "32x32"
+    for column in ("float32 ceiling", "float32 feeder", "mixed ceiling", "mixed feeder"):
+        assert float(cells[column].replace(",", "")) > 0, column
+    assert "TINY CHECK" in done.stdout
+    figures = json.loads(out.read_text())
+    assert figures["tiny"] is True
+    (experiment,) = figures["experiments"]
+    recipe = gpu.RECIPES["cats_and_dogs_filtered_cnn"]
+    assert experiment["training_images"] == recipe.train_images * recipe.epochs * recipe.runs
+    rate = experiment["images_per_second"]["mixed_float16"]["feeder"]
+    assert experiment["projected_seconds"] == pytest.approx(experiment["training_images"] / rate)
