@@ -199,23 +199,31 @@ def batches(experiment, n=8):
 
 
 class Recording(ArrayBatches):
-    """Training batches that note what they serve: (epoch, sha256 of the batch's images), in order."""
+    """Training batches that note what they serve: (epoch, index) -> sha256 of the batch's images.
 
-    def __getitem__(self, index):
-        x, y = super().__getitem__(index)
-        self.seen.append((self.epoch, hashlib.sha256(x.tobytes()).hexdigest()))
+    Keyed by position, not call order: on TensorFlow several threads gather batches ahead, and the
+    pipeline delivers them in (epoch, index) order (tests/unit/test_batches.py).
+    """
+
+    def batch(self, epoch, index):
+        x, y = super().batch(epoch, index)
+        self.seen[(epoch, index)] = hashlib.sha256(x.tobytes()).hexdigest()
         return x, y
 
 
 def recorded(experiment, n=24):
     train, validation = batches(experiment, n)
     recording = Recording(train.images, train.targets, 4, shuffle=True, seed=experiment.seed)
-    recording.seen = []
+    recording.seen = {}
     return recording, validation
 
 
-@pytest.mark.jax
-def test_a_resumed_run_trains_on_the_same_batches_in_the_same_order(params, tmp_path):
+def straight_and_resumed(params, tmp_path, monkeypatch, pipeline: bool) -> dict:
+    """Train 3 epochs straight and killed-then-resumed; check both read the same last epoch, and
+    return the straight run's record. ``pipeline``: whether fit sees a GPU (TensorFlow's tf.data feed)."""
+    from transferbench.core import backend
+
+    monkeypatch.setattr(backend, "gpu_available", lambda: pipeline)
     experiment = make_experiment(params, epochs=3)
     straight, validation = recorded(experiment)
     fit(experiment, None, straight, validation, tmp_path / "straight", verbose=0)
@@ -224,10 +232,25 @@ def test_a_resumed_run_trains_on_the_same_batches_in_the_same_order(params, tmp_
         fit(experiment, None, killed, validation, tmp_path / "killed", extra_callbacks=[KillAtEpoch(2)], verbose=0)
     resumed, validation = recorded(experiment)
     fit(experiment, None, resumed, validation, tmp_path / "killed", verbose=0)
-    n_batches = len(straight)  # 6: the last epoch's batches end each run's record
-    last_epoch = [sha for _, sha in straight.seen[-n_batches:]]
+    n_batches, last = len(straight), max(straight.seen)[0]  # 6 batches; the batches' epoch of fit's third
+    last_epoch = [straight.seen[(last, index)] for index in range(n_batches)]
     assert len(set(last_epoch)) == n_batches
-    assert [sha for _, sha in resumed.seen[-n_batches:]] == last_epoch
+    assert [resumed.seen[(last, index)] for index in range(n_batches)] == last_epoch
+    assert max(resumed.seen) == (last, n_batches - 1), "the resumed run read no batch beyond the last epoch"
+    return {key: sha for key, sha in straight.seen.items() if key[0] > last - 3}  # fit's 3 epochs, no probes
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("pipeline", [False, True], ids=["pydataset", "tf-pipeline"])
+def test_a_resumed_run_trains_on_the_same_batches_in_the_same_order(params, tmp_path, monkeypatch, pipeline):
+    """On a CPU fit feeds the PyDataset; with a GPU (stood in for here), TensorFlow's tf.data pipeline."""
+    straight_and_resumed(params, tmp_path, monkeypatch, pipeline)
+
+
+def test_cpu_and_gpu_feeds_give_fit_the_same_batches(params, tmp_path, monkeypatch):
+    """A run may resume on other hardware: the PyDataset and the tf.data pipeline serve fit's epochs alike."""
+    cpu, gpu = (straight_and_resumed(params, tmp_path / str(p), monkeypatch, p) for p in (False, True))
+    assert len(cpu) == 18 and cpu == gpu
 
 
 TWO_PHASE = dict(strategy="two_phase", head_epochs=2, fine_tune_learning_rate=0.001, freeze=0, epochs=4,

@@ -91,6 +91,14 @@ def mirrored_strategy(devices: list[str]):
     return tf.distribute.MirroredStrategy(devices)
 
 
+def tensorflow():
+    """The ``tensorflow`` module, for TensorFlow's own input pipeline (training.batches.tf_dataset); here
+    so that no other module imports TensorFlow (a JAX install has none)."""
+    import tensorflow as tf
+
+    return tf
+
+
 def gpu_available() -> bool:
     return bool(accelerators())
 

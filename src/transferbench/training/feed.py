@@ -28,7 +28,11 @@ class TargetsPerOutput(keras.utils.PyDataset):
         return len(self.batches)
 
     def __getitem__(self, index: int):
-        x, y = self.batches[index]
+        return self.batch(self.batches.epoch, index)
+
+    def batch(self, epoch: int, index: int):
+        """Batch ``index`` of ``epoch`` (ArrayBatches.batch), its targets keyed by output."""
+        x, y = self.batches.batch(epoch, index)
         by_task = dict(zip(output_names(self.task), y if isinstance(y, (list, tuple)) else (y,), strict=True))
         return x, {name: by_task[self.source[name]] for name in self.names}
 

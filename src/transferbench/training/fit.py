@@ -28,7 +28,7 @@ from transferbench.models.assembly import assemble_model, compile_outputs, loss_
 from transferbench.models.backbones import initial_core, load_model
 from transferbench.models.heads import HeadOptions, output_names
 from transferbench.study.experiments import Experiment
-from transferbench.training.batches import ArrayBatches
+from transferbench.training.batches import ArrayBatches, fit_input
 from transferbench.training.distribution import Placement, active, portable
 from transferbench.training.feed import feed_for
 
@@ -229,6 +229,7 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
     best = Best(state["checkpoint_best"], best_model(work_dir).name) if state else Best()
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs, a live bar in a terminal
+    pipeline = backend.gpu_available()
     for phase in plan:
         if epoch >= phase.end:
             continue
@@ -256,7 +257,13 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
         train.set_epoch(epoch)
         # shuffle=False: the batches shuffle themselves from (seed, epoch). Keras' own shuffle would also
         # reorder them with Python's `random`, seeded only on a fresh run, so a resumed run saw other batches.
-        model.fit(train_feed, validation_data=validation_feed,
+        # With a GPU, TensorFlow reads a tf.data pipeline gathering on several threads (fit_input): the
+        # same batches as the PyDataset, in the same order. On a CPU the model is slower than the feeder
+        # by 100x or more, and the pipeline's threads would only compete with it (docs/benchmarks.md).
+        # Keras advances a PyDataset once before the first epoch (EpochIterator.reset calls its
+        # on_epoch_end), so fit's epoch e reads the batches' epoch e + 1; the pipeline reads the same.
+        x, steps = fit_input(train_feed, initial_epoch=epoch + 1, epochs=phase.end + 1, pipeline=pipeline)
+        model.fit(x, steps_per_epoch=steps, validation_data=fit_input(validation_feed, pipeline=pipeline)[0],
                   epochs=phase.end, initial_epoch=epoch, callbacks=callbacks, verbose=verbose, shuffle=False,
                   class_weight=class_weights(experiment.settings.class_weight, train.targets, task.n_classes))
         epoch = phase.end

@@ -1,0 +1,218 @@
+"""The feeder: the same batches in the same order however they are read, and no per-step host sync."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+import keras
+import numpy as np
+import pytest
+from keras.src import utils as keras_utils
+
+from tests.unit.test_strategies import make_experiment
+from transferbench.data.task import Task
+from transferbench.training import batches as batches_module
+from transferbench.training.batches import ArrayBatches, fit_input, tf_dataset
+from transferbench.training.feed import TargetsPerOutput
+from transferbench.training.fit import fit
+
+pytestmark = pytest.mark.jax  # on JAX the PyDataset is the feed; the tf.data tests skip there
+
+TF = keras.backend.backend() == "tensorflow"
+needs_tf = pytest.mark.skipif(not TF, reason="the tf.data pipeline is TensorFlow's input path only")
+
+
+def feed(n: int = 10, batch: int = 4, n_outputs: int = 2, **kwargs) -> ArrayBatches:
+    """``n`` distinct images (a partial last batch), targets that name their image, shuffled by seed 3."""
+    images = np.arange(n * 2 * 2 * 3, dtype=np.int64).reshape(n, 2, 2, 3).astype(np.uint8)
+    images[:, 0, 0, 0] = np.arange(n)  # each image says which it is
+    targets = np.stack([np.arange(n) * 10 + k for k in range(n_outputs)], axis=1)
+    return ArrayBatches(images, targets if n_outputs > 1 else targets[:, 0], batch, n_outputs=n_outputs,
+                        shuffle=True, seed=3, **kwargs)
+
+
+def as_numpy(batch):
+    return [np.asarray(a) for a in keras.tree.flatten(batch)]
+
+
+def pydataset_epochs(data: keras.utils.PyDataset, epochs: int, first: int = 0) -> list[list[np.ndarray]]:
+    """What Keras' own PyDataset adapter yields (its iterator, its epoch-end hook), epoch by epoch."""
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    data.set_epoch(first) if hasattr(data, "set_epoch") else data.batches.set_epoch(first)
+    adapter = PyDatasetAdapter(data, shuffle=False)
+    out = []
+    for _ in range(epochs):
+        adapter.on_epoch_begin()
+        out += [as_numpy(b) for b in adapter.get_numpy_iterator()]
+        adapter.on_epoch_end()
+    return out
+
+
+def pipeline_epochs(dataset) -> list[list[np.ndarray]]:
+    return [as_numpy(b) for b in dataset]
+
+
+def assert_same(got: list[list[np.ndarray]], expected: list[list[np.ndarray]]) -> None:
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_a_batch_depends_on_seed_epoch_and_index_only():
+    a, b = feed(), feed(epoch=5)
+    assert_same([as_numpy(a.batch(1, i)) for i in range(len(a))], [as_numpy(b.batch(1, i)) for i in range(len(b))])
+    epoch0 = np.concatenate([a.batch(0, i)[0][:, 0, 0, 0] for i in range(len(a))])
+    epoch1 = np.concatenate([a.batch(1, i)[0][:, 0, 0, 0] for i in range(len(a))])
+    assert sorted(epoch0) == sorted(epoch1) == list(range(10)) and list(epoch0) != list(epoch1)
+
+
+def test_pydataset_workers_change_nothing():
+    """Keras' thread workers (the JAX input path) give the same batches in the same order as one."""
+    assert_same(pydataset_epochs(feed(workers=3, max_queue_size=2), 3), pydataset_epochs(feed(), 3))
+
+
+@needs_tf
+@pytest.mark.parametrize("n_outputs", [1, 2])
+def test_the_tf_pipeline_gives_the_pydatasets_batches_in_order(n_outputs):
+    data = feed(n_outputs=n_outputs)
+    x, steps = fit_input(data, initial_epoch=0, epochs=3)
+    assert steps == len(data) == 3
+    assert_same(pipeline_epochs(x), pydataset_epochs(feed(n_outputs=n_outputs), 3))
+
+
+@needs_tf
+def test_a_resumed_epoch_equals_the_uninterrupted_one():
+    uninterrupted = pipeline_epochs(fit_input(feed(), initial_epoch=0, epochs=4)[0])
+    resumed = pipeline_epochs(fit_input(feed(), initial_epoch=2, epochs=4)[0])
+    assert_same(resumed, uninterrupted[2 * 3:])
+
+
+@needs_tf
+def test_the_tf_pipeline_gives_the_same_batches_whatever_its_thread_count():
+    import tensorflow as tf
+
+    def with_threads(count: int):
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = count
+        return pipeline_epochs(tf_dataset(feed(n=40, batch=3), 0, 3).with_options(options))
+
+    assert_same(with_threads(1), with_threads(8))
+
+
+@needs_tf
+def test_validation_is_one_pass_at_the_feeds_epoch():
+    data = ArrayBatches(np.arange(5, dtype=np.uint8).reshape(5, 1, 1, 1), np.arange(5), 2)
+    x, steps = fit_input(data)
+    assert steps is None
+    assert [b[1].tolist() for b in x.as_numpy_iterator()] == [[0, 1], [2, 3], [4]]
+
+
+@needs_tf
+def test_targets_for_auxiliary_outputs_arrive_keyed_by_output():
+    task = Task("binary", 2)
+    names = ["label", "aux1", "aux2"]
+    data = TargetsPerOutput(feed(n_outputs=1), task, names)
+    x, _ = fit_input(data, initial_epoch=1, epochs=2)
+    got = list(x.as_numpy_iterator())
+    assert all(sorted(y) == sorted(names) for _, y in got)
+    assert_same([as_numpy(b) for b in got], [as_numpy(data.batch(1, i)) for i in range(len(data))])
+
+
+def test_batches_module_imports_no_tensorflow_at_module_level():
+    """It must import on JAX without TensorFlow: TensorFlow is imported inside the TF-only function."""
+    tree = ast.parse(inspect.getsource(batches_module))
+    top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    names = [alias.name for node in top if isinstance(node, ast.Import) for alias in node.names]
+    names += [node.module or "" for node in top if isinstance(node, ast.ImportFrom)]
+    assert not [n for n in names if n.split(".")[0] == "tensorflow"]
+
+
+def test_other_backends_get_the_pydataset_itself(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    data = feed()
+    assert fit_input(data, initial_epoch=1, epochs=3) == (data, None)
+    assert fit_input(data) == (data, None)
+
+
+# ---- no per-step host sync ---------------------------------------------------------------
+
+def blocks_async_batch_callbacks(callback: keras.callbacks.Callback) -> bool:
+    """Keras' own rule (CallbackList._configure_async_dispatch): a callback that overrides a batch-end
+    hook, unless it declares ``async_safe``, makes every step wait for its results on the host."""
+    if getattr(callback, "async_safe", False):
+        return False
+    return not (keras_utils.is_default(callback.on_batch_end) and keras_utils.is_default(callback.on_train_batch_end))
+
+
+def test_the_rule_catches_a_per_batch_checkpoint():
+    assert blocks_async_batch_callbacks(keras.callbacks.ModelCheckpoint("x.keras"))
+    assert not blocks_async_batch_callbacks(keras.callbacks.ReduceLROnPlateau())
+
+
+def test_no_callback_of_our_fit_turns_off_async_batch_callbacks(params, tmp_path, monkeypatch):
+    from transferbench.training.train import EpochSeconds
+
+    seen: list[keras.callbacks.Callback] = []
+    original = keras.callbacks.CallbackList.__init__
+
+    def recording(self, callbacks=None, *args, **kwargs):
+        seen.extend(keras.tree.flatten(callbacks) if callbacks else [])
+        original(self, callbacks, *args, **kwargs)
+
+    monkeypatch.setattr(keras.callbacks.CallbackList, "__init__", recording)
+    schedule = {"kind": "plateau", "factor": 0.5, "patience": 1, "min_lr": 1e-6, "monitor": "val_loss"}
+    experiment = make_experiment(params, epochs=2, schedule=schedule)
+    rng = np.random.default_rng(0)
+    images, targets = rng.integers(0, 256, (8, *experiment.image_shape), dtype=np.uint8), rng.integers(0, 2, 8)
+    fit(experiment, None, ArrayBatches(images, targets, 4, shuffle=True), ArrayBatches(images, targets, 4),
+        tmp_path / "work", extra_callbacks=[EpochSeconds(8)], verbose=0)
+    kinds = {type(c).__name__ for c in seen}
+    assert {"EpochSummary", "ReduceLROnPlateau", "EpochSeconds", "ResumeState"} <= kinds
+    assert [type(c).__name__ for c in seen if blocks_async_batch_callbacks(c)] == []
+
+
+def test_no_callback_class_of_the_project_overrides_a_batch_end_hook():
+    import transferbench.training.train  # noqa: F401  # the train stage's callbacks, with fit's
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    ours = [c for c in subclasses(keras.callbacks.Callback) if c.__module__.startswith("transferbench.")]
+    assert {"EpochSummary", "ResumeState", "EpochSeconds", "MlflowEpochMetrics"} <= {c.__name__ for c in ours}
+    overriding = [c.__name__ for c in ours
+                  if not getattr(c, "async_safe", False)
+                  and (c.on_batch_end is not keras.callbacks.Callback.on_batch_end
+                       or c.on_train_batch_end is not keras.callbacks.Callback.on_train_batch_end)]
+    assert overriding == []
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_fit_feeds_the_pipeline_only_with_a_gpu_on_tensorflow(params, tmp_path, monkeypatch, gpu):
+    """On a CPU the model is the bottleneck and the pipeline's threads would compete with it."""
+    from transferbench.core import backend
+
+    fed = []
+    original = keras.Model.fit
+
+    def recording(self, x=None, *args, **kwargs):
+        fed.append((type(x).__name__, type(kwargs.get("validation_data")).__name__))
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording)
+    monkeypatch.setattr(backend, "gpu_available", lambda: gpu)
+    experiment = make_experiment(params, epochs=1)
+    rng = np.random.default_rng(0)
+    images, targets = rng.integers(0, 256, (8, *experiment.image_shape), dtype=np.uint8), rng.integers(0, 2, 8)
+    fit(experiment, None, ArrayBatches(images, targets, 4, shuffle=True), ArrayBatches(images, targets, 4),
+        tmp_path / "work", verbose=0)
+    pipeline = gpu and TF
+    assert len(fed) == 1
+    assert all(("Dataset" in name) == pipeline for name in fed[0]), fed
+    assert all((name == "ArrayBatches") == (not pipeline) for name in fed[0]), fed
+
