@@ -24,7 +24,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,22 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.gpu import EpochTimer  # noqa: E402
 from transferbench.study.experiments import resolve  # noqa: E402
 from transferbench.study.params import load_params  # noqa: E402
 from transferbench.training.batches import ArrayBatches, fit_input  # noqa: E402
 from transferbench.training.fit import build_model, compile_model, configure_precision  # noqa: E402
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def make_data(experiment, n: int, folder: Path) -> tuple[np.ndarray, np.ndarray]:
