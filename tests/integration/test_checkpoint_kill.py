@@ -93,6 +93,7 @@ def unbroken(tmp_path_factory) -> tuple[list[dict], Path]:
     return json.loads(done.stdout.splitlines()[-1]), root / "model.keras"
 
 
+@pytest.mark.slow  # three trainings in child processes: the default set's slowest test by far (42 s)
 @pytest.mark.parametrize("moment", ["model", "state"])
 def test_a_kill_during_the_checkpoint_write_loses_nothing(tmp_path, unbroken, moment):
     killed = train(tmp_path, moment)
