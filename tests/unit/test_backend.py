@@ -60,6 +60,17 @@ def test_a_backend_that_cannot_run_is_refused_in_one_line_before_keras_loads(ker
     assert done.returncode == 0, done.stderr
 
 
+def test_the_weights_stage_refuses_a_backend_that_cannot_run_before_keras_loads():
+    """weights@ reaches Keras only to fetch ImageNet weights or read a trained model: both check first."""
+    for call in ("pretrained.fetch_imagenet('xception')", "pretrained.save_base(Path('m.keras'), Path('w.h5'))"):
+        done = run("from pathlib import Path\nfrom transferbench import cli\n"
+                   "from transferbench.models import pretrained\n"
+                   f"cli.run(cli.StageParser('weights', None), lambda args: {call}, [])\n", keras_backend="torch")
+        assert done.returncode == 1 and done.stderr.strip() == (
+            "weights: error: KERAS_BACKEND='torch' is not a backend this project runs on; accepted: tensorflow, jax"), \
+            done.stderr
+
+
 def test_without_tensorflow_jax_is_chosen_on_every_path_to_keras():
     """No KERAS_BACKEND and no TensorFlow (the `.[jax]` install): a stage's load_keras, and a module that
     imports Keras at its top, both get JAX, where Keras alone would fail looking for TensorFlow."""

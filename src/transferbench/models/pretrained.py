@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from transferbench.config.weights import IMAGENET, Arm
+from transferbench.core import backend
 from transferbench.core.errors import ConfigError
 from transferbench.core.files import atomic_path, file_digest, write_json
 from transferbench.core.redact import RedactingStream
@@ -56,6 +57,7 @@ def fetch_imagenet(model_name: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path
 
     ``timeout`` bounds each connect and each wait for data, in seconds.
     """
+    backend.select()  # Keras' first import in this stage: a backend that cannot run is one line, not Keras' error
     from keras.utils import get_file
 
     from transferbench.models.backbones import KERAS_WEIGHTS_BASE, MODELS
@@ -160,6 +162,7 @@ def prepare_init(experiment, out_dir: Path) -> dict:
 
 def save_base(model_file: Path, out: Path) -> None:
     """The base (the core) of a trained model, as a weights file for ``weights:``; written whole or not at all."""
+    backend.select()  # as in fetch_imagenet: the backend checked before Keras loads
     from transferbench.models.backbones import core_of, load_model
 
     core = core_of(load_model(model_file, compile=False))
