@@ -12,13 +12,14 @@ import pytest
 from tests.fixture_data import write_prepared_captcha
 from transferbench.core.files import read_json
 from transferbench.data.datasets import Task, read_manifest
+from transferbench.models.assembly import assemble_model
 from transferbench.models.backbones import MODELS, build_core, load_model
 from transferbench.models.heads import HEADS, HeadOptions, task_outputs
 from transferbench.study.experiments import resolve
 from transferbench.study.params import check_params
 from transferbench.training.batches import ArrayBatches
 from transferbench.training.evaluation import task_metrics
-from transferbench.training.fit import EpochSummary, assemble_model, best_model, compile_model, fit
+from transferbench.training.fit import EpochSummary, best_model, compile_model, fit
 from transferbench.training.train import history_csv
 
 

@@ -16,6 +16,7 @@ from tests.tiny_backbone import TINY_LAYERS, each_model
 from transferbench.core.errors import ConfigError
 from transferbench.data.datasets import Task
 from transferbench.models import heads
+from transferbench.models.assembly import assemble_model
 from transferbench.models.backbones import (
     MODELS,
     POOLINGS,
@@ -28,7 +29,6 @@ from transferbench.models.backbones import (
 )
 from transferbench.models.custom_objects import CaffePreprocess
 from transferbench.models.heads import HEADS, HeadOptions, check_head, task_outputs
-from transferbench.training.fit import assemble_model
 
 TASKS = [Task("binary", 2), Task("multiclass", 3), Task("multihead", 36, 6)]
 HEAD_SETTINGS = {  # a pooling and settings each head fits; between them every pooling is used

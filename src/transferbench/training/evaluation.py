@@ -27,6 +27,7 @@ from transferbench.core import paths
 from transferbench.core.files import atomic_path, write_json, write_text
 from transferbench.core.inputs import missing, read_json_input
 from transferbench.data.datasets import Task, load_split
+from transferbench.models.assembly import loss_weights
 from transferbench.models.backbones import MODELS, load_model
 from transferbench.models.heads import HEADS, output_names, output_sources, task_outputs
 from transferbench.plots import learning_curves
@@ -35,7 +36,6 @@ from transferbench.study.experiments import Experiment
 from transferbench.study.params import Params
 from transferbench.tracking import mlflow_runs as tracking
 from transferbench.training.batches import ArrayBatches
-from transferbench.training.fit import loss_weights
 
 log = logging.getLogger(__name__)
 

@@ -24,16 +24,13 @@ from transferbench.config.experiment import Plateau, Schedule, Step
 from transferbench.core import backend
 from transferbench.core.files import read_json, write_json
 from transferbench.models import strategies
-from transferbench.models.assembly import assemble_model, compile_outputs, loss_weights, make_optimizer
+from transferbench.models.assembly import assemble_model, compile_outputs, make_optimizer
 from transferbench.models.backbones import initial_core, load_model
 from transferbench.models.heads import HeadOptions, output_names
 from transferbench.study.experiments import Experiment
 from transferbench.training.batches import ArrayBatches, fit_input
 from transferbench.training.distribution import Placement, active, portable
 from transferbench.training.feed import feed_for
-
-# Moved to the model layer and the feed module, still reachable from here where callers name them.
-__all__ = ["assemble_model", "feed_for", "loss_weights"]
 
 log = logging.getLogger(__name__)
 
