@@ -216,3 +216,98 @@ def test_fit_feeds_the_pipeline_only_with_a_gpu_on_tensorflow(params, tmp_path, 
     assert all(("Dataset" in name) == pipeline for name in fed[0]), fed
     assert all((name == "ArrayBatches") == (not pipeline) for name in fed[0]), fed
 
+
+
+# ---- images held on the GPU (JAX) --------------------------------------------------------
+
+JAX = keras.backend.backend() == "jax"
+needs_jax = pytest.mark.skipif(not JAX, reason="the images are held on the device on JAX only")
+
+
+@needs_jax
+@pytest.mark.parametrize("n_outputs", [1, 2])
+def test_device_batches_are_the_array_batches_in_the_same_order(n_outputs):
+    from transferbench.training.batches import DeviceBatches
+
+    host = feed(n=23, batch=4, n_outputs=n_outputs)  # a partial last batch
+    image_bytes = host.images[0].nbytes
+    device = DeviceBatches(feed(n=23, batch=4, n_outputs=n_outputs), chunk_bytes=5 * image_bytes)  # 5 chunks
+    for epoch in range(3):
+        assert_same([as_numpy(device.batch(epoch, i)) for i in range(len(device))],
+                    [as_numpy(host.batch(epoch, i)) for i in range(len(host))])
+    assert_same(pydataset_epochs(device, 3, first=1), pydataset_epochs(feed(n=23, batch=4, n_outputs=n_outputs), 3,
+                                                                       first=1))
+
+
+@needs_jax
+def test_device_batches_share_the_sources_epoch_and_serve_auxiliary_outputs():
+    from transferbench.training.batches import DeviceBatches
+
+    source = feed(n_outputs=1)
+    device = DeviceBatches(source)
+    device.set_epoch(4)
+    assert source.epoch == 4
+    device.on_epoch_end()
+    assert source.epoch == device.epoch == 5
+    names = ["label", "aux1"]
+    aux = TargetsPerOutput(device, Task("binary", 2), names)
+    x, y = aux[1]
+    assert sorted(y) == sorted(names)
+    np.testing.assert_array_equal(np.asarray(x), source.batch(5, 1)[0])
+    np.testing.assert_array_equal(y["aux1"], source.batch(5, 1)[1])
+
+
+@needs_jax
+def test_the_images_go_to_the_gpu_only_with_one_jax_gpu_and_room_for_them(monkeypatch, caplog):
+    from transferbench.core import backend
+    from transferbench.training.batches import RESIDENT_SHARE, DeviceBatches, device_resident
+
+    data = feed(n=40)
+    size = data.images.nbytes
+    monkeypatch.setattr(backend, "gpu_available", lambda: False)
+    assert device_resident(data) is data  # no GPU: the CPU reads the memory map itself
+    monkeypatch.setattr(backend, "gpu_available", lambda: True)
+    monkeypatch.setattr(batches_module, "device_memory", lambda device: int(size / RESIDENT_SHARE) + 1)
+    assert isinstance(device_resident(data), DeviceBatches)
+    assert device_resident(data, devices=2) is data  # data parallel splits each batch over the devices
+    with caplog.at_level("INFO"):
+        monkeypatch.setattr(batches_module, "device_memory", lambda device: int(size / RESIDENT_SHARE) - 1)
+        assert device_resident(data) is data
+    assert "read from the host" in caplog.text
+    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
+    monkeypatch.setattr(batches_module, "device_memory", lambda device: 10 * size)
+    assert device_resident(data) is data  # TensorFlow has its own pipeline (fit_input)
+
+
+@needs_jax
+def test_training_from_device_held_images_gives_the_same_model(params, tmp_path, monkeypatch):
+    """The same batches in the same order: the weights after two epochs equal the host feed's."""
+    from transferbench.core import backend
+    from transferbench.models.backbones import load_model
+
+    experiment = make_experiment(params, epochs=2)
+    rng = np.random.default_rng(1)
+    images, targets = rng.integers(0, 256, (12, *experiment.image_shape), dtype=np.uint8), rng.integers(0, 2, 12)
+    fed: list[str] = []
+    original = batches_module.DeviceBatches.batch
+
+    def recording(self, epoch, index):
+        fed.append("device")
+        return original(self, epoch, index)
+
+    monkeypatch.setattr(batches_module.DeviceBatches, "batch", recording)
+
+    def trained(on_device: bool):
+        monkeypatch.setattr(backend, "gpu_available", lambda: on_device)
+        monkeypatch.setattr(batches_module, "device_memory", lambda device: 2**40)
+        work = tmp_path / f"work-{on_device}"
+        fit(experiment, None, ArrayBatches(images, targets, 5, shuffle=True, seed=3), ArrayBatches(images, targets, 5),
+            work, verbose=0)
+        return [np.asarray(w) for w in load_model(work / "epoch-0002.keras").weights]
+
+    host = trained(False)
+    assert fed == []
+    device = trained(True)
+    assert len(fed) >= 2 * 3  # every training batch of both epochs came from the device copy
+    for a, b in zip(host, device, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)

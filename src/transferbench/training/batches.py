@@ -1,22 +1,36 @@
 """Feeds memory-mapped uint8 arrays to ``model.fit`` in batches, on any backend.
 
 A batch is a pure function of (seed, epoch, index): :meth:`ArrayBatches.batch`. Keras takes the
-batches as a ``PyDataset`` on JAX and on a CPU; on TensorFlow with a GPU :func:`fit_input` turns the
-same function into a ``tf.data`` pipeline (index -> parallel gather -> prefetch) in place of Keras'
-``from_generator`` on one Python thread, so the same batches arrive in the same order whichever way
-they are read.
+batches as a ``PyDataset`` on a CPU. With a GPU, the same function is read two faster ways, so the same
+batches arrive in the same order whichever way they are read:
+
+- on TensorFlow, :func:`fit_input` turns it into a ``tf.data`` pipeline (index -> parallel gather ->
+  prefetch) in place of Keras' ``from_generator`` on one Python thread;
+- on JAX, :func:`device_resident` copies the images to the GPU once and :class:`DeviceBatches` gathers
+  each batch there: only its indices and targets cross from the host per step, where the host feed's
+  one Python thread copying whole images cannot keep a GPU busy (docs/benchmarks.md, "Feeder").
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
+import time
 from typing import Any, Protocol
 
 import keras
 import numpy as np
 
 from transferbench.core import backend
+
+log = logging.getLogger(__name__)
+
+# The share of a GPU's memory the training images may take to be held there; the rest is the model's,
+# its activations' and its optimizer's. A third keeps the seeds' largest splits (7.7 GB of CAPTCHAs,
+# 7.4 GB of pets) on a 40 GB GPU and leaves GoogLeNet's batch of 256 at 224x224 its room.
+RESIDENT_SHARE = 1 / 3
+UPLOAD_CHUNK_BYTES = 256 * 2**20  # read from the memory map and sent to the GPU this much at a time
 
 
 class EpochBatches(Protocol):
@@ -64,21 +78,26 @@ class ArrayBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return math.ceil(len(self.images) / self.batch_size)
 
-    def batch(self, epoch: int, index: int):
-        """Batch ``index`` of ``epoch``: the same arrays whenever and on whichever thread it is asked for."""
+    def picked(self, epoch: int, index: int) -> slice | np.ndarray:
+        """Which images batch ``index`` of ``epoch`` holds: a slice, or their indices in ascending order."""
         lo, hi = index * self.batch_size, min((index + 1) * self.batch_size, len(self.images))
         order = self.order(epoch)
-        picked: slice | np.ndarray
         if order is None:
-            picked = slice(lo, hi)
-        else:
-            # Sorted indices read the memory map front to back, which is much faster than random order.
-            picked = np.sort(order[lo:hi])
-        x = np.asarray(self.images[picked])
+            return slice(lo, hi)
+        # Sorted indices read the memory map front to back, which is much faster than random order.
+        return np.sort(order[lo:hi])
+
+    def batch(self, epoch: int, index: int):
+        """Batch ``index`` of ``epoch``: the same arrays whenever and on whichever thread it is asked for."""
+        picked = self.picked(epoch, index)
+        return np.asarray(self.images[picked]), self.targets_of(picked)
+
+    def targets_of(self, picked: slice | np.ndarray):
+        """The targets of the ``picked`` images: one array, or one per output."""
         y = np.asarray(self.targets[picked])
         if self.n_outputs > 1:
-            return x, tuple(y[:, i] for i in range(self.n_outputs))
-        return x, y
+            return tuple(y[:, i] for i in range(self.n_outputs))
+        return y
 
     def __getitem__(self, index: int):
         return self.batch(self.epoch, index)
@@ -127,3 +146,91 @@ def tf_dataset(feed: EpochBatches, first: int, last: int):
 
     steps = tf.data.Dataset.range(first * n, last * n)
     return steps.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+class DeviceBatches(keras.utils.PyDataset):
+    """An ``ArrayBatches``' batches, their images gathered on JAX's default device from a copy of all of them
+    held there.
+
+    The host picks each batch's images as ``ArrayBatches`` does (:meth:`ArrayBatches.picked`, from
+    (seed, epoch, index)); one compiled gather on the device takes them from the copy. Targets stay
+    on the host (Keras weighs classes there): a batch moves a few hundred bytes to the device, not its
+    images. Epochs are the source's: setting or ending one here sets or ends it there.
+    """
+
+    def __init__(self, source: ArrayBatches, chunk_bytes: int = UPLOAD_CHUNK_BYTES):
+        super().__init__()
+        import jax
+
+        self.source = source
+        self.device = jax.devices()[0]
+        self.images = upload(source.images, self.device, chunk_bytes)
+        self._take = jax.jit(lambda images, indices: images[indices])
+
+    @property
+    def epoch(self) -> int:
+        return self.source.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.source.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def batch(self, epoch: int, index: int):
+        """Batch ``index`` of ``epoch``: the source's batch, its images a device array."""
+        picked = self.source.picked(epoch, index)
+        indices = np.arange(picked.start, picked.stop) if isinstance(picked, slice) else picked
+        return self._take(self.images, indices.astype(np.int32)), self.source.targets_of(picked)
+
+    def __getitem__(self, index: int):
+        return self.batch(self.epoch, index)
+
+    def on_epoch_end(self) -> None:
+        self.source.on_epoch_end()
+
+
+def upload(images: np.ndarray, device: Any, chunk_bytes: int = UPLOAD_CHUNK_BYTES):
+    """``images`` (a memory map, say) as one array on ``device``, sent a chunk at a time: the host never holds
+    a second whole copy, and the device writes each chunk in place (the buffer is donated)."""
+    import jax
+    import jax.numpy as jnp
+
+    per_image = max(1, int(np.prod(images.shape[1:])) * images.dtype.itemsize)
+    step = max(1, chunk_bytes // per_image)
+    write = jax.jit(lambda buffer, chunk, start: jax.lax.dynamic_update_slice_in_dim(buffer, chunk, start, 0),
+                    donate_argnums=0)
+    # Placed by default_device, not committed to it: Keras puts the host feed's batches on the device the
+    # same way, and a committed input would make the train step compile again for the new placement.
+    with jax.default_device(device):
+        buffer = jnp.zeros(images.shape, images.dtype)
+        for lo in range(0, len(images), step):
+            buffer = write(buffer, jax.device_put(np.ascontiguousarray(images[lo:lo + step])), np.int32(lo))
+    return buffer
+
+
+def device_memory(device: Any) -> int | None:
+    """Bytes a JAX device lets arrays take (``bytes_limit``), or None where it does not say (a CPU)."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
+
+
+def device_resident(batches: ArrayBatches, devices: int = 1) -> keras.utils.PyDataset:
+    """``batches`` as training should read them: :class:`DeviceBatches` on JAX with a GPU, one device
+    (data parallel splits each batch over several: ``devices``), and the images within
+    ``RESIDENT_SHARE`` of its memory; otherwise ``batches`` themselves. Says which in the log."""
+    if keras.backend.backend() != "jax" or devices != 1 or not backend.gpu_available():
+        return batches
+    import jax
+
+    device = jax.devices()[0]
+    limit, size = device_memory(device), batches.images.nbytes
+    if limit is None or size > RESIDENT_SHARE * limit:
+        log.info("training images read from the host: %.2f GB, more than %.0f%% of %s's %s", size / 1e9,
+                 100 * RESIDENT_SHARE, device, "unknown memory" if limit is None else f"{limit / 1e9:.1f} GB")
+        return batches
+    start = time.perf_counter()
+    resident = DeviceBatches(batches)
+    log.info("training images held on %s: %.2f GB of its %.1f GB, copied in %.1f s", device, size / 1e9,
+             limit / 1e9, time.perf_counter() - start)
+    return resident

@@ -8,7 +8,7 @@ import keras
 
 from transferbench.data.task import Task
 from transferbench.models.heads import output_names, output_sources
-from transferbench.training.batches import ArrayBatches
+from transferbench.training.batches import ArrayBatches, DeviceBatches
 
 
 class TargetsPerOutput(keras.utils.PyDataset):
@@ -18,7 +18,7 @@ class TargetsPerOutput(keras.utils.PyDataset):
     one of them on the same labels, so this is the one place that knows they exist.
     """
 
-    def __init__(self, batches: ArrayBatches, task: Task, names: Sequence[str]):
+    def __init__(self, batches: ArrayBatches | DeviceBatches, task: Task, names: Sequence[str]):
         super().__init__(workers=batches.workers, use_multiprocessing=batches.use_multiprocessing,
                          max_queue_size=batches.max_queue_size)
         self.batches, self.task, self.names = batches, task, list(names)
@@ -40,7 +40,7 @@ class TargetsPerOutput(keras.utils.PyDataset):
         self.batches.on_epoch_end()
 
 
-def feed_for(model: keras.Model, batches: ArrayBatches, task: Task) -> keras.utils.PyDataset:
+def feed_for(model: keras.Model, batches: ArrayBatches | DeviceBatches, task: Task) -> keras.utils.PyDataset:
     """``batches`` as ``model.fit`` needs them: as they are, or with targets for the auxiliary outputs."""
     if len(model.output_names) == task.n_outputs:
         return batches

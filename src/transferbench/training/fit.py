@@ -28,7 +28,7 @@ from transferbench.models.assembly import assemble_model, compile_outputs, make_
 from transferbench.models.backbones import initial_core, load_model
 from transferbench.models.heads import HeadOptions, output_names
 from transferbench.study.experiments import Experiment
-from transferbench.training.batches import ArrayBatches, fit_input
+from transferbench.training.batches import ArrayBatches, device_resident, fit_input
 from transferbench.training.distribution import Placement, active, portable
 from transferbench.training.feed import feed_for
 
@@ -227,6 +227,8 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs, a live bar in a terminal
     pipeline = backend.gpu_available()
+    # On JAX with a GPU the training images are copied there once and batches gathered on it (batches.py).
+    source = device_resident(train, placement.count)
     for phase in plan:
         if epoch >= phase.end:
             continue
@@ -247,7 +249,7 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
             state = None
         task = experiment.task
         # In data parallel: full training batches only, validation padded to what the devices split.
-        train_feed = placement.training(feed_for(model, train, task), len(train.images), train.batch_size)
+        train_feed = placement.training(feed_for(model, source, task), len(train.images), train.batch_size)
         validation_feed, exact = placement.validation(feed_for(model, validation, task), len(validation.images),
                                                       validation.batch_size)
         callbacks = [*exact, EpochSummary(output_names(task)), *schedule, *extra_callbacks, resume]
