@@ -1,4 +1,5 @@
-"""What the benchmarks share: the machine line printed with every figure, and best-of-interleaved-rounds timing."""
+"""What the benchmarks share: the machine line printed with every figure, best-of-interleaved-rounds timing,
+and the assumed GPU consumption (multiply-adds per image against ResNet-50's published training rate)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks.common` when run as a script
 
@@ -40,6 +43,12 @@ def timed(call: Callable[[], object]) -> tuple[float, float]:
 
 Timing = tuple[float, float]
 
+# NVIDIA's ResNet-50 v1.5 training on one A100, mixed precision + XLA (TensorFlow), times the H100's
+# speed-up over the A100 on MLPerf Training v3.0 ResNet-50 (same Dell systems: 1.8x), rounded up to 2.
+A100_RESNET50 = 2375.0
+H100_OVER_A100 = 2.0
+
+
 
 def best_of_rounds(methods: dict[str, Callable[[], Timing]],
                    repeat: int) -> tuple[list[dict[str, Timing]], dict[str, Timing]]:
@@ -55,3 +64,30 @@ def best_of_rounds(methods: dict[str, Callable[[], Timing]],
 def spread(rounds: list[dict[str, Timing]], name: str) -> str:
     """Wall seconds of every round of one method, for the table's last column."""
     return " ".join(f"{r[name][0]:.2f}" for r in rounds)
+
+
+def macs_per_image(model) -> int:
+    """Multiply-adds of one forward pass of a Keras model: convolutions (plain, depthwise, separable), dense layers."""
+    import keras
+    from keras import layers
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += macs_per_image(layer)
+            continue
+        if not isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Dense)):
+            continue
+        cin, out = layer.input.shape[-1], layer.output.shape
+        positions = int(np.prod(out[1:-1]))
+        if isinstance(layer, layers.Dense):
+            total += positions * cin * layer.units
+            continue
+        window = int(np.prod(layer.kernel_size))
+        if isinstance(layer, layers.SeparableConv2D):
+            total += positions * (window * cin * layer.depth_multiplier + cin * layer.depth_multiplier * layer.filters)
+        elif isinstance(layer, layers.DepthwiseConv2D):
+            total += positions * window * cin * layer.depth_multiplier
+        else:
+            total += positions * window * cin * layer.filters // layer.groups
+    return total

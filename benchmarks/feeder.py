@@ -40,17 +40,13 @@ import numpy as np  # noqa: E402
 from keras.src.trainers.epoch_iterator import EpochIterator  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from benchmarks.common import A100_RESNET50, H100_OVER_A100, macs_per_image  # noqa: E402
 from transferbench.core import backend  # noqa: E402
 from transferbench.models.backbones import MODELS  # noqa: E402
 from transferbench.models.heads import aux_output_names, output_names  # noqa: E402
 from transferbench.study.experiments import Experiment, resolve  # noqa: E402
 from transferbench.study.params import load_params  # noqa: E402
 from transferbench.training.batches import ArrayBatches, fit_input  # noqa: E402
-
-# NVIDIA's ResNet-50 v1.5 training on one A100, mixed precision + XLA (TensorFlow), times the H100's
-# speed-up over the A100 on MLPerf Training v3.0 ResNet-50 (same Dell systems: 1.8x), rounded up to 2.
-A100_RESNET50 = 2375.0
-H100_OVER_A100 = 2.0
 
 
 def experiment_names() -> list[str]:
@@ -220,32 +216,6 @@ def interleaved(runs: dict[str, Callable[[], int]], epochs: int) -> dict[str, li
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             rates[name].append((n / wall, 1e6 * cpu / n))
     return rates
-
-
-def macs_per_image(model: keras.Model) -> int:
-    """Multiply-adds of one forward pass: convolutions (plain, depthwise, separable) and dense layers."""
-    from keras import layers
-
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += macs_per_image(layer)
-            continue
-        if not isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Dense)):
-            continue
-        cin, out = layer.input.shape[-1], layer.output.shape
-        positions = int(np.prod(out[1:-1]))
-        if isinstance(layer, layers.Dense):
-            total += positions * cin * layer.units
-            continue
-        window = int(np.prod(layer.kernel_size))
-        if isinstance(layer, layers.SeparableConv2D):
-            total += positions * (window * cin * layer.depth_multiplier + cin * layer.depth_multiplier * layer.filters)
-        elif isinstance(layer, layers.DepthwiseConv2D):
-            total += positions * window * cin * layer.depth_multiplier
-        else:
-            total += positions * window * cin * layer.filters // layer.groups
-    return total
 
 
 def gpu_images_per_second(experiment: Experiment, resnet50_macs: int) -> tuple[float, int]:

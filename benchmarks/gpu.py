@@ -6,20 +6,30 @@
 It needs only ``keras``, ``numpy`` and one backend (JAX or TensorFlow) besides the project's model
 code: no params parsing, tracking or data stack, no network (random weights), so it runs from a copy
 of the repository on a bare GPU machine. Per experiment, in float32 and in the mixed precision the
-train stage turns on with a GPU (``mixed_float16``), it times whole epochs after a warm-up epoch
-(which compiles the train step):
+train stage turns on with a GPU (``mixed_float16``), it times whole epochs of ``model.fit`` after a
+warm-up epoch (which compiles the train step), fed three ways:
 
-- ceiling: one synthetic batch already on the device, fed again every step: the model alone;
-- feeder: the train stage's ``ArrayBatches`` over a memory-mapped uint8 ``images.npy`` (shuffled,
-  sorted reads, as in training; the file is in the page cache, as prepared data of this size is).
+- ceiling: one synthetic batch already on the device, fed again every step: the model alone, what
+  the GPU consumes;
+- host: the train stage's ``ArrayBatches`` over a memory-mapped uint8 ``images.npy`` (shuffled,
+  sorted reads; the file in the page cache, as prepared data of this size is), as ``fit_input`` hands
+  it to Keras: a ``PyDataset`` on JAX, a ``tf.data`` pipeline on TensorFlow;
+- device (JAX): ``DeviceBatches``, the images copied to the device once and each batch gathered there,
+  what the train stage feeds on JAX with a GPU.
 
-From the feeder's mixed-precision rate it projects the wall time of the seeds' ``dvc repro`` on one
-GPU: training images x epochs x runs (arms x seeds) / images per second, per experiment. It leaves
-out data download, CAPTCHA generation, preparation and validation, weight downloads, validation and
-test passes, model compilation, and that fixed-feature arms (frozen base) train faster than a whole
-model: a figure for the training work alone, at the whole model's rate.
+Then the feeder alone, no model: images per second that Keras' JAX epoch iterator delivers on the
+device from the host and the device feeds (each batch put on the device, at most two in flight, as
+Keras prefetches), against ten times the mixed-precision ceiling, and against ten times an H100's
+rate assumed from ResNet-50's (benchmarks.common: scaled by multiply-adds per image).
 
-Prints a markdown table and writes the figures to ``--json`` (default ``tmp/gpu_benchmark.json``).
+From the train stage's feed at mixed precision (device on JAX, host on TensorFlow) it projects the
+wall time of the seeds' ``dvc repro`` on one GPU: training images x epochs x runs (arms x seeds) /
+images per second, per experiment. It leaves out data download, CAPTCHA generation, preparation and
+validation, weight downloads, validation and test passes, model compilation, and that fixed-feature
+arms (frozen base) train faster than a whole model: a figure for the training work alone, at the
+whole model's rate.
+
+Prints two markdown tables and writes the figures to ``--json`` (default ``tmp/gpu_benchmark.json``).
 ``RECIPES`` is the seeds' recipe as params.yaml sets it (tests/unit/test_gpu_benchmark.py keeps them equal).
 """
 
@@ -32,6 +42,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -41,16 +52,17 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]  # benchmarks.common and the packa
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import A100_RESNET50, H100_OVER_A100, machine, macs_per_image  # noqa: E402
 from transferbench.data.task import Task  # noqa: E402
 from transferbench.models.assembly import assemble_model, compile_outputs, make_optimizer  # noqa: E402
 from transferbench.models.backbones import MODELS, build_core  # noqa: E402
 from transferbench.models.heads import HeadOptions  # noqa: E402
-from transferbench.training.batches import ArrayBatches  # noqa: E402
+from transferbench.training.batches import ArrayBatches, DeviceBatches, fit_input  # noqa: E402
 from transferbench.training.feed import feed_for  # noqa: E402
 
 PRECISIONS = ("float32", "mixed_float16")  # mixed_float16: what the train stage sets on a GPU
-FEEDS = ("ceiling", "feeder")
+FEEDS = ("ceiling", "host", "device")
+ALONE_SECONDS = 1.0  # the feeder alone: whole epochs until at least this long, after a warm-up epoch
 
 
 @dataclass(frozen=True)
@@ -169,37 +181,135 @@ def on_device(feed: keras.utils.PyDataset):
     return SameBatch((x, y), len(feed))
 
 
-def images_per_second(model: keras.Model, data, steps: int, batch: int, epochs: int) -> float:
+def jax_backend() -> bool:
+    return keras.backend.backend() == "jax"
+
+
+def stage_feed() -> str:
+    """The feed the train stage gives fit with a GPU: the device-held images on JAX, the host's on TensorFlow."""
+    return "device" if jax_backend() else "host"
+
+
+def images_per_second(model: keras.Model, data, steps: int | None, batch: int, epochs: int) -> float:
     """Best timed epoch of ``epochs`` after one warm-up epoch; ``steps`` batches of ``batch`` images each."""
     timer = EpochTimer()
-    model.fit(data, epochs=1 + epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
-    return steps * batch / min(timer.seconds[1:])
+    model.fit(data, epochs=1 + epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0, shuffle=False)
+    return (steps or len(data)) * batch / min(timer.seconds[1:])
 
 
-def measure(name: str, recipe: Recipe, steps: int, epochs: int, folder: Path) -> dict:
-    """images/s per precision and feed for one experiment's model."""
+def fed(model: keras.Model, batches: ArrayBatches, recipe: Recipe, steps: int, epochs: int) -> dict[str, float]:
+    """images/s of ``model.fit`` on each feed. Same shapes and dtypes for all, so they share the compiled step."""
+    batch = recipe.batch_size
+    host = feed_for(model, batches, recipe.task)
+    figures = {"ceiling": images_per_second(model, on_device(host), steps, batch, epochs)}
+    x, per_epoch = fit_input(host, initial_epoch=0, epochs=1 + epochs)  # tf.data on TensorFlow, as with a GPU
+    figures["host"] = images_per_second(model, x, per_epoch, batch, epochs)
+    if jax_backend():
+        figures["device"] = images_per_second(model, feed_for(model, DeviceBatches(batches), recipe.task), None,
+                                              batch, epochs)
+    return figures
+
+
+def drained(feed: keras.utils.PyDataset, seconds: float) -> float:
+    """The feeder alone: images/s that Keras' JAX epoch iterator delivers on the device from ``feed``.
+
+    Each batch is put on the device as Keras' JAX trainer puts it (a no-op for device arrays), at
+    most two in flight; whole epochs run until ``seconds`` have passed, after one warm-up epoch.
+    """
+    import jax
+    from keras.src.backend.jax.trainer import JAXEpochIterator
+
+    iterator = JAXEpochIterator(x=feed, shuffle=False)
+
+    def epoch() -> int:
+        seen, pending = 0, deque()
+        with iterator.catch_stop_iteration():
+            for _, _, it in iterator:
+                data = jax.device_put(next(it))
+                seen += int(keras.tree.flatten(data)[0].shape[0])
+                pending.append(data)
+                if len(pending) > 2:
+                    jax.block_until_ready(pending.popleft())
+        jax.block_until_ready(list(pending))
+        return seen
+
+    epoch()
+    seen, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        seen += epoch()
+    return seen / (time.perf_counter() - start)
+
+
+def gathered(feed: DeviceBatches, seconds: float) -> float:
+    """The device feed's own rate: its batches in a plain loop, without Keras' iterator (at most two in flight)."""
+    import jax
+
+    def epoch(number: int) -> int:
+        seen, pending = 0, deque()
+        for index in range(len(feed)):
+            x, _ = feed.batch(number, index)
+            seen += int(x.shape[0])
+            pending.append(x)
+            if len(pending) > 2:
+                jax.block_until_ready(pending.popleft())
+        jax.block_until_ready(list(pending))
+        return seen
+
+    epoch(0)
+    seen, start, number = 0, time.perf_counter(), 1
+    while time.perf_counter() - start < seconds:
+        seen += epoch(number)
+        number += 1
+    return seen / (time.perf_counter() - start)
+
+
+def feeder_alone(batches: ArrayBatches, seconds: float) -> dict[str, float]:
+    """images/s from the host and device feeds with no model (JAX: Keras' TensorFlow iterator is another path);
+    ``device_own``: the device feed without Keras' iterator, what the feed itself costs per batch."""
+    if not jax_backend():
+        return {}
+    device = DeviceBatches(batches)
+    return {"host": drained(batches, seconds), "device": drained(device, seconds),
+            "device_own": gathered(device, seconds)}
+
+
+def resnet50_macs() -> int:
+    """ResNet-50's multiply-adds per 224x224 image, which the published training rate is for."""
+    macs = macs_per_image(keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3)))
+    keras.backend.clear_session()
+    return macs
+
+
+def measure(name: str, recipe: Recipe, steps: int, epochs: int, folder: Path, resnet50: int,
+            alone_seconds: float) -> dict:
+    """images/s per precision and feed for one experiment's model, and of its feeder alone."""
     batch = recipe.batch_size
     images, targets = random_data(recipe, steps * batch, folder)
+
+    def batches() -> ArrayBatches:
+        return ArrayBatches(images, targets, batch, n_outputs=recipe.task.n_outputs, shuffle=True, seed=0)
+
     figures: dict[str, dict[str, float]] = {}
+    macs = 0
     for precision in PRECISIONS:
         model = build(recipe, precision)
-        feed = feed_for(model, ArrayBatches(images, targets, batch, n_outputs=recipe.task.n_outputs,
-                                            shuffle=True, seed=0), recipe.task)
-        figures[precision] = {
-            # Same shapes and dtypes for both feeds, so the second reuses the compiled step.
-            "ceiling": images_per_second(model, on_device(feed), steps, batch, epochs),
-            "feeder": images_per_second(model, feed, steps, batch, epochs),
-        }
+        macs = macs or macs_per_image(model)
+        figures[precision] = fed(model, batches(), recipe, steps, epochs)
         print(f"{name} {precision}: " + ", ".join(f"{k} {rate(v)} images/s" for k, v in figures[precision].items()),
               file=sys.stderr, flush=True)
         del model
         keras.backend.clear_session()
+    alone = feeder_alone(batches(), alone_seconds)
+    print(f"{name} feeder alone: " + ", ".join(f"{k} {rate(v)} images/s" for k, v in alone.items()),
+          file=sys.stderr, flush=True)
     (folder / "images.npy").unlink()
-    feeder_rate = figures["mixed_float16"]["feeder"]
+    stage_rate = figures["mixed_float16"][stage_feed()]
     work = recipe.train_images * recipe.epochs * recipe.runs
     return {"experiment": name, **{k: v for k, v in asdict(recipe).items() if k != "task"},
-            "task": asdict(recipe.task), "steps": steps, "images_per_second": figures,
-            "training_images": work, "projected_seconds": work / feeder_rate}
+            "task": asdict(recipe.task), "steps": steps, "images_per_second": figures, "stage_feed": stage_feed(),
+            "feeder_alone": alone, "macs_per_image": macs,
+            "assumed_h100": A100_RESNET50 * H100_OVER_A100 * resnet50 / macs,
+            "training_images": work, "projected_seconds": work / stage_rate}
 
 
 def rate(value: float) -> str:
@@ -226,19 +336,41 @@ def devices() -> str:
     return backend
 
 
+def cell(figures: dict[str, float], feed: str) -> str:
+    return rate(figures[feed]) if feed in figures else "n/a"
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| experiment | model | input (HxW) | batch | float32 ceiling | float32 feeder | mixed ceiling "
-             "| mixed feeder | feeder / ceiling (mixed) | training images | projected on 1 GPU |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| experiment | model | input (HxW) | batch | float32 ceiling | float32 host | float32 device "
+             "| mixed ceiling | mixed host | mixed device | stage feed / ceiling (mixed) | training images "
+             "| projected on 1 GPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f32, mixed = r["images_per_second"]["float32"], r["images_per_second"]["mixed_float16"]
         lines.append(
             f"| {r['experiment']} | {r['model']} | {r['height']}x{r['width']} | {r['batch_size']} "
-            f"| {rate(f32['ceiling'])} | {rate(f32['feeder'])} | {rate(mixed['ceiling'])} | {rate(mixed['feeder'])} "
-            f"| {mixed['feeder'] / mixed['ceiling']:.2f} | {r['training_images']:,} "
+            f"| {cell(f32, 'ceiling')} | {cell(f32, 'host')} | {cell(f32, 'device')} | {cell(mixed, 'ceiling')} "
+            f"| {cell(mixed, 'host')} | {cell(mixed, 'device')} "
+            f"| {mixed[r['stage_feed']] / mixed['ceiling']:.2f} ({r['stage_feed']}) | {r['training_images']:,} "
             f"| {hours(r['projected_seconds'])} |")
     total = sum(r["projected_seconds"] for r in rows)
-    lines.append(f"| all | | | | | | | | | {sum(r['training_images'] for r in rows):,} | {hours(total)} |")
+    lines.append(f"| all | | | | | | | | | | | {sum(r['training_images'] for r in rows):,} | {hours(total)} |")
+    return "\n".join(lines)
+
+
+def feeder_table(rows: list[dict]) -> str:
+    """The feeder alone against ten times what the GPU consumed (mixed ceiling) and an H100's assumed rate."""
+    lines = ["| experiment | input, batch | GPU consumes (mixed ceiling) | assumed H100 (G MACs) | host feeder alone "
+             "| device feeder alone | device / 10x consumed | device / 10x assumed H100 | device feed, own loop |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        consumed, alone = r["images_per_second"]["mixed_float16"]["ceiling"], r["feeder_alone"]
+        device = alone.get("device")
+        ratios = ("n/a", "n/a") if device is None else (f"{device / (10 * consumed):.1f}",
+                                                        f"{device / (10 * r['assumed_h100']):.1f}")
+        lines.append(f"| {r['experiment']} | {r['height']}x{r['width']}, {r['batch_size']} | {rate(consumed)} "
+                     f"| {rate(r['assumed_h100'])} ({r['macs_per_image'] / 1e9:.2f}) | {cell(alone, 'host')} "
+                     f"| {cell(alone, 'device')} | {ratios[0]} | {ratios[1]} | {cell(alone, 'device_own')} |")
     return "\n".join(lines)
 
 
@@ -249,25 +381,42 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated experiments (default: all): " + ", ".join(RECIPES))
     parser.add_argument("--steps", type=int, default=50, help="batches per timed epoch (default 50)")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up; the best counts")
+    parser.add_argument("--alone-seconds", type=float, default=ALONE_SECONDS,
+                        help=f"how long the feeder alone is timed per feed (default {ALONE_SECONDS:g})")
     parser.add_argument("--tiny", action="store_true",
                         help=f"each model's smallest input, batch {TINY_BATCH}: checks the code on a CPU, "
                              "its figures and projections mean nothing")
     parser.add_argument("--json", type=Path, default=ROOT / "tmp" / "gpu_benchmark.json",
                         help="where the figures go (default: tmp/gpu_benchmark.json, which git ignores)")
+    parser.add_argument("--tables", type=Path, nargs="+", metavar="JSON",
+                        help="measure nothing: print the tables of figures saved by earlier runs (one or more "
+                             "--json files, e.g. of runs cut short by a time limit), in the order given")
     args = parser.parse_args(argv)
     names = [n for n in args.experiments.split(",") if n]
     unknown = [n for n in names if n not in RECIPES]
     if unknown or not names:
         parser.error(f"--experiments {args.experiments!r}: unknown {', '.join(unknown) or '(none given)'}; "
                      f"accepted: {', '.join(RECIPES)}")
-    if args.steps < 1 or args.epochs < 1:
-        parser.error(f"--steps {args.steps} and --epochs {args.epochs}: accepted: both >= 1")
+    if args.steps < 1 or args.epochs < 1 or args.alone_seconds < 0:
+        parser.error(f"--steps {args.steps}, --epochs {args.epochs}, --alone-seconds {args.alone_seconds:g}: "
+                     "accepted: steps and epochs >= 1, seconds >= 0")
     args.names = names
     return args
 
 
+def saved_tables(files: list[Path]) -> str:
+    """The tables of earlier runs' figures: each run's machine line, then every experiment measured."""
+    runs = [json.loads(f.read_text()) for f in files]
+    rows = [row for run in runs for row in run["experiments"]]
+    machines = "\n".join(dict.fromkeys(run["machine"] for run in runs))
+    return f"{machines}\n\n{table(rows)}\n\n{feeder_table(rows)}"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    if args.tables:
+        print(saved_tables(args.tables))
+        return
     versions = [f"keras {keras.__version__}", f"backend {keras.backend.backend()}"]
     if keras.backend.backend() == "jax":
         import jax
@@ -276,11 +425,12 @@ def main(argv: list[str] | None = None) -> None:
     header = f"Machine: {platform.node() or 'unknown'}; {machine(*versions)}; devices: {devices()}"
     args.json.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
+    resnet50 = resnet50_macs()
     with tempfile.TemporaryDirectory(prefix="gpu-benchmark-") as tmp:
         for name in args.names:
             recipe = tiny(RECIPES[name]) if args.tiny else RECIPES[name]
             start = time.perf_counter()
-            rows.append(measure(name, recipe, args.steps, args.epochs, Path(tmp)))
+            rows.append(measure(name, recipe, args.steps, args.epochs, Path(tmp), resnet50, args.alone_seconds))
             rows[-1]["benchmark_seconds"] = time.perf_counter() - start  # with compilation: for planning a run
             # Written after every experiment: a run stopped by a time limit keeps what it measured.
             args.json.write_text(json.dumps({"machine": header, "tiny": args.tiny, "steps": args.steps,
@@ -289,9 +439,10 @@ def main(argv: list[str] | None = None) -> None:
                                             indent=2) + "\n")
     note = (f"Steps per timed epoch {args.steps}, best of {args.epochs} timed epochs after a warm-up. "
             + ("TINY CHECK (--tiny): smallest inputs, batch 2; not a measurement of the recipes. " if args.tiny else "")
-            + "Projection: training images x epochs x runs at the mixed-precision feeder rate; leaves out "
-              "downloads, generation, preparation, validation and test passes, compilation.")
-    print(f"{header}\n\n{table(rows)}\n\n{note}")
+            + "Projection: training images x epochs x runs at the mixed-precision rate of the train stage's feed; "
+              "leaves out downloads, generation, preparation, validation and test passes, compilation.")
+    print(f"{header}\n\n{table(rows)}\n\n{note}\n\nThe feeder alone (images/s on the device, no model):\n\n"
+          f"{feeder_table(rows)}")
 
 if __name__ == "__main__":
     main()

@@ -113,7 +113,8 @@ def test_a_tiny_run_on_cpu_prints_the_table_and_writes_the_json(tmp_path):
     cells = dict(zip([c.strip() for c in header.split("|")[1:-1]], [c.strip() for c in row.split("|")[1:-1]],
                      strict=True))
     assert cells["model"] == "cnn" and cells["batch"] == str(gpu.TINY_BATCH) and cells["input (HxW)"] == "32x32"
-    for column in ("float32 ceiling", "float32 feeder", "mixed ceiling", "mixed feeder"):
+    feeds = ("ceiling", "host", "device") if os.environ.get("KERAS_BACKEND") == "jax" else ("ceiling", "host")
+    for column in (f"{precision} {feed}" for precision in ("float32", "mixed") for feed in feeds):
         assert float(cells[column].replace(",", "")) > 0, column
     assert "TINY CHECK" in done.stdout
     figures = json.loads(out.read_text())
@@ -121,5 +122,19 @@ def test_a_tiny_run_on_cpu_prints_the_table_and_writes_the_json(tmp_path):
     (experiment,) = figures["experiments"]
     recipe = gpu.RECIPES["cats_and_dogs_filtered_cnn"]
     assert experiment["training_images"] == recipe.train_images * recipe.epochs * recipe.runs
-    rate = experiment["images_per_second"]["mixed_float16"]["feeder"]
+    rate = experiment["images_per_second"]["mixed_float16"][experiment["stage_feed"]]
     assert experiment["projected_seconds"] == pytest.approx(experiment["training_images"] / rate)
+    assert "| cats_and_dogs_filtered_cnn | 32x32, 2 |" in done.stdout  # the feeder-alone table
+
+
+def test_saved_figures_print_as_the_tables_in_docs():
+    """``--tables`` renders runs' JSON (the GPU figures of docs/benchmarks.md, from docs/gpu/) without measuring."""
+    saved = sorted((ROOT / "docs" / "gpu").glob("*.json"))
+    assert saved
+    done = blocked_run("--tables", *map(str, saved))
+    assert done.returncode == 0, done.stderr[-3000:]
+    docs = (ROOT / "docs" / "benchmarks.md").read_text()
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    names = [json.loads(f.read_text())["experiments"][0]["experiment"] for f in saved]
+    assert all(any(line.startswith(f"| {name} |") for line in rows) for name in names)
+    assert [line for line in rows if line not in docs] == []  # docs show these figures, as printed
