@@ -39,5 +39,5 @@ def test_the_small_run_trains_evaluates_and_reports_on_this_backend(tmp_path):
     (run,) = client.search_runs([client.get_experiment_by_name("captcha").experiment_id])
     assert run.info.status == "FINISHED" and run.data.metrics["test.accuracy"] == pytest.approx(
         metrics["test"]["accuracy"], abs=1e-4)
-    assert {k: run.data.tags[k] for k in ("backend", "devices", "precision", "batch_per_device")} == {
-        "backend": expected, "devices": "cpu:0", "precision": "float32", "batch_per_device": batch}
+    assert {k: run.data.tags[k] for k in ("backend", "devices", "precision", "batch_per_device", "feed")} == {
+        "backend": expected, "devices": "cpu:0", "precision": "float32", "batch_per_device": batch, "feed": "host"}

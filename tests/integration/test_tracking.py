@@ -176,9 +176,9 @@ def test_a_training_run_is_tracked(store, params, monkeypatch, tmp_path):
     experiment = resolve(check_params(params), "tiny")
     assert experiment.weights_label == "none"
 
-    run_id = tracking.start_run(experiment, runtime=runtime(experiment, "float32"))
     rng = np.random.default_rng(0)
     images, targets = rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8), rng.integers(0, 2, 12)
+    run_id = tracking.start_run(experiment, runtime=runtime(experiment, "float32", images[:8].nbytes))
     history = fit(experiment, None, ArrayBatches(images[:8], targets[:8], 4, shuffle=True, seed=0),
                   ArrayBatches(images[8:], targets[8:], 4), tmp_path / "work",
                   extra_callbacks=[MlflowEpochMetrics(run_id)], verbose=0)
@@ -203,6 +203,7 @@ def test_a_training_run_is_tracked(store, params, monkeypatch, tmp_path):
     # What it trained on: the backend Keras runs, one device (this machine has no GPU), the global batch on it.
     assert (run.tags["backend"], run.tags["devices"]) == (keras.backend.backend(), "cpu:0")
     assert (run.tags["precision"], run.tags["batch_per_device"]) == ("float32", "4")
+    assert run.tags["feed"] == "host"  # images held on the device only with a GPU (JAX)
 
     assert run.params["weights"] == "none" and run.params["seed"] == str(experiment.seed)
     assert run.params["experiment.model"] == "tiny" and run.params["experiment.dataset"] == dataset

@@ -274,9 +274,13 @@ def test_the_images_go_to_the_gpu_only_with_one_jax_gpu_and_room_for_them(monkey
         monkeypatch.setattr(batches_module, "device_memory", lambda device: int(size / RESIDENT_SHARE) - 1)
         assert device_resident(data) is data
     assert "read from the host" in caplog.text
-    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
+    assert "more than 33% of" in caplog.text
+    assert batches_module.feed_kind(size) == "host"
     monkeypatch.setattr(batches_module, "device_memory", lambda device: 10 * size)
+    assert (batches_module.feed_kind(size), batches_module.feed_kind(size, devices=2)) == ("device", "host")
+    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
     assert device_resident(data) is data  # TensorFlow has its own pipeline (fit_input)
+    assert batches_module.feed_kind(size) == "host"
 
 
 @needs_jax

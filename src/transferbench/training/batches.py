@@ -215,22 +215,45 @@ def device_memory(device: Any) -> int | None:
     return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
 
 
+def why_not_on_device(image_bytes: int, devices: int = 1) -> str | None:
+    """None when training holds ``image_bytes`` of images on the GPU (:func:`device_resident`), else why not:
+    it does on JAX with a GPU, one device (data parallel splits each batch over several: ``devices``), and
+    the images within ``RESIDENT_SHARE`` of its memory."""
+    if keras.backend.backend() != "jax":
+        return f"{keras.backend.backend()} reads the host's arrays itself"
+    if devices != 1:
+        return f"data parallel over {devices} devices"
+    if not backend.gpu_available():
+        return "no GPU"
+    import jax
+
+    device = jax.devices()[0]
+    limit = device_memory(device)
+    if limit is None or image_bytes > RESIDENT_SHARE * limit:
+        room = "unknown memory" if limit is None else f"{limit / 1e9:.1f} GB"
+        return f"{image_bytes / 1e9:.2f} GB of images, more than {100 * RESIDENT_SHARE:.0f}% of {device}'s {room}"
+    return None
+
+
+def feed_kind(image_bytes: int, devices: int = 1) -> str:
+    """``device`` where training gathers batches from images held on the GPU, else ``host`` (tags, log)."""
+    return "host" if why_not_on_device(image_bytes, devices) else "device"
+
+
 def device_resident(batches: ArrayBatches, devices: int = 1) -> keras.utils.PyDataset:
-    """``batches`` as training should read them: :class:`DeviceBatches` on JAX with a GPU, one device
-    (data parallel splits each batch over several: ``devices``), and the images within
-    ``RESIDENT_SHARE`` of its memory; otherwise ``batches`` themselves. Says which in the log."""
-    if keras.backend.backend() != "jax" or devices != 1 or not backend.gpu_available():
+    """``batches`` as training should read them: :class:`DeviceBatches` where :func:`why_not_on_device` finds
+    no reason against, else ``batches`` themselves. A GPU that could not hold them is said in the log."""
+    size = batches.images.nbytes
+    reason = why_not_on_device(size, devices)
+    if reason is not None:
+        if backend.gpu_available():
+            log.info("training images read from the host: %s", reason)
         return batches
     import jax
 
     device = jax.devices()[0]
-    limit, size = device_memory(device), batches.images.nbytes
-    if limit is None or size > RESIDENT_SHARE * limit:
-        log.info("training images read from the host: %.2f GB, more than %.0f%% of %s's %s", size / 1e9,
-                 100 * RESIDENT_SHARE, device, "unknown memory" if limit is None else f"{limit / 1e9:.1f} GB")
-        return batches
     start = time.perf_counter()
     resident = DeviceBatches(batches)
     log.info("training images held on %s: %.2f GB of its %.1f GB, copied in %.1f s", device, size / 1e9,
-             limit / 1e9, time.perf_counter() - start)
+             (device_memory(device) or 0) / 1e9, time.perf_counter() - start)
     return resident

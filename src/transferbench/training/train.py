@@ -27,7 +27,7 @@ from transferbench.study.experiments import Experiment
 from transferbench.study.params import Params
 from transferbench.tracking import mlflow_runs as tracking
 from transferbench.training import distribution
-from transferbench.training.batches import ArrayBatches
+from transferbench.training.batches import ArrayBatches, feed_kind
 from transferbench.training.fit import configure_precision, finish, fit
 
 log = logging.getLogger(__name__)
@@ -101,13 +101,15 @@ def load_batches(experiment: Experiment) -> dict[str, ArrayBatches]:
     return out
 
 
-def runtime(experiment: Experiment, policy: str) -> dict[str, str]:
+def runtime(experiment: Experiment, policy: str, image_bytes: int) -> dict[str, str]:
     """What a run trains on, for its log line and MLflow tags: the backend, the devices of its distribution
-    (``cpu:0``, ``gpu:0,gpu:1``), the precision policy and the batch per device (the params' batch is the
-    global batch, split evenly over the devices in data parallel)."""
+    (``cpu:0``, ``gpu:0,gpu:1``), the precision policy, the batch per device (the params' batch is the
+    global batch, split evenly over the devices in data parallel) and where batches are gathered from
+    (``device``: ``image_bytes`` of training images held on the GPU; ``host``: the memory map)."""
     placed = distribution.describe(experiment.settings.batch_size)
     return {"backend": backend.current(), "devices": placed["devices"], "precision": policy,
-            "batch_per_device": str(placed["batch_per_device"])}
+            "batch_per_device": str(placed["batch_per_device"]),
+            "feed": feed_kind(image_bytes, placed["device_count"])}
 
 
 def train_run(experiment: Experiment, work_root: Path, policy: str) -> Path:
@@ -128,9 +130,10 @@ def train_run(experiment: Experiment, work_root: Path, policy: str) -> Path:
              experiment.setting, experiment.settings.strategy, experiment.seed,
              len(batches['train'].images), len(batches['validation'].images))
 
-    on = runtime(experiment, policy)
-    log.info("%s %s: backend %s on %s, precision %s, batch %s per device", experiment.name,
-             runs.run_name(experiment), on["backend"], on["devices"], on["precision"], on["batch_per_device"])
+    on = runtime(experiment, policy, batches["train"].images.nbytes)
+    log.info("%s %s: backend %s on %s, precision %s, batch %s per device, batches gathered on the %s",
+             experiment.name, runs.run_name(experiment), on["backend"], on["devices"], on["precision"],
+             on["batch_per_device"], on["feed"])
 
     run_file = work_dir / "mlflow_run_id"
     run_id = tracking.start_run(experiment, run_file.read_text() if run_file.exists() else None, runtime=on)
