@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -210,57 +211,49 @@ def fed(model: keras.Model, batches: ArrayBatches, recipe: Recipe, steps: int, e
     return figures
 
 
-def drained(feed: keras.utils.PyDataset, seconds: float) -> float:
-    """The feeder alone: images/s that Keras' JAX epoch iterator delivers on the device from ``feed``.
-
-    Each batch is put on the device as Keras' JAX trainer puts it (a no-op for device arrays), at
-    most two in flight; whole epochs run until ``seconds`` have passed, after one warm-up epoch.
-    """
-    import jax
-    from keras.src.backend.jax.trainer import JAXEpochIterator
-
-    iterator = JAXEpochIterator(x=feed, shuffle=False)
-
-    def epoch() -> int:
-        seen, pending = 0, deque()
-        with iterator.catch_stop_iteration():
-            for _, _, it in iterator:
-                data = jax.device_put(next(it))
-                seen += int(keras.tree.flatten(data)[0].shape[0])
-                pending.append(data)
-                if len(pending) > 2:
-                    jax.block_until_ready(pending.popleft())
-        jax.block_until_ready(list(pending))
-        return seen
-
-    epoch()
-    seen, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        seen += epoch()
-    return seen / (time.perf_counter() - start)
-
-
-def gathered(feed: DeviceBatches, seconds: float) -> float:
-    """The device feed's own rate: its batches in a plain loop, without Keras' iterator (at most two in flight)."""
+def images_arriving(epoch: Callable[[int], Iterator], seconds: float) -> float:
+    """images/s of batches arriving on the device: ``epoch(n)`` yields epoch ``n``'s batches, each waited for
+    once two newer ones are in flight (as Keras prefetches); whole epochs until ``seconds`` have passed,
+    after one warm-up epoch."""
     import jax
 
-    def epoch(number: int) -> int:
+    def run(number: int) -> int:
         seen, pending = 0, deque()
-        for index in range(len(feed)):
-            x, _ = feed.batch(number, index)
-            seen += int(x.shape[0])
-            pending.append(x)
+        for batch in epoch(number):
+            seen += int(keras.tree.flatten(batch)[0].shape[0])
+            pending.append(batch)
             if len(pending) > 2:
                 jax.block_until_ready(pending.popleft())
         jax.block_until_ready(list(pending))
         return seen
 
-    epoch(0)
+    run(0)
     seen, start, number = 0, time.perf_counter(), 1
     while time.perf_counter() - start < seconds:
-        seen += epoch(number)
+        seen += run(number)
         number += 1
     return seen / (time.perf_counter() - start)
+
+
+def drained(feed: keras.utils.PyDataset, seconds: float) -> float:
+    """The feeder alone: images/s that Keras' JAX epoch iterator delivers on the device from ``feed``, each
+    batch put on the device as Keras' JAX trainer puts it (a no-op for device arrays)."""
+    import jax
+    from keras.src.backend.jax.trainer import JAXEpochIterator
+
+    iterator = JAXEpochIterator(x=feed, shuffle=False)
+
+    def epoch(_: int) -> Iterator:  # the iterator keeps its own epoch count
+        with iterator.catch_stop_iteration():
+            for _, _, it in iterator:
+                yield jax.device_put(next(it))
+
+    return images_arriving(epoch, seconds)
+
+
+def gathered(feed: DeviceBatches, seconds: float) -> float:
+    """The device feed's own rate: its batches' images in a plain loop, without Keras' iterator."""
+    return images_arriving(lambda number: (feed.batch(number, i)[0] for i in range(len(feed))), seconds)
 
 
 def feeder_alone(batches: ArrayBatches, seconds: float) -> dict[str, float]:
