@@ -16,9 +16,9 @@ from transferbench.models import strategies
 from transferbench.models.backbones import core_of
 from transferbench.study.params import check_params
 from transferbench.study.runs import run_name, runs
-from transferbench.training.batches import ArrayBatches
+from transferbench.training.batches import ArrayBatches, class_weights
 from transferbench.training.evaluation import keras_loss, loss_definition
-from transferbench.training.fit import build_model, class_weights, compile_model, fit, schedule_callbacks
+from transferbench.training.fit import build_model, compile_model, fit, schedule_callbacks
 from transferbench.training.train import history_csv
 
 HDF5 = b"\x89HDF\r\n\x1a\n"

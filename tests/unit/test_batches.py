@@ -224,19 +224,70 @@ JAX = keras.backend.backend() == "jax"
 needs_jax = pytest.mark.skipif(not JAX, reason="the images are held on the device on JAX only")
 
 
+def test_weighted_batches_carry_the_sample_weights_keras_gives_their_classes():
+    from keras.src.trainers.data_adapters.data_adapter_utils import class_weight_to_sample_weights
+
+    targets = np.array([0, 2, 1, 2, 2, 0, 1, 2, 0])
+    class_weight = {0: 1.5, 2: 0.25}  # class 1 not named: weight 1, as in Keras
+    plain = ArrayBatches(np.zeros((9, 1, 1, 1), np.uint8), targets, 4, shuffle=True, seed=5, epoch=2)
+    weighted = plain.weighted(class_weight)
+    assert plain.weighted(None) is plain
+    assert weighted.epoch == 2 and len(weighted) == len(plain) == 3
+    for epoch in range(2):
+        for index in range(3):
+            x, y = plain.batch(epoch, index)
+            wx, wy, w = weighted.batch(epoch, index)
+            np.testing.assert_array_equal(wx, x)
+            np.testing.assert_array_equal(wy, y)
+            expected = class_weight_to_sample_weights(y, class_weight)
+            assert w.dtype == expected.dtype
+            np.testing.assert_array_equal(w, expected)
+    with pytest.raises(ValueError, match="class weights need one output; these batches have 2"):
+        feed(n_outputs=2).weighted({0: 1.0})
+
+
+def test_weighing_classes_in_the_feed_trains_the_model_keras_class_weight_trains():
+    """The weights ride in the batches in place of ``fit(class_weight=...)``: the same model, to the bit."""
+    rng = np.random.default_rng(0)
+    images, targets = rng.integers(0, 256, (30, 3, 3, 1), dtype=np.uint8), rng.integers(0, 3, 30)
+    class_weight = {0: 2.0, 1: 0.5, 2: 1.25}
+
+    def trained(data, **fit_kwargs):
+        keras.utils.set_random_seed(4)
+        model = keras.Sequential([keras.Input((3, 3, 1)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+                                  keras.layers.Dense(3, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
+        model.fit(data, epochs=2, shuffle=False, verbose=0, **fit_kwargs)
+        return [np.asarray(w) for w in model.weights]
+
+    by_keras = trained(ArrayBatches(images, targets, 8, shuffle=True, seed=1), class_weight=class_weight)
+    by_feed = trained(ArrayBatches(images, targets, 8, shuffle=True, seed=1).weighted(class_weight))
+    unweighted = trained(ArrayBatches(images, targets, 8, shuffle=True, seed=1))
+    for a, b in zip(by_keras, by_feed, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(by_keras[0], unweighted[0])  # the weights did change what was learned
+
+
 @needs_jax
-@pytest.mark.parametrize("n_outputs", [1, 2])
+@pytest.mark.parametrize("n_outputs", [1, 2, "weighted"])
 def test_device_batches_are_the_array_batches_in_the_same_order(n_outputs):
+    import jax
+
     from transferbench.training.batches import DeviceBatches
 
-    host = feed(n=23, batch=4, n_outputs=n_outputs)  # a partial last batch
+    def source() -> ArrayBatches:  # 23 images: a partial last batch
+        return feed(n=23, batch=4, n_outputs=1).weighted({10: 0.5}) if n_outputs == "weighted" else feed(n=23, batch=4,
+                                                                                           n_outputs=n_outputs)
+
+    host = source()
     image_bytes = host.images[0].nbytes
-    device = DeviceBatches(feed(n=23, batch=4, n_outputs=n_outputs), chunk_bytes=5 * image_bytes)  # 5 chunks
+    device = DeviceBatches(source(), chunk_bytes=5 * image_bytes)  # 5 chunks
     for epoch in range(3):
         assert_same([as_numpy(device.batch(epoch, i)) for i in range(len(device))],
                     [as_numpy(host.batch(epoch, i)) for i in range(len(host))])
-    assert_same(pydataset_epochs(device, 3, first=1), pydataset_epochs(feed(n=23, batch=4, n_outputs=n_outputs), 3,
-                                                                       first=1))
+    # Nothing of a batch is left on the host for Keras to send: every array of it is on the device.
+    assert all(isinstance(a, jax.Array) for a in keras.tree.flatten(device.batch(0, 0)))
+    assert_same(pydataset_epochs(device, 3, first=1), pydataset_epochs(source(), 3, first=1))
 
 
 @needs_jax
@@ -255,6 +306,8 @@ def test_device_batches_share_the_sources_epoch_and_serve_auxiliary_outputs():
     assert sorted(y) == sorted(names)
     np.testing.assert_array_equal(np.asarray(x), source.batch(5, 1)[0])
     np.testing.assert_array_equal(y["aux1"], source.batch(5, 1)[1])
+    x, y, w = TargetsPerOutput(DeviceBatches(source.weighted({3: 2.0})), Task("binary", 2), names)[1]
+    np.testing.assert_array_equal(w, source.weighted({3: 2.0}).batch(5, 1)[2])
 
 
 @needs_jax

@@ -49,11 +49,14 @@ class ArrayBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, batch_size: int, *,
-                 n_outputs: int = 1, shuffle: bool = False, seed: int = 0, epoch: int = 0, **kwargs):
+                 n_outputs: int = 1, shuffle: bool = False, seed: int = 0, epoch: int = 0,
+                 sample_weights: np.ndarray | None = None, **kwargs):
         super().__init__(**kwargs)
         if len(images) != len(targets):
             raise ValueError(f"{len(images)} images but {len(targets)} targets")
-        self.images, self.targets = images, targets
+        if sample_weights is not None and len(sample_weights) != len(images):
+            raise ValueError(f"{len(images)} images but {len(sample_weights)} sample weights")
+        self.images, self.targets, self.sample_weights = images, targets, sample_weights
         self.batch_size, self.n_outputs = batch_size, n_outputs
         self.shuffle, self.seed = shuffle, seed
         # One permutation per epoch, shared by the threads that gather batches (tf.data's map).
@@ -78,6 +81,21 @@ class ArrayBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return math.ceil(len(self.images) / self.batch_size)
 
+    def weighted(self, class_weight: dict[int, float] | None) -> ArrayBatches:
+        """These batches, each image weighed by its class as Keras' ``class_weight`` weighs it (a class not
+        named: 1): (images, targets, weights). Looked up once here rather than for every batch in Keras'
+        adapter, so the weights can travel with the targets (on the GPU with ``DeviceBatches``). None: these."""
+        if class_weight is None:
+            return self
+        if self.n_outputs != 1:
+            raise ValueError(f"class weights need one output; these batches have {self.n_outputs}")
+        classes, inverse = np.unique(np.asarray(self.targets).reshape(len(self.targets)), return_inverse=True)
+        per_class = np.array([class_weight.get(int(c), 1.0) for c in classes], dtype=keras.backend.floatx())
+        return ArrayBatches(self.images, self.targets, self.batch_size, n_outputs=self.n_outputs,
+                            shuffle=self.shuffle, seed=self.seed, epoch=self.epoch, sample_weights=per_class[inverse],
+                            workers=self.workers, use_multiprocessing=self.use_multiprocessing,
+                            max_queue_size=self.max_queue_size)
+
     def picked(self, epoch: int, index: int) -> slice | np.ndarray:
         """Which images batch ``index`` of ``epoch`` holds: a slice, or their indices in ascending order."""
         lo, hi = index * self.batch_size, min((index + 1) * self.batch_size, len(self.images))
@@ -88,9 +106,11 @@ class ArrayBatches(keras.utils.PyDataset):
         return np.sort(order[lo:hi])
 
     def batch(self, epoch: int, index: int):
-        """Batch ``index`` of ``epoch``: the same arrays whenever and on whichever thread it is asked for."""
+        """Batch ``index`` of ``epoch``: the same arrays whenever and on whichever thread it is asked for;
+        (images, targets), and their sample weights third where the batches are :meth:`weighted`."""
         picked = self.picked(epoch, index)
-        return np.asarray(self.images[picked]), self.targets_of(picked)
+        pair = np.asarray(self.images[picked]), self.targets_of(picked)
+        return pair if self.sample_weights is None else (*pair, self.sample_weights[picked])
 
     def targets_of(self, picked: slice | np.ndarray):
         """The targets of the ``picked`` images: one array, or one per output."""
@@ -148,24 +168,45 @@ def tf_dataset(feed: EpochBatches, first: int, last: int):
     return steps.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
+def class_weights(name: str, targets: np.ndarray, n_classes: int) -> dict[int, float] | None:
+    """Keras' ``class_weight`` for an experiment's ``class_weight`` setting (none: None); balanced weighs each
+    class n / (n_classes x its count), sklearn's formula, so every class adds the same to the loss."""
+    if name == "none":
+        return None
+    counts = np.bincount(np.asarray(targets).reshape(-1).astype(int), minlength=n_classes)
+    return {c: float(len(targets) / (n_classes * count)) for c, count in enumerate(counts) if count}
+
+
 class DeviceBatches(keras.utils.PyDataset):
-    """An ``ArrayBatches``' batches, their images gathered on JAX's default device from a copy of all of them
-    held there.
+    """An ``ArrayBatches``' batches gathered on JAX's default device from a copy of all its arrays held there.
 
     The host picks each batch's images as ``ArrayBatches`` does (:meth:`ArrayBatches.picked`, from
-    (seed, epoch, index)); one compiled gather on the device takes them from the copy. Targets stay
-    on the host (Keras weighs classes there): a batch moves a few hundred bytes to the device, not its
-    images. Epochs are the source's: setting or ending one here sets or ends it there.
+    (seed, epoch, index)); one compiled gather on the device takes the images, targets and any sample
+    weights from the copy. A batch moves only its indices to the device: host arrays in a batch would
+    each cost Keras a transfer per step, and that per-batch work, not the gather, limits how fast the
+    feed goes (docs/benchmarks.md, "Feeder"). Epochs are the source's: setting or ending one here sets
+    or ends it there.
     """
 
     def __init__(self, source: ArrayBatches, chunk_bytes: int = UPLOAD_CHUNK_BYTES):
         super().__init__()
         import jax
+        import jax.numpy as jnp
 
         self.source = source
         self.device = jax.devices()[0]
         self.images = upload(source.images, self.device, chunk_bytes)
-        self._take = jax.jit(lambda images, indices: images[indices])
+        with jax.default_device(self.device):  # placed, not committed: as upload() says
+            self.targets = jnp.asarray(source.targets)
+            self.weights = None if source.sample_weights is None else jnp.asarray(source.sample_weights)
+        n_outputs = source.n_outputs
+
+        def take(images, targets, weights, indices):
+            y = targets[indices]
+            pair = images[indices], tuple(y[:, k] for k in range(n_outputs)) if n_outputs > 1 else y
+            return pair if weights is None else (*pair, weights[indices])
+
+        self._take = jax.jit(take)
 
     @property
     def epoch(self) -> int:
@@ -178,10 +219,10 @@ class DeviceBatches(keras.utils.PyDataset):
         return len(self.source)
 
     def batch(self, epoch: int, index: int):
-        """Batch ``index`` of ``epoch``: the source's batch, its images a device array."""
+        """Batch ``index`` of ``epoch``: the source's batch, its arrays on the device."""
         picked = self.source.picked(epoch, index)
         indices = np.arange(picked.start, picked.stop) if isinstance(picked, slice) else picked
-        return self._take(self.images, indices.astype(np.int32)), self.source.targets_of(picked)
+        return self._take(self.images, self.targets, self.weights, indices.astype(np.int32))
 
     def __getitem__(self, index: int):
         return self.batch(self.epoch, index)

@@ -32,9 +32,9 @@ class TargetsPerOutput(keras.utils.PyDataset):
 
     def batch(self, epoch: int, index: int):
         """Batch ``index`` of ``epoch`` (ArrayBatches.batch), its targets keyed by output."""
-        x, y = self.batches.batch(epoch, index)
+        x, y, *weights = self.batches.batch(epoch, index)
         by_task = dict(zip(output_names(self.task), y if isinstance(y, (list, tuple)) else (y,), strict=True))
-        return x, {name: by_task[self.source[name]] for name in self.names}
+        return x, {name: by_task[self.source[name]] for name in self.names}, *weights
 
     def on_epoch_end(self) -> None:
         self.batches.on_epoch_end()

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from transferbench.config.experiment import Plateau, Schedule, Step
 from transferbench.core import backend
@@ -28,7 +27,7 @@ from transferbench.models.assembly import assemble_model, compile_outputs, make_
 from transferbench.models.backbones import initial_core, load_model
 from transferbench.models.heads import HeadOptions, output_names
 from transferbench.study.experiments import Experiment
-from transferbench.training.batches import ArrayBatches, device_resident, fit_input
+from transferbench.training.batches import ArrayBatches, class_weights, device_resident, fit_input
 from transferbench.training.distribution import Placement, active, portable
 from transferbench.training.feed import feed_for
 
@@ -99,15 +98,6 @@ def schedule_callbacks(schedule: Schedule, phase: strategies.Phase) -> list[kera
         return [keras.callbacks.LearningRateScheduler(
             lambda epoch, lr: step_rate(rate, factor, every, epoch - start))]
     return []
-
-
-def class_weights(name: str, targets: np.ndarray, n_classes: int) -> dict[int, float] | None:
-    """Keras' ``class_weight`` for the experiment's ``class_weight`` (none: None); balanced weighs each class
-    n / (n_classes x its count), sklearn's formula, so every class adds the same to the loss."""
-    if name == "none":
-        return None
-    counts = np.bincount(np.asarray(targets).reshape(-1).astype(int), minlength=n_classes)
-    return {c: float(len(targets) / (n_classes * count)) for c, count in enumerate(counts) if count}
 
 
 def step_rate(rate: float, factor: float, every: int, epoch: int) -> float:
@@ -227,7 +217,9 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs, a live bar in a terminal
     pipeline = backend.gpu_available()
-    # On JAX with a GPU the training images are copied there once and batches gathered on it (batches.py).
+    # Classes weighed in the feed, once (ArrayBatches.weighted), not by Keras for every batch: on JAX with a
+    # GPU the training arrays, weights included, are copied there once and batches gathered on it (batches.py).
+    train = train.weighted(class_weights(experiment.settings.class_weight, train.targets, experiment.task.n_classes))
     source = device_resident(train, placement.count)
     for phase in plan:
         if epoch >= phase.end:
@@ -263,8 +255,7 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
         # on_epoch_end), so fit's epoch e reads the batches' epoch e + 1; the pipeline reads the same.
         x, steps = fit_input(train_feed, initial_epoch=epoch + 1, epochs=phase.end + 1, pipeline=pipeline)
         model.fit(x, steps_per_epoch=steps, validation_data=fit_input(validation_feed, pipeline=pipeline)[0],
-                  epochs=phase.end, initial_epoch=epoch, callbacks=callbacks, verbose=verbose, shuffle=False,
-                  class_weight=class_weights(experiment.settings.class_weight, train.targets, task.n_classes))
+                  epochs=phase.end, initial_epoch=epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
         epoch = phase.end
     return history
 
