@@ -12,7 +12,14 @@ from it; the first epoch is a warm-up (tracing, page cache) and the best later e
 - raw: ``ArrayBatches[i]`` in a Python loop, the ceiling of slicing the memory map on one thread;
 - pydataset: ``ArrayBatches`` handed to ``fit`` as a ``PyDataset`` (one worker): the feed before
   ``fit_input``. On TensorFlow Keras wraps it in ``tf.data.Dataset.from_generator``;
-- project: what ``fit`` hands Keras now (``transferbench.training.batches.fit_input``).
+- project: what ``fit`` hands Keras now (``transferbench.training.batches.fit_input``);
+- device (JAX): ``DeviceBatches``, what ``fit`` hands Keras on JAX with a GPU: every array of the
+  split held on the device, each batch gathered there in one call (on a CPU, JAX's CPU device);
+- device-host-targets (JAX): the baseline for ``device``, its first design: images gathered on the
+  device, targets from the host and class weights by Keras for every batch.
+
+Experiments that weigh classes (``class_weight: balanced``) get their sample weights in every batch,
+as the train stage feeds them (``ArrayBatches.weighted``).
 
 On TensorFlow each step is ``next(iterator)`` inside a ``tf.function``, as Keras' train function
 takes it. On JAX each batch is put on the default device and waited for (``jax.device_put``,
@@ -46,7 +53,7 @@ from transferbench.models.backbones import MODELS  # noqa: E402
 from transferbench.models.heads import aux_output_names, output_names  # noqa: E402
 from transferbench.study.experiments import Experiment, resolve  # noqa: E402
 from transferbench.study.params import load_params  # noqa: E402
-from transferbench.training.batches import ArrayBatches, fit_input  # noqa: E402
+from transferbench.training.batches import ArrayBatches, DeviceBatches, class_weights, fit_input  # noqa: E402
 
 
 def experiment_names() -> list[str]:
@@ -81,16 +88,57 @@ def model_outputs(experiment: Experiment) -> list[str]:
     return names
 
 
-def feed(experiment: Experiment, images: np.ndarray, targets: np.ndarray,
-         workers: int = 1) -> keras.utils.PyDataset:
-    """The train split's batches as the train stage makes them, wrapped for auxiliary outputs as fit does."""
+def weights(experiment: Experiment, targets: np.ndarray) -> dict[int, float] | None:
+    return class_weights(experiment.settings.class_weight, targets, experiment.task.n_classes)
+
+
+def split_batches(experiment: Experiment, images: np.ndarray, targets: np.ndarray, workers: int = 1,
+                  weighted: bool = True) -> ArrayBatches:
+    """The train split's batches as the train stage makes them (classes weighed in them, unless not ``weighted``)."""
+    batches = ArrayBatches(images, targets, experiment.settings.batch_size, n_outputs=experiment.task.n_outputs,
+                           shuffle=True, seed=0, workers=workers)
+    return batches.weighted(weights(experiment, targets)) if weighted else batches
+
+
+def per_output(experiment: Experiment, batches: keras.utils.PyDataset) -> keras.utils.PyDataset:
+    """``batches`` wrapped for auxiliary outputs, as fit does."""
     from transferbench.training.feed import TargetsPerOutput
 
     task = experiment.task
-    batches = ArrayBatches(images, targets, experiment.settings.batch_size, n_outputs=task.n_outputs,
-                           shuffle=True, seed=0, workers=workers)
     names = model_outputs(experiment)
     return batches if len(names) == task.n_outputs else TargetsPerOutput(batches, task, names)
+
+
+def feed(experiment: Experiment, images: np.ndarray, targets: np.ndarray,
+         workers: int = 1) -> keras.utils.PyDataset:
+    """The train split's batches as fit reads them on the host."""
+    return per_output(experiment, split_batches(experiment, images, targets, workers))
+
+
+class HostTargets(keras.utils.PyDataset):
+    """The device feed's first design, kept as the ``device`` method's baseline: the images from a
+    ``DeviceBatches``, the targets from its source on the host (Keras moves them each step)."""
+
+    def __init__(self, device: DeviceBatches):
+        super().__init__()
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.device)
+
+    def batch(self, epoch: int, index: int):
+        return self.device.batch(epoch, index)[0], self.device.source.targets_of(self.device.source.picked(epoch,
+                                                                                                        index))
+
+    def __getitem__(self, index: int):
+        return self.batch(self.device.epoch, index)
+
+    @property
+    def epoch(self) -> int:
+        return self.device.epoch
+
+    def on_epoch_end(self) -> None:
+        self.device.on_epoch_end()
 
 
 def drain(iterator: EpochIterator) -> Callable[[], int]:
@@ -163,16 +211,27 @@ def drain_dataset(name: str, data: keras.utils.PyDataset) -> Callable[[], int]:
     return run
 
 
-def epoch_iterator(x, steps: int | None) -> EpochIterator:
+def epoch_iterator(x, steps: int | None, class_weight: dict[int, float] | None = None) -> EpochIterator:
     if keras.backend.backend() == "tensorflow":
         tf = backend.tensorflow()
         from keras.src.backend.tensorflow.trainer import TFEpochIterator
 
-        return TFEpochIterator(x=x, steps_per_epoch=steps, shuffle=False,
+        return TFEpochIterator(x=x, steps_per_epoch=steps, shuffle=False, class_weight=class_weight,
                                distribute_strategy=tf.distribute.get_strategy())
     from keras.src.backend.jax.trainer import JAXEpochIterator
 
-    return JAXEpochIterator(x=x, steps_per_epoch=steps, shuffle=False)
+    return JAXEpochIterator(x=x, steps_per_epoch=steps, shuffle=False, class_weight=class_weight)
+
+
+def device_method(name: str, experiment: Experiment, images: np.ndarray, targets: np.ndarray) -> Callable[[], int]:
+    """JAX only: one epoch of the device feed (``device``) or of its baseline (``device-host-targets``)."""
+    if keras.backend.backend() != "jax":
+        raise SystemExit(f"--methods {name} reads batches held by JAX; the backend is {keras.backend.backend()}")
+    if name == "device":
+        return drain(epoch_iterator(per_output(experiment, DeviceBatches(split_batches(experiment, images, targets))),
+                                    None))
+    baseline = HostTargets(DeviceBatches(split_batches(experiment, images, targets, weighted=False)))
+    return drain(epoch_iterator(per_output(experiment, baseline), None, weights(experiment, targets)))
 
 
 def method(name: str, data: keras.utils.PyDataset, threaded: keras.utils.PyDataset) -> Callable[[], int]:
@@ -240,7 +299,8 @@ def rows(names: list[str], methods: list[str], megabytes: float, epochs: int, gp
             images, targets = make_split(experiment, megabytes, Path(tmp))
             data = feed(experiment, images, targets)
             threaded = feed(experiment, images, targets, workers=workers)
-            rates = interleaved({m: method(m, data, threaded) for m in methods}, epochs)
+            rates = interleaved({m: device_method(m, experiment, images, targets) if m.startswith("device")
+                                 else method(m, data, threaded) for m in methods}, epochs)
             # The first round is a warm-up; each method keeps its best wall rate and its least CPU.
             best = {m: max(r[0] for r in rates[m][1:]) for m in methods}
             cpu = {m: min(r[1] for r in rates[m][1:]) for m in methods}
@@ -262,7 +322,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", nargs="*", default=None, help="default: every experiment in params.yaml")
     parser.add_argument("--methods", nargs="*", default=["raw", "pydataset", "project"],
-                        choices=["raw", "pydataset", "project", "workers", "generator-direct", "pipeline-direct"])
+                        choices=["raw", "pydataset", "project", "workers", "generator-direct", "pipeline-direct",
+                                 "device", "device-host-targets"])
     parser.add_argument("--workers", type=int, default=4, help="Keras' thread workers of the `workers` method")
     parser.add_argument("--megabytes", type=float, default=256.0, help="size of each synthetic split")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per method; the first is a warm-up")

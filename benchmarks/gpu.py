@@ -58,7 +58,7 @@ from transferbench.data.task import Task  # noqa: E402
 from transferbench.models.assembly import assemble_model, compile_outputs, make_optimizer  # noqa: E402
 from transferbench.models.backbones import MODELS, build_core  # noqa: E402
 from transferbench.models.heads import HeadOptions  # noqa: E402
-from transferbench.training.batches import ArrayBatches, DeviceBatches, fit_input  # noqa: E402
+from transferbench.training.batches import ArrayBatches, DeviceBatches, class_weights, fit_input  # noqa: E402
 from transferbench.training.feed import feed_for  # noqa: E402
 
 PRECISIONS = ("float32", "mixed_float16")  # mixed_float16: what the train stage sets on a GPU
@@ -85,6 +85,7 @@ class Recipe:
     epochs: int
     train_images: int  # the seeds' training split (pets: seed 000's counts; ours may differ a little)
     runs: int  # arms x seeds: every run trains the whole recipe
+    class_weight: str = "none"  # balanced: each batch carries sample weights, as the train stage feeds them
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -93,7 +94,7 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "pets": Recipe("xception", 100, 100, Task("multiclass", 3), "max", "dense", 0, 0.0, "flip", "adam", 0.001,
-                   16, 30, 248_468, 3),
+                   16, 30, 248_468, 3, "balanced"),
     "captcha": Recipe("xception", 80, 160, Task("multihead", 36, 6), "max", "dense", 0, 0.0, "none", "adam", 0.001,
                       16, 30, 200_000, 3),
     "dogs_vs_cats": Recipe("vgg16", 224, 224, Task("binary", 2), "flatten", "dense", 256, 0.6, "none", "sgd", 0.0001,
@@ -173,13 +174,12 @@ def build(recipe: Recipe, precision: str) -> keras.Model:
 def on_device(feed: keras.utils.PyDataset):
     """One batch of ``feed`` as the backend's tensors; on TensorFlow a repeating dataset of it (a PyDataset
     goes through a Python generator there, which would copy it from the host every step)."""
-    x, y = feed[0]
-    x, y = keras.tree.map_structure(keras.ops.convert_to_tensor, (x, y))
+    batch = keras.tree.map_structure(keras.ops.convert_to_tensor, tuple(feed[0]))
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        return tf.data.Dataset.from_tensors((x, y)).repeat()
-    return SameBatch((x, y), len(feed))
+        return tf.data.Dataset.from_tensors(batch).repeat()
+    return SameBatch(batch, len(feed))
 
 
 def jax_backend() -> bool:
@@ -279,8 +279,11 @@ def measure(name: str, recipe: Recipe, steps: int, epochs: int, folder: Path, re
     batch = recipe.batch_size
     images, targets = random_data(recipe, steps * batch, folder)
 
+    weights = class_weights(recipe.class_weight, targets, recipe.task.n_classes)
+
     def batches() -> ArrayBatches:
-        return ArrayBatches(images, targets, batch, n_outputs=recipe.task.n_outputs, shuffle=True, seed=0)
+        return ArrayBatches(images, targets, batch, n_outputs=recipe.task.n_outputs, shuffle=True,
+                            seed=0).weighted(weights)
 
     figures: dict[str, dict[str, float]] = {}
     macs = 0

@@ -61,7 +61,7 @@ def recipe_from_params(params: Params, name: str) -> gpu.Recipe:
         head_units=section.head_units, head_dropout=section.head_dropout, augment=section.augment,
         optimizer=section.optimizer, learning_rate=section.learning_rate, batch_size=section.batch_size,
         epochs=section.epochs, train_images=TRAIN_IMAGES[section.dataset](params),
-        runs=len(params.arms(name)) * params.seeds)
+        runs=len(params.arms(name)) * params.seeds, class_weight=section.class_weight)
 
 
 def test_the_recipe_table_is_params_yaml():
