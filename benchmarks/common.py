@@ -49,7 +49,6 @@ A100_RESNET50 = 2375.0
 H100_OVER_A100 = 2.0
 
 
-
 def best_of_rounds(methods: dict[str, Callable[[], Timing]],
                    repeat: int) -> tuple[list[dict[str, Timing]], dict[str, Timing]]:
     """Every round runs each method once, in turn; each method keeps its fastest round.

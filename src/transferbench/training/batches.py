@@ -6,9 +6,10 @@ batches arrive in the same order whichever way they are read:
 
 - on TensorFlow, :func:`fit_input` turns it into a ``tf.data`` pipeline (index -> parallel gather ->
   prefetch) in place of Keras' ``from_generator`` on one Python thread;
-- on JAX, :func:`device_resident` copies the images to the GPU once and :class:`DeviceBatches` gathers
-  each batch there: only its indices and targets cross from the host per step, where the host feed's
-  one Python thread copying whole images cannot keep a GPU busy (docs/benchmarks.md, "Feeder").
+- on JAX, :func:`device_resident` copies the images, targets and any class weights to the GPU once and
+  :class:`DeviceBatches` gathers each batch there: only its indices cross from the host per step, where
+  the host feed's one Python thread copying whole images cannot keep a GPU busy (docs/benchmarks.md,
+  "Feeder").
 """
 
 from __future__ import annotations
