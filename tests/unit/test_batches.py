@@ -268,9 +268,22 @@ def test_weighing_classes_in_the_feed_trains_the_model_keras_class_weight_trains
     assert not np.array_equal(by_keras[0], unweighted[0])  # the weights did change what was learned
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_rows_pick_the_full_batches_images_as_picked_does(shuffle):
+    data = ArrayBatches(np.zeros((23, 1, 1, 1), np.uint8), np.zeros(23), 4, shuffle=shuffle, seed=2)
+    for epoch in range(2):
+        rows = data.rows(epoch, 1, 4)
+        assert rows.shape == (4, 4)
+        for k, row in enumerate(rows):
+            np.testing.assert_array_equal(row, np.arange(23)[data.picked(epoch, 1 + k)])
+    with pytest.raises(ValueError, match="batches 4 to 6 of 23 images by 4: only full batches, 0 to 5"):
+        data.rows(0, 4, 2)  # batch 5 is the short one
+
+
 @needs_jax
+@pytest.mark.parametrize("group", [1, 2, 4, None])
 @pytest.mark.parametrize("n_outputs", [1, 2, "weighted"])
-def test_device_batches_are_the_array_batches_in_the_same_order(n_outputs):
+def test_device_batches_are_the_array_batches_in_the_same_order(n_outputs, group):
     import jax
 
     from transferbench.training.batches import DeviceBatches
@@ -281,13 +294,37 @@ def test_device_batches_are_the_array_batches_in_the_same_order(n_outputs):
 
     host = source()
     image_bytes = host.images[0].nbytes
-    device = DeviceBatches(source(), chunk_bytes=5 * image_bytes)  # 5 chunks
+    device = DeviceBatches(source(), chunk_bytes=5 * image_bytes, group=group)  # 5 chunks
+    # At most ``group`` a call (64 by default), in as few calls as that allows, as even as can be: the 5
+    # full batches of an epoch in 5 calls of 1, 3 of 2 (the last padded), 2 of 3 rather than 4 and 1, 1 of 5.
+    assert device.group == {1: 1, 2: 2, 4: 3, None: 5}[group]
     for epoch in range(3):
         assert_same([as_numpy(device.batch(epoch, i)) for i in range(len(device))],
                     [as_numpy(host.batch(epoch, i)) for i in range(len(host))])
+    # Asked for out of order, across epochs and groups: still each (epoch, index)'s own batch.
+    asked = [(1, 4), (0, 0), (1, 3), (1, 5), (2, 1), (0, 4), (2, 0)]
+    assert_same([as_numpy(device.batch(e, i)) for e, i in asked], [as_numpy(host.batch(e, i)) for e, i in asked])
     # Nothing of a batch is left on the host for Keras to send: every array of it is on the device.
     assert all(isinstance(a, jax.Array) for a in keras.tree.flatten(device.batch(0, 0)))
     assert_same(pydataset_epochs(device, 3, first=1), pydataset_epochs(source(), 3, first=1))
+
+
+@needs_jax
+def test_a_gathered_group_stays_within_its_bytes(monkeypatch):
+    from transferbench.training.batches import DeviceBatches
+
+    source = feed(n=40, batch=2)  # 12 bytes an image, 24 a batch, 20 full batches
+    assert DeviceBatches(source).group == 20
+    assert DeviceBatches(source, group=3).group == 3
+    monkeypatch.setattr(batches_module, "GROUP_BYTES", 24 * 7 + 23)  # room for 7: 20 in 3 calls of 7
+    assert DeviceBatches(source).group == 7
+    monkeypatch.setattr(batches_module, "GROUP_BYTES", 24 * 8)  # room for 8: still 3 calls, so 7 each
+    assert DeviceBatches(source).group == 7
+    monkeypatch.setattr(batches_module, "GROUP_BYTES", 1)  # a batch larger than the bound: one at a time
+    device = DeviceBatches(source)
+    assert device.group == 1
+    assert_same([as_numpy(device.batch(1, i)) for i in range(len(device))],
+                [as_numpy(source.batch(1, i)) for i in range(len(source))])
 
 
 @needs_jax
@@ -321,7 +358,10 @@ def test_the_images_go_to_the_gpu_only_with_one_jax_gpu_and_room_for_them(monkey
     assert device_resident(data) is data  # no GPU: the CPU reads the memory map itself
     monkeypatch.setattr(backend, "gpu_available", lambda: True)
     monkeypatch.setattr(batches_module, "device_memory", lambda device: int(size / RESIDENT_SHARE) + 1)
-    assert isinstance(device_resident(data), DeviceBatches)
+    with caplog.at_level("INFO"):
+        assert isinstance(device_resident(data), DeviceBatches)
+    assert "; 10 batches gathered a call" in caplog.text  # 40 images by 4: every batch of an epoch at once
+    caplog.clear()
     assert device_resident(data, devices=2) is data  # data parallel splits each batch over the devices
     with caplog.at_level("INFO"):
         monkeypatch.setattr(batches_module, "device_memory", lambda device: int(size / RESIDENT_SHARE) - 1)

@@ -7,9 +7,9 @@ batches arrive in the same order whichever way they are read:
 - on TensorFlow, :func:`fit_input` turns it into a ``tf.data`` pipeline (index -> parallel gather ->
   prefetch) in place of Keras' ``from_generator`` on one Python thread;
 - on JAX, :func:`device_resident` copies the images, targets and any class weights to the GPU once and
-  :class:`DeviceBatches` gathers each batch there: only its indices cross from the host per step, where
-  the host feed's one Python thread copying whole images cannot keep a GPU busy (docs/benchmarks.md,
-  "Feeder").
+  :class:`DeviceBatches` gathers the batches there, many in one call: only their indices cross from the
+  host, where the host feed's one Python thread copying whole images cannot keep a GPU busy
+  (docs/benchmarks.md, "Feeder").
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 # 7.4 GB of pets) on a 40 GB GPU and leaves GoogLeNet's batch of 256 at 224x224 its room.
 RESIDENT_SHARE = 1 / 3
 UPLOAD_CHUNK_BYTES = 256 * 2**20  # read from the memory map and sent to the GPU this much at a time
+# DeviceBatches gathers this many batches in one call (fewer where they would pass GROUP_BYTES): each call
+# costs the host a dispatch, a transfer of the indices and a wait for the device, whatever it gathers,
+# and that, not the gather, sets the device feed's pace (docs/benchmarks.md, "Feeder"). The group held
+# on the device at once stays within GROUP_BYTES.
+MAX_GROUP = 64
+GROUP_BYTES = 64 * 2**20
 
 
 class EpochBatches(Protocol):
@@ -105,6 +111,17 @@ class ArrayBatches(keras.utils.PyDataset):
             return slice(lo, hi)
         # Sorted indices read the memory map front to back, which is much faster than random order.
         return np.sort(order[lo:hi])
+
+    def rows(self, epoch: int, first: int, count: int) -> np.ndarray:
+        """Which images the full batches ``first`` to ``first + count`` of ``epoch`` hold, a row each, in
+        ascending order: what :meth:`picked` picks for each, all at once."""
+        lo, hi = first * self.batch_size, (first + count) * self.batch_size
+        if first < 0 or count < 1 or hi > len(self.images):
+            raise ValueError(f"batches {first} to {first + count} of {len(self.images)} images by "
+                             f"{self.batch_size}: only full batches, 0 to {len(self.images) // self.batch_size}")
+        order = self.order(epoch)
+        chosen = np.arange(lo, hi) if order is None else order[lo:hi]
+        return np.sort(chosen.reshape(count, self.batch_size), axis=1)
 
     def batch(self, epoch: int, index: int):
         """Batch ``index`` of ``epoch``: the same arrays whenever and on whichever thread it is asked for;
@@ -181,15 +198,16 @@ def class_weights(name: str, targets: np.ndarray, n_classes: int) -> dict[int, f
 class DeviceBatches(keras.utils.PyDataset):
     """An ``ArrayBatches``' batches gathered on JAX's default device from a copy of all its arrays held there.
 
-    The host picks each batch's images as ``ArrayBatches`` does (:meth:`ArrayBatches.picked`, from
-    (seed, epoch, index)); one compiled gather on the device takes the images, targets and any sample
-    weights from the copy. A batch moves only its indices to the device: host arrays in a batch would
-    each cost Keras a transfer per step, and that per-batch work, not the gather, limits how fast the
-    feed goes (docs/benchmarks.md, "Feeder"). Epochs are the source's: setting or ending one here sets
-    or ends it there.
+    The host picks each batch's images as ``ArrayBatches`` does (:meth:`ArrayBatches.rows`, from
+    (seed, epoch, index)); one compiled call on the device gathers the images, targets and any sample
+    weights of ``group`` batches from the copy, and hands them out one by one. A call moves only
+    indices to the device: host arrays in a batch would each cost Keras a transfer per step, and a call
+    costs the host about the same whether it gathers one batch or many; that per-call work, not the
+    gather, limits how fast the feed goes (docs/benchmarks.md, "Feeder"). The short last batch of an
+    epoch is gathered alone. Epochs are the source's: setting or ending one here sets or ends it there.
     """
 
-    def __init__(self, source: ArrayBatches, chunk_bytes: int = UPLOAD_CHUNK_BYTES):
+    def __init__(self, source: ArrayBatches, chunk_bytes: int = UPLOAD_CHUNK_BYTES, group: int | None = None):
         super().__init__()
         import jax
         import jax.numpy as jnp
@@ -200,6 +218,13 @@ class DeviceBatches(keras.utils.PyDataset):
         with jax.default_device(self.device):  # placed, not committed: as upload() says
             self.targets = jnp.asarray(source.targets)
             self.weights = None if source.sample_weights is None else jnp.asarray(source.sample_weights)
+        batch_bytes = source.batch_size * max(1, int(np.prod(source.images.shape[1:])) * source.images.dtype.itemsize)
+        self.full = len(source.images) // source.batch_size  # full batches an epoch; the groups are of these
+        # As many calls an epoch as the bound needs, the groups as even as can be: an epoch's last group
+        # is padded to the others' size (one compiled shape), and even groups pad the least.
+        calls = math.ceil(self.full / max(1, min(group or MAX_GROUP, GROUP_BYTES // batch_bytes)))
+        self.group = max(1, math.ceil(self.full / max(1, calls)))
+        self._held: tuple[tuple[int, int], tuple] | None = None  # ((epoch, first batch), the group's batches)
         n_outputs = source.n_outputs
 
         def take(images, targets, weights, indices):
@@ -207,7 +232,11 @@ class DeviceBatches(keras.utils.PyDataset):
             pair = images[indices], tuple(y[:, k] for k in range(n_outputs)) if n_outputs > 1 else y
             return pair if weights is None else (*pair, weights[indices])
 
+        def take_rows(images, targets, weights, rows):  # rows: (group, batch); a batch per row
+            return tuple(take(images, targets, weights, rows[k]) for k in range(rows.shape[0]))
+
         self._take = jax.jit(take)
+        self._take_rows = jax.jit(take_rows)
 
     @property
     def epoch(self) -> int:
@@ -221,14 +250,27 @@ class DeviceBatches(keras.utils.PyDataset):
 
     def batch(self, epoch: int, index: int):
         """Batch ``index`` of ``epoch``: the source's batch, its arrays on the device."""
-        picked = self.source.picked(epoch, index)
-        indices = np.arange(picked.start, picked.stop) if isinstance(picked, slice) else picked
-        return self._take(self.images, self.targets, self.weights, indices.astype(np.int32))
+        if index >= self.full:  # the short last batch: a shape of its own
+            picked = self.source.picked(epoch, index)
+            indices = np.arange(picked.start, picked.stop) if isinstance(picked, slice) else picked
+            return self._take(self.images, self.targets, self.weights, indices.astype(np.int32))
+        first = index - index % self.group
+        held = self._held
+        if held is None or held[0] != (epoch, first):
+            count = min(self.group, self.full - first)
+            rows = self.source.rows(epoch, first, count)
+            # An epoch's last group may be short: padded with its first row, so every call has one shape
+            # and compiles once; the padding's batches are dropped.
+            rows = np.concatenate([rows, np.repeat(rows[:1], self.group - count, axis=0)])
+            held = (epoch, first), self._take_rows(self.images, self.targets, self.weights, rows.astype(np.int32))
+            self._held = held
+        return held[1][index - first]
 
     def __getitem__(self, index: int):
         return self.batch(self.epoch, index)
 
     def on_epoch_end(self) -> None:
+        self._held = None  # the device memory of the epoch's last group
         self.source.on_epoch_end()
 
 
@@ -296,6 +338,6 @@ def device_resident(batches: ArrayBatches, devices: int = 1) -> keras.utils.PyDa
     device = jax.devices()[0]
     start = time.perf_counter()
     resident = DeviceBatches(batches)
-    log.info("training images held on %s: %.2f GB of its %.1f GB, copied in %.1f s", device, size / 1e9,
-             (device_memory(device) or 0) / 1e9, time.perf_counter() - start)
+    log.info("training images held on %s: %.2f GB of its %.1f GB, copied in %.1f s; %d batches gathered a call",
+             device, size / 1e9, (device_memory(device) or 0) / 1e9, time.perf_counter() - start, resident.group)
     return resident
