@@ -14,9 +14,16 @@ from it; the first epoch is a warm-up (tracing, page cache) and the best later e
   ``fit_input``. On TensorFlow Keras wraps it in ``tf.data.Dataset.from_generator``;
 - project: what ``fit`` hands Keras now (``transferbench.training.batches.fit_input``);
 - device (JAX): ``DeviceBatches``, what ``fit`` hands Keras on JAX with a GPU: every array of the
-  split held on the device, each batch gathered there in one call (on a CPU, JAX's CPU device);
-- device-host-targets (JAX): the baseline for ``device``, its first design: images gathered on the
-  device, targets from the host and class weights by Keras for every batch.
+  split held on the device, many batches gathered there in one call (on a CPU, JAX's CPU device);
+- device-per-batch (JAX): the same, one batch a call, as before the device feed gathered groups;
+- device-host-targets (JAX): the device feed's first design: images gathered on the device, targets
+  from the host and class weights by Keras for every batch;
+- device-same-batch (JAX): one batch already on the device, handed over for every step: Keras'
+  iterator's own work per batch, the most any feed can deliver through it.
+
+``--image-side`` shrinks every image (the batch, targets and weights stay the experiment's): the
+device's gather then has almost nothing to copy, as on a GPU, where it takes microseconds, and what is
+left is the host's work per batch, which sets the device feed's pace on a GPU.
 
 Experiments that weigh classes (``class_weight: balanced``) get their sample weights in every batch,
 as the train stage feeds them (``ArrayBatches.weighted``).
@@ -48,6 +55,7 @@ from keras.src.trainers.epoch_iterator import EpochIterator  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from benchmarks.common import A100_RESNET50, H100_OVER_A100, macs_per_image  # noqa: E402
+from benchmarks.gpu import SameBatch  # noqa: E402
 from transferbench.core import backend  # noqa: E402
 from transferbench.models.backbones import MODELS  # noqa: E402
 from transferbench.models.heads import aux_output_names, output_names  # noqa: E402
@@ -60,11 +68,15 @@ def experiment_names() -> list[str]:
     return list(load_params().experiments)
 
 
-def make_split(experiment: Experiment, megabytes: float, folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A memory-mapped uint8 images.npy of the experiment's shape (at least 32 batches) and its targets."""
+def make_split(experiment: Experiment, megabytes: float, folder: Path,
+               side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A memory-mapped uint8 images.npy of the experiment's shape (``side`` x ``side`` where given; 32 to
+    1,000 batches) and its targets."""
     batch, shape = experiment.settings.batch_size, experiment.image_shape
+    if side is not None:
+        shape = (side, side, shape[2])
     per_image = int(np.prod(shape))
-    n = max(32 * batch, int(megabytes * 2**20 // per_image) // batch * batch)
+    n = max(32 * batch, min(1000 * batch, int(megabytes * 2**20 // per_image) // batch * batch))
     path = folder / f"{experiment.name}.npy"
     images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, *shape))
     rng = np.random.default_rng(0)
@@ -224,13 +236,16 @@ def epoch_iterator(x, steps: int | None, class_weight: dict[int, float] | None =
 
 
 def device_method(name: str, experiment: Experiment, images: np.ndarray, targets: np.ndarray) -> Callable[[], int]:
-    """JAX only: one epoch of the device feed (``device``) or of its baseline (``device-host-targets``)."""
+    """JAX only: one epoch of the device feed (``device``) or of an earlier design of it."""
     if keras.backend.backend() != "jax":
         raise SystemExit(f"--methods {name} reads batches held by JAX; the backend is {keras.backend.backend()}")
-    if name == "device":
-        return drain(epoch_iterator(per_output(experiment, DeviceBatches(split_batches(experiment, images, targets))),
-                                    None))
-    baseline = HostTargets(DeviceBatches(split_batches(experiment, images, targets, weighted=False)))
+    if name in ("device", "device-per-batch"):
+        device = DeviceBatches(split_batches(experiment, images, targets), group=1 if name.endswith("batch") else None)
+        return drain(epoch_iterator(per_output(experiment, device), None))
+    if name == "device-same-batch":
+        held = per_output(experiment, DeviceBatches(split_batches(experiment, images, targets)))
+        return drain(epoch_iterator(SameBatch(held[0], len(held)), None))
+    baseline = HostTargets(DeviceBatches(split_batches(experiment, images, targets, weighted=False), group=1))
     return drain(epoch_iterator(per_output(experiment, baseline), None, weights(experiment, targets)))
 
 
@@ -288,7 +303,7 @@ def gpu_images_per_second(experiment: Experiment, resnet50_macs: int) -> tuple[f
 
 
 def rows(names: list[str], methods: list[str], megabytes: float, epochs: int, gpu: bool,
-         workers: int) -> Iterator[str]:
+         workers: int, side: int | None = None) -> Iterator[str]:
     params = load_params()
     resnet50 = macs_per_image(keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3))) if gpu else 0
     if gpu:
@@ -296,7 +311,7 @@ def rows(names: list[str], methods: list[str], megabytes: float, epochs: int, gp
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             experiment = resolve(params, name)
-            images, targets = make_split(experiment, megabytes, Path(tmp))
+            images, targets = make_split(experiment, megabytes, Path(tmp), side)
             data = feed(experiment, images, targets)
             threaded = feed(experiment, images, targets, workers=workers)
             rates = interleaved({m: device_method(m, experiment, images, targets) if m.startswith("device")
@@ -304,7 +319,7 @@ def rows(names: list[str], methods: list[str], megabytes: float, epochs: int, gp
             # The first round is a warm-up; each method keeps its best wall rate and its least CPU.
             best = {m: max(r[0] for r in rates[m][1:]) for m in methods}
             cpu = {m: min(r[1] for r in rates[m][1:]) for m in methods}
-            h, w, _ = experiment.image_shape
+            h, w = images.shape[1:3]
             cells = [name, f"{w}x{h}", str(experiment.settings.batch_size), f"{len(images):,}"]
             if gpu:
                 assumed, macs = gpu_images_per_second(experiment, resnet50)
@@ -323,14 +338,19 @@ def main() -> None:
     parser.add_argument("--experiments", nargs="*", default=None, help="default: every experiment in params.yaml")
     parser.add_argument("--methods", nargs="*", default=["raw", "pydataset", "project"],
                         choices=["raw", "pydataset", "project", "workers", "generator-direct", "pipeline-direct",
-                                 "device", "device-host-targets"])
+                                 "device", "device-per-batch", "device-host-targets", "device-same-batch"])
     parser.add_argument("--workers", type=int, default=4, help="Keras' thread workers of the `workers` method")
-    parser.add_argument("--megabytes", type=float, default=256.0, help="size of each synthetic split")
+    parser.add_argument("--megabytes", type=float, default=256.0,
+                        help="size of each synthetic split (32 to 1,000 batches)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per method; the first is a warm-up")
     parser.add_argument("--no-gpu-estimate", action="store_true", help="skip building the models to count FLOPs")
+    parser.add_argument("--image-side", type=int, default=None,
+                        help="images this many pixels a side, not the experiment's: the host's work per batch")
     args = parser.parse_args()
     if args.epochs < 2:
         raise SystemExit(f"--epochs must be at least 2 (the first is a warm-up), got {args.epochs}")
+    if args.image_side is not None and args.image_side < 1:
+        raise SystemExit(f"--image-side must be at least 1 pixel, got {args.image_side}")
     names = args.experiments or experiment_names()
     gpu = not args.no_gpu_estimate
     print(common.machine(f"Keras {keras.__version__}", f"backend {keras.backend.backend()}"))
@@ -344,7 +364,7 @@ def main() -> None:
     header.append("every epoch")
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for row in rows(names, args.methods, args.megabytes, args.epochs, gpu, args.workers):
+    for row in rows(names, args.methods, args.megabytes, args.epochs, gpu, args.workers, args.image_side):
         print(row, flush=True)
 
 

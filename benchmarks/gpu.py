@@ -14,13 +14,14 @@ warm-up epoch (which compiles the train step), fed three ways:
 - host: the train stage's ``ArrayBatches`` over a memory-mapped uint8 ``images.npy`` (shuffled,
   sorted reads; the file in the page cache, as prepared data of this size is), as ``fit_input`` hands
   it to Keras: a ``PyDataset`` on JAX, a ``tf.data`` pipeline on TensorFlow;
-- device (JAX): ``DeviceBatches``, the images copied to the device once and each batch gathered there,
-  what the train stage feeds on JAX with a GPU.
+- device (JAX): ``DeviceBatches``, the images copied to the device once and the batches gathered there,
+  many in one call, what the train stage feeds on JAX with a GPU.
 
 Then the feeder alone, no model: images per second that Keras' JAX epoch iterator delivers on the
 device from the host and the device feeds (each batch put on the device, at most two in flight, as
 Keras prefetches), against ten times the mixed-precision ceiling, and against ten times an H100's
-rate assumed from ResNet-50's (benchmarks.common: scaled by multiply-adds per image).
+rate assumed from ResNet-50's (benchmarks.common: scaled by multiply-adds per image); beside them the
+device feed gathering one batch a call (its design before it gathered groups), the baseline.
 
 From the train stage's feed at mixed precision (device on JAX, host on TensorFlow) it projects the
 wall time of the seeds' ``dvc repro`` on one GPU: training images x epochs x runs (arms x seeds) /
@@ -258,11 +259,13 @@ def gathered(feed: DeviceBatches, seconds: float) -> float:
 
 def feeder_alone(batches: ArrayBatches, seconds: float) -> dict[str, float]:
     """images/s from the host and device feeds with no model (JAX: Keras' TensorFlow iterator is another path);
+    ``device_per_batch``: the device feed gathering one batch a call, as it did before it gathered groups;
     ``device_own``: the device feed without Keras' iterator, what the feed itself costs per batch."""
     if not jax_backend():
         return {}
     device = DeviceBatches(batches)
     return {"host": drained(batches, seconds), "device": drained(device, seconds),
+            "device_per_batch": drained(DeviceBatches(batches, group=1), seconds),
             "device_own": gathered(device, seconds)}
 
 
@@ -357,8 +360,9 @@ def table(rows: list[dict]) -> str:
 def feeder_table(rows: list[dict]) -> str:
     """The feeder alone against ten times what the GPU consumed (mixed ceiling) and an H100's assumed rate."""
     lines = ["| experiment | input, batch | GPU consumes (mixed ceiling) | assumed H100 (G MACs) | host feeder alone "
-             "| device feeder alone | device / 10x consumed | device / 10x assumed H100 | device feed, own loop |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| device feeder alone | device / 10x consumed | device / 10x assumed H100 | device feed, own loop "
+             "| device feeder, a batch a call |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         consumed, alone = r["images_per_second"]["mixed_float16"]["ceiling"], r["feeder_alone"]
         device = alone.get("device")
@@ -366,7 +370,8 @@ def feeder_table(rows: list[dict]) -> str:
                                                         f"{device / (10 * r['assumed_h100']):.1f}")
         lines.append(f"| {r['experiment']} | {r['height']}x{r['width']}, {r['batch_size']} | {rate(consumed)} "
                      f"| {rate(r['assumed_h100'])} ({r['macs_per_image'] / 1e9:.2f}) | {cell(alone, 'host')} "
-                     f"| {cell(alone, 'device')} | {ratios[0]} | {ratios[1]} | {cell(alone, 'device_own')} |")
+                     f"| {cell(alone, 'device')} | {ratios[0]} | {ratios[1]} | {cell(alone, 'device_own')} "
+                     f"| {cell(alone, 'device_per_batch')} |")
     return "\n".join(lines)
 
 

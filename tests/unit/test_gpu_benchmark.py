@@ -125,6 +125,12 @@ def test_a_tiny_run_on_cpu_prints_the_table_and_writes_the_json(tmp_path):
     rate = experiment["images_per_second"]["mixed_float16"][experiment["stage_feed"]]
     assert experiment["projected_seconds"] == pytest.approx(experiment["training_images"] / rate)
     assert "| cats_and_dogs_filtered_cnn | 32x32, 2 |" in done.stdout  # the feeder-alone table
+    alone = experiment["feeder_alone"]
+    if os.environ.get("KERAS_BACKEND") == "jax":
+        assert sorted(alone) == ["device", "device_own", "device_per_batch", "host"]
+        assert all(value > 0 for value in alone.values())
+    else:
+        assert alone == {}  # Keras' TensorFlow iterator is another path
 
 
 def test_saved_figures_print_as_the_tables_in_docs():
