@@ -128,8 +128,8 @@ def feed(experiment: Experiment, images: np.ndarray, targets: np.ndarray,
 
 
 class HostTargets(keras.utils.PyDataset):
-    """The device feed's first design, kept as the ``device`` method's baseline: the images from a
-    ``DeviceBatches``, the targets from its source on the host (Keras moves them each step)."""
+    """The device feed's first design (``device-host-targets``): the images from a ``DeviceBatches``
+    gathering one batch a call, the targets from its source on the host (Keras moves them each step)."""
 
     def __init__(self, device: DeviceBatches):
         super().__init__()
@@ -240,7 +240,8 @@ def device_method(name: str, experiment: Experiment, images: np.ndarray, targets
     if keras.backend.backend() != "jax":
         raise SystemExit(f"--methods {name} reads batches held by JAX; the backend is {keras.backend.backend()}")
     if name in ("device", "device-per-batch"):
-        device = DeviceBatches(split_batches(experiment, images, targets), group=1 if name.endswith("batch") else None)
+        one_a_call = name == "device-per-batch"
+        device = DeviceBatches(split_batches(experiment, images, targets), group=1 if one_a_call else None)
         return drain(epoch_iterator(per_output(experiment, device), None))
     if name == "device-same-batch":
         held = per_output(experiment, DeviceBatches(split_batches(experiment, images, targets)))

@@ -218,7 +218,7 @@ class DeviceBatches(keras.utils.PyDataset):
         with jax.default_device(self.device):  # placed, not committed: as upload() says
             self.targets = jnp.asarray(source.targets)
             self.weights = None if source.sample_weights is None else jnp.asarray(source.sample_weights)
-        batch_bytes = source.batch_size * max(1, int(np.prod(source.images.shape[1:])) * source.images.dtype.itemsize)
+        batch_bytes = max(1, source.batch_size * math.prod(source.images.shape[1:]) * source.images.dtype.itemsize)
         self.full = len(source.images) // source.batch_size  # full batches an epoch; the groups are of these
         # As many calls an epoch as the bound needs, the groups as even as can be: an epoch's last group
         # is padded to the others' size (one compiled shape), and even groups pad the least.
@@ -232,11 +232,10 @@ class DeviceBatches(keras.utils.PyDataset):
             pair = images[indices], tuple(y[:, k] for k in range(n_outputs)) if n_outputs > 1 else y
             return pair if weights is None else (*pair, weights[indices])
 
-        def take_rows(images, targets, weights, rows):  # rows: (group, batch); a batch per row
+        def take_rows(images, targets, weights, rows):  # rows: (batches, batch size); a batch per row
             return tuple(take(images, targets, weights, rows[k]) for k in range(rows.shape[0]))
 
-        self._take = jax.jit(take)
-        self._take_rows = jax.jit(take_rows)
+        self._take = jax.jit(take_rows)
 
     @property
     def epoch(self) -> int:
@@ -253,7 +252,7 @@ class DeviceBatches(keras.utils.PyDataset):
         if index >= self.full:  # the short last batch: a shape of its own
             picked = self.source.picked(epoch, index)
             indices = np.arange(picked.start, picked.stop) if isinstance(picked, slice) else picked
-            return self._take(self.images, self.targets, self.weights, indices.astype(np.int32))
+            return self._take(self.images, self.targets, self.weights, indices[None].astype(np.int32))[0]
         first = index - index % self.group
         held = self._held
         if held is None or held[0] != (epoch, first):
@@ -262,7 +261,7 @@ class DeviceBatches(keras.utils.PyDataset):
             # An epoch's last group may be short: padded with its first row, so every call has one shape
             # and compiles once; the padding's batches are dropped.
             rows = np.concatenate([rows, np.repeat(rows[:1], self.group - count, axis=0)])
-            held = (epoch, first), self._take_rows(self.images, self.targets, self.weights, rows.astype(np.int32))
+            held = (epoch, first), self._take(self.images, self.targets, self.weights, rows.astype(np.int32))
             self._held = held
         return held[1][index - first]
 
