@@ -5,9 +5,17 @@
 
 It needs only ``keras``, ``numpy`` and one backend (JAX or TensorFlow) besides the project's model
 code: no params parsing, tracking or data stack, no network (random weights), so it runs from a copy
-of the repository on a bare GPU machine. Per experiment, in float32 and in the mixed precision the
-train stage turns on with a GPU (``mixed_float16``), it times whole epochs of ``model.fit`` after a
-warm-up epoch (which compiles the train step), fed three ways:
+of the repository on a bare GPU machine. Per experiment, first the feeder alone, no model: images per
+second that Keras' JAX epoch iterator delivers on the device from the host and the device feeds (each
+batch put on the device, at most two in flight, as Keras prefetches), against ten times the
+mixed-precision ceiling (below), and against ten times an H100's rate assumed from ResNet-50's
+(benchmarks.common: scaled by multiply-adds per image); beside them the device feed gathering one batch
+a call (its design before it gathered groups), the baseline, and the device feed in a plain loop.
+
+Then, in the mixed precision the train stage turns on with a GPU (``mixed_float16``) and in float32
+(``--precisions``: that order by default, so a run on a time limit has the figures the feeder's target
+and the projection need first), it times whole epochs of ``model.fit`` after a warm-up epoch (which
+compiles the train step), fed three ways:
 
 - ceiling: one synthetic batch already on the device, fed again every step: the model alone, what
   the GPU consumes;
@@ -17,12 +25,6 @@ warm-up epoch (which compiles the train step), fed three ways:
 - device (JAX): ``DeviceBatches``, the images copied to the device once and the batches gathered there,
   many in one call, what the train stage feeds on JAX with a GPU.
 
-Then the feeder alone, no model: images per second that Keras' JAX epoch iterator delivers on the
-device from the host and the device feeds (each batch put on the device, at most two in flight, as
-Keras prefetches), against ten times the mixed-precision ceiling, and against ten times an H100's
-rate assumed from ResNet-50's (benchmarks.common: scaled by multiply-adds per image); beside them the
-device feed gathering one batch a call (its design before it gathered groups), the baseline.
-
 From the train stage's feed at mixed precision (device on JAX, host on TensorFlow) it projects the
 wall time of the seeds' ``dvc repro`` on one GPU: training images x epochs x runs (arms x seeds) /
 images per second, per experiment. It leaves out data download, CAPTCHA generation, preparation and
@@ -30,7 +32,9 @@ validation, weight downloads, validation and test passes, model compilation, and
 arms (frozen base) train faster than a whole model: a figure for the training work alone, at the
 whole model's rate.
 
-Prints two markdown tables and writes the figures to ``--json`` (default ``tmp/gpu_benchmark.json``).
+Prints two markdown tables and writes the figures to ``--json`` (default ``tmp/gpu_benchmark.json``) after
+each part of each experiment, so a run stopped by a time limit keeps what it measured; a figure not
+measured reads "n/a".
 ``RECIPES`` is the seeds' recipe as params.yaml sets it (tests/unit/test_gpu_benchmark.py keeps them equal).
 """
 
@@ -63,6 +67,8 @@ from transferbench.training.batches import ArrayBatches, DeviceBatches, class_we
 from transferbench.training.feed import feed_for  # noqa: E402
 
 PRECISIONS = ("float32", "mixed_float16")  # mixed_float16: what the train stage sets on a GPU
+# The figures the feeder's target and the projection need come first: a run on a time limit keeps them.
+MEASURED_FIRST = ("mixed_float16", "float32")
 FEEDS = ("ceiling", "host", "device")
 ALONE_SECONDS = 1.0  # the feeder alone: whole epochs until at least this long, after a warm-up epoch
 
@@ -277,8 +283,9 @@ def resnet50_macs() -> int:
 
 
 def measure(name: str, recipe: Recipe, steps: int, epochs: int, folder: Path, resnet50: int,
-            alone_seconds: float) -> dict:
-    """images/s per precision and feed for one experiment's model, and of its feeder alone."""
+            alone_seconds: float, precisions: tuple[str, ...], save: Callable[[dict], None]) -> dict:
+    """images/s of one experiment's feeders alone, then of its model per precision and feed, in that order: the
+    row so far goes to ``save`` after each part, so a run stopped by a time limit keeps what it measured."""
     batch = recipe.batch_size
     images, targets = random_data(recipe, steps * batch, folder)
 
@@ -288,27 +295,29 @@ def measure(name: str, recipe: Recipe, steps: int, epochs: int, folder: Path, re
         return ArrayBatches(images, targets, batch, n_outputs=recipe.task.n_outputs, shuffle=True,
                             seed=0).weighted(weights)
 
+    work = recipe.train_images * recipe.epochs * recipe.runs
     figures: dict[str, dict[str, float]] = {}
-    macs = 0
-    for precision in PRECISIONS:
+    row = {"experiment": name, **{k: v for k, v in asdict(recipe).items() if k != "task"},
+           "task": asdict(recipe.task), "steps": steps, "images_per_second": figures, "stage_feed": stage_feed(),
+           "feeder_alone": feeder_alone(batches(), alone_seconds), "training_images": work}
+    print(f"{name} feeder alone: " + ", ".join(f"{k} {rate(v)} images/s" for k, v in row["feeder_alone"].items()),
+          file=sys.stderr, flush=True)
+    save(row)
+    for precision in precisions:
         model = build(recipe, precision)
-        macs = macs or macs_per_image(model)
+        if "macs_per_image" not in row:
+            row["macs_per_image"] = macs = macs_per_image(model)
+            row["assumed_h100"] = A100_RESNET50 * H100_OVER_A100 * resnet50 / macs
         figures[precision] = fed(model, batches(), recipe, steps, epochs)
         print(f"{name} {precision}: " + ", ".join(f"{k} {rate(v)} images/s" for k, v in figures[precision].items()),
               file=sys.stderr, flush=True)
+        if precision == "mixed_float16":
+            row["projected_seconds"] = work / figures[precision][stage_feed()]
+        save(row)
         del model
         keras.backend.clear_session()
-    alone = feeder_alone(batches(), alone_seconds)
-    print(f"{name} feeder alone: " + ", ".join(f"{k} {rate(v)} images/s" for k, v in alone.items()),
-          file=sys.stderr, flush=True)
     (folder / "images.npy").unlink()
-    stage_rate = figures["mixed_float16"][stage_feed()]
-    work = recipe.train_images * recipe.epochs * recipe.runs
-    return {"experiment": name, **{k: v for k, v in asdict(recipe).items() if k != "task"},
-            "task": asdict(recipe.task), "steps": steps, "images_per_second": figures, "stage_feed": stage_feed(),
-            "feeder_alone": alone, "macs_per_image": macs,
-            "assumed_h100": A100_RESNET50 * H100_OVER_A100 * resnet50 / macs,
-            "training_images": work, "projected_seconds": work / stage_rate}
+    return row
 
 
 def rate(value: float) -> str:
@@ -335,26 +344,35 @@ def devices() -> str:
     return backend
 
 
-def cell(figures: dict[str, float], feed: str) -> str:
-    return rate(figures[feed]) if feed in figures else "n/a"
+def cell(figures: dict[str, float] | None, feed: str) -> str:
+    return rate(figures[feed]) if figures and feed in figures else "n/a"
 
 
 def table(rows: list[dict]) -> str:
+    """Training images/s per precision and feed; "n/a" where a run did not measure it (``--precisions``, or a
+    run stopped by a time limit)."""
     lines = ["| experiment | model | input (HxW) | batch | float32 ceiling | float32 host | float32 device "
              "| mixed ceiling | mixed host | mixed device | stage feed / ceiling (mixed) | training images "
              "| projected on 1 GPU |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        f32, mixed = r["images_per_second"]["float32"], r["images_per_second"]["mixed_float16"]
+        f32, mixed = (r["images_per_second"].get(p) for p in PRECISIONS)
+        share = "n/a" if mixed is None else f"{mixed[r['stage_feed']] / mixed['ceiling']:.2f} ({r['stage_feed']})"
+        projected = hours(r["projected_seconds"]) if "projected_seconds" in r else "n/a"
         lines.append(
             f"| {r['experiment']} | {r['model']} | {r['height']}x{r['width']} | {r['batch_size']} "
             f"| {cell(f32, 'ceiling')} | {cell(f32, 'host')} | {cell(f32, 'device')} | {cell(mixed, 'ceiling')} "
-            f"| {cell(mixed, 'host')} | {cell(mixed, 'device')} "
-            f"| {mixed[r['stage_feed']] / mixed['ceiling']:.2f} ({r['stage_feed']}) | {r['training_images']:,} "
-            f"| {hours(r['projected_seconds'])} |")
-    total = sum(r["projected_seconds"] for r in rows)
-    lines.append(f"| all | | | | | | | | | | | {sum(r['training_images'] for r in rows):,} | {hours(total)} |")
+            f"| {cell(mixed, 'host')} | {cell(mixed, 'device')} | {share} | {r['training_images']:,} | {projected} |")
+    total = hours(sum(r.get("projected_seconds", 0.0) for r in rows))
+    missing = [r["experiment"] for r in rows if "projected_seconds" not in r]
+    total += f" (without {', '.join(missing)})" if missing else ""
+    lines.append(f"| all | | | | | | | | | | | {sum(r['training_images'] for r in rows):,} | {total} |")
     return "\n".join(lines)
+
+
+def tenfold(fed: float | None, consumed: float | None) -> str:
+    """What a feeder delivers over ten times what is consumed; n/a where either was not measured."""
+    return "n/a" if fed is None or consumed is None else f"{fed / (10 * consumed):.1f}"
 
 
 def feeder_table(rows: list[dict]) -> str:
@@ -364,14 +382,13 @@ def feeder_table(rows: list[dict]) -> str:
              "| device feeder, a batch a call |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        consumed, alone = r["images_per_second"]["mixed_float16"]["ceiling"], r["feeder_alone"]
-        device = alone.get("device")
-        ratios = ("n/a", "n/a") if device is None else (f"{device / (10 * consumed):.1f}",
-                                                        f"{device / (10 * r['assumed_h100']):.1f}")
-        lines.append(f"| {r['experiment']} | {r['height']}x{r['width']}, {r['batch_size']} | {rate(consumed)} "
-                     f"| {rate(r['assumed_h100'])} ({r['macs_per_image'] / 1e9:.2f}) | {cell(alone, 'host')} "
-                     f"| {cell(alone, 'device')} | {ratios[0]} | {ratios[1]} | {cell(alone, 'device_own')} "
-                     f"| {cell(alone, 'device_per_batch')} |")
+        mixed, alone = r["images_per_second"].get("mixed_float16"), r["feeder_alone"]
+        consumed, assumed, device = (mixed or {}).get("ceiling"), r.get("assumed_h100"), alone.get("device")
+        consumed_ratio, assumed_ratio = (tenfold(device, of) for of in (consumed, assumed))
+        assumed_cell = "n/a" if assumed is None else f"{rate(assumed)} ({r['macs_per_image'] / 1e9:.2f})"
+        lines.append(f"| {r['experiment']} | {r['height']}x{r['width']}, {r['batch_size']} | {cell(mixed, 'ceiling')} "
+                     f"| {assumed_cell} | {cell(alone, 'host')} | {cell(alone, 'device')} | {consumed_ratio} "
+                     f"| {assumed_ratio} | {cell(alone, 'device_own')} | {cell(alone, 'device_per_batch')} |")
     return "\n".join(lines)
 
 
@@ -384,6 +401,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up; the best counts")
     parser.add_argument("--alone-seconds", type=float, default=ALONE_SECONDS,
                         help=f"how long the feeder alone is timed per feed (default {ALONE_SECONDS:g})")
+    parser.add_argument("--precisions", default=",".join(MEASURED_FIRST),
+                        help="comma-separated, measured in this order after the feeders alone (default: "
+                             f"{','.join(MEASURED_FIRST)}; mixed_float16 gives the GPU's consumption and the "
+                             "projection): " + ", ".join(PRECISIONS))
     parser.add_argument("--tiny", action="store_true",
                         help=f"each model's smallest input, batch {TINY_BATCH}: checks the code on a CPU, "
                              "its figures and projections mean nothing")
@@ -398,6 +419,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not names:
         parser.error(f"--experiments {args.experiments!r}: unknown {', '.join(unknown) or '(none given)'}; "
                      f"accepted: {', '.join(RECIPES)}")
+    precisions = [p for p in args.precisions.split(",") if p]
+    wrong = [p for p in precisions if p not in PRECISIONS] or [p for p in precisions if precisions.count(p) > 1]
+    if wrong or not precisions:
+        parser.error(f"--precisions {args.precisions!r}: {'bad ' + ', '.join(wrong) if wrong else 'none given'}; "
+                     f"accepted: any of {', '.join(PRECISIONS)}, each once")
+    args.precisions = tuple(precisions)
     if args.steps < 1 or args.epochs < 1 or args.alone_seconds < 0:
         parser.error(f"--steps {args.steps}, --epochs {args.epochs}, --alone-seconds {args.alone_seconds:g}: "
                      "accepted: steps and epochs >= 1, seconds >= 0")
@@ -427,17 +454,27 @@ def main(argv: list[str] | None = None) -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     resnet50 = resnet50_macs()
+
+    def save(row: dict) -> None:  # after every part: a run stopped by a time limit keeps what it measured
+        done = [r for r in rows if r is not row]
+        # Beside it, then renamed: a run stopped mid-write leaves the last whole file (transferbench.core.files'
+        # own helper would import the params stack, which the GPU machine lacks).
+        partial = args.json.with_name(args.json.name + ".partial")
+        partial.write_text(json.dumps({"machine": header, "tiny": args.tiny, "steps": args.steps, "epochs": args.epochs,
+                                       "precisions": list(args.precisions),
+                                       "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                       "experiments": [*done, row]}, indent=2) + "\n")
+        partial.replace(args.json)
+
     with tempfile.TemporaryDirectory(prefix="gpu-benchmark-") as tmp:
         for name in args.names:
             recipe = tiny(RECIPES[name]) if args.tiny else RECIPES[name]
             start = time.perf_counter()
-            rows.append(measure(name, recipe, args.steps, args.epochs, Path(tmp), resnet50, args.alone_seconds))
-            rows[-1]["benchmark_seconds"] = time.perf_counter() - start  # with compilation: for planning a run
-            # Written after every experiment: a run stopped by a time limit keeps what it measured.
-            args.json.write_text(json.dumps({"machine": header, "tiny": args.tiny, "steps": args.steps,
-                                             "epochs": args.epochs, "cuda_visible_devices":
-                                             os.environ.get("CUDA_VISIBLE_DEVICES"), "experiments": rows},
-                                            indent=2) + "\n")
+            row = measure(name, recipe, args.steps, args.epochs, Path(tmp), resnet50, args.alone_seconds,
+                          args.precisions, save)
+            row["benchmark_seconds"] = time.perf_counter() - start  # with compilation: for planning a run
+            rows.append(row)
+            save(row)
     note = (f"Steps per timed epoch {args.steps}, best of {args.epochs} timed epochs after a warm-up. "
             + ("TINY CHECK (--tiny): smallest inputs, batch 2; not a measurement of the recipes. " if args.tiny else "")
             + "Projection: training images x epochs x runs at the mixed-precision rate of the train stage's feed; "

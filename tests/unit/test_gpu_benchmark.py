@@ -101,6 +101,65 @@ def test_an_unknown_experiment_is_refused_naming_the_accepted_ones(tmp_path):
     assert not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.parametrize("given, named", [("float16", "bad float16"), ("float32,float32", "bad float32, float32"),
+                                          (",", "none given")])
+def test_bad_precisions_are_refused_naming_the_accepted_ones(tmp_path, given, named):
+    done = blocked_run("--precisions", given, "--json", str(tmp_path / "out.json"))
+    assert done.returncode == 2
+    assert f"--precisions {given!r}: {named}; accepted: any of float32, mixed_float16, each once" in done.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+def fake_part(figures: dict[str, dict[str, float]], stop_at: str | None = None):
+    """A stand-in for ``gpu.fed`` that returns ``figures[precision]`` by the model's precision, and stops the run
+    (as a time limit would) when asked for ``stop_at``, after noting what the JSON held at that moment."""
+    seen: dict[str, dict] = {}
+
+    def fed(model, batches, recipe, steps, epochs):
+        precision = model.dtype_policy.name
+        if precision == stop_at:
+            seen["json"] = json.loads(Path(seen["path"]).read_text())
+            raise KeyboardInterrupt
+        return figures[precision]
+
+    return fed, seen
+
+
+def test_each_part_is_saved_as_soon_as_it_is_measured_feeders_and_mixed_first(tmp_path, monkeypatch):
+    """A run cut short keeps the feeders alone and the mixed-precision figures: the feeder's target and the
+    projection. The parts are measured in that order and written, whole, after each."""
+    monkeypatch.setattr(gpu, "feeder_alone", lambda batches, seconds: {"host": 5.0, "device": 300.0})
+    monkeypatch.setattr(gpu, "resnet50_macs", lambda: 4_000)
+    mixed = {"ceiling": 3.0, "host": 2.0, "device": 1.5}
+    fed, seen = fake_part({"mixed_float16": mixed}, stop_at="float32")
+    monkeypatch.setattr(gpu, "fed", fed)
+    out = tmp_path / "gpu.json"
+    seen["path"] = str(out)
+    with pytest.raises(KeyboardInterrupt):
+        gpu.main(["--tiny", "--steps", "2", "--experiments", "cats_and_dogs_filtered_cnn", "--json", str(out)])
+    assert json.loads(out.read_text()) == seen["json"]
+    assert not out.with_name(out.name + ".partial").exists()
+    (row,) = seen["json"]["experiments"]
+    assert row["feeder_alone"] == {"host": 5.0, "device": 300.0}
+    assert row["images_per_second"] == {"mixed_float16": mixed}
+    feed = gpu.stage_feed()  # device on JAX, host on TensorFlow
+    assert row["projected_seconds"] == pytest.approx(row["training_images"] / mixed[feed])
+    assert seen["json"]["precisions"] == ["mixed_float16", "float32"]
+    tables = gpu.saved_tables([out])
+    # mixed ceiling, host, device; then the stage's feed over the ceiling
+    assert f"| 3 | 2 | 1.5 | {mixed[feed] / 3:.2f} ({feed}) |" in tables
+    assert "| 32x32, 2 | 3 |" in tables and "| 5 | 300 | 10.0 |" in tables  # device / 10x consumed
+
+
+def test_rows_without_a_precision_print_n_a_there():
+    row = {"experiment": "pets", "model": "xception", "height": 71, "width": 71, "batch_size": 2,
+           "images_per_second": {"float32": {"ceiling": 1.0, "host": 2.0}}, "stage_feed": "host",
+           "feeder_alone": {}, "training_images": 10}
+    assert "| pets | xception | 71x71 | 2 | 1 | 2 | n/a | n/a | n/a | n/a | n/a | 10 | n/a |" in gpu.table([row])
+    assert "| all | | | | | | | | | | | 10 | 0.0 min (without pets) |" in gpu.table([row])
+    assert "| pets | 71x71, 2 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |" in gpu.feeder_table([row])
+
+
 @pytest.mark.slow
 def test_a_tiny_run_on_cpu_prints_the_table_and_writes_the_json(tmp_path):
     out = tmp_path / "gpu.json"
