@@ -103,10 +103,12 @@ def test_an_unknown_experiment_is_refused_naming_the_accepted_ones(tmp_path):
 
 @pytest.mark.parametrize("given, named", [("float16", "bad float16"), ("float32,float32", "bad float32, float32"),
                                           (",", "none given")])
-def test_bad_precisions_are_refused_naming_the_accepted_ones(tmp_path, given, named):
-    done = blocked_run("--precisions", given, "--json", str(tmp_path / "out.json"))
-    assert done.returncode == 2
-    assert f"--precisions {given!r}: {named}; accepted: any of float32, mixed_float16, each once" in done.stderr
+def test_bad_precisions_are_refused_naming_the_accepted_ones(tmp_path, capsys, given, named):
+    with pytest.raises(SystemExit) as stopped:
+        gpu.main(["--precisions", given, "--json", str(tmp_path / "out.json")])
+    assert stopped.value.code == 2
+    accepted = "accepted: any of float32, mixed_float16, each once"
+    assert f"--precisions {given!r}: {named}; {accepted}" in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
 
 
