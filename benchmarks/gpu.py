@@ -66,9 +66,9 @@ from transferbench.models.heads import HeadOptions  # noqa: E402
 from transferbench.training.batches import ArrayBatches, DeviceBatches, class_weights, fit_input  # noqa: E402
 from transferbench.training.feed import feed_for  # noqa: E402
 
-PRECISIONS = ("float32", "mixed_float16")  # mixed_float16: what the train stage sets on a GPU
-# The figures the feeder's target and the projection need come first: a run on a time limit keeps them.
-MEASURED_FIRST = ("mixed_float16", "float32")
+# mixed_float16: what the train stage sets on a GPU. In this order by default: the figures the feeder's target
+# and the projection need come first, so a run on a time limit keeps them.
+PRECISIONS = ("mixed_float16", "float32")
 FEEDS = ("ceiling", "host", "device")
 ALONE_SECONDS = 1.0  # the feeder alone: whole epochs until at least this long, after a warm-up epoch
 
@@ -356,7 +356,7 @@ def table(rows: list[dict]) -> str:
              "| projected on 1 GPU |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        f32, mixed = (r["images_per_second"].get(p) for p in PRECISIONS)
+        mixed, f32 = (r["images_per_second"].get(p) for p in PRECISIONS)
         share = "n/a" if mixed is None else f"{mixed[r['stage_feed']] / mixed['ceiling']:.2f} ({r['stage_feed']})"
         projected = hours(r["projected_seconds"]) if "projected_seconds" in r else "n/a"
         lines.append(
@@ -401,10 +401,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up; the best counts")
     parser.add_argument("--alone-seconds", type=float, default=ALONE_SECONDS,
                         help=f"how long the feeder alone is timed per feed (default {ALONE_SECONDS:g})")
-    parser.add_argument("--precisions", default=",".join(MEASURED_FIRST),
-                        help="comma-separated, measured in this order after the feeders alone (default: "
-                             f"{','.join(MEASURED_FIRST)}; mixed_float16 gives the GPU's consumption and the "
-                             "projection): " + ", ".join(PRECISIONS))
+    parser.add_argument("--precisions", default=",".join(PRECISIONS),
+                        help=f"comma-separated, measured in the order given after the feeders alone (default "
+                             f"{','.join(PRECISIONS)}; mixed_float16 gives the GPU's consumption and the projection)")
     parser.add_argument("--tiny", action="store_true",
                         help=f"each model's smallest input, batch {TINY_BATCH}: checks the code on a CPU, "
                              "its figures and projections mean nothing")

@@ -107,7 +107,7 @@ def test_bad_precisions_are_refused_naming_the_accepted_ones(tmp_path, capsys, g
     with pytest.raises(SystemExit) as stopped:
         gpu.main(["--precisions", given, "--json", str(tmp_path / "out.json")])
     assert stopped.value.code == 2
-    accepted = "accepted: any of float32, mixed_float16, each once"
+    accepted = "accepted: any of mixed_float16, float32, each once"
     assert f"--precisions {given!r}: {named}; {accepted}" in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
 
