@@ -17,14 +17,15 @@ import pytest
 import yaml
 
 import tests.tiny_backbone  # noqa: F401  (registers `tiny` and `tiny_aux`)
+from tests.stage_run import one_untuned_run
 from transferbench.core import paths
 
 
 @pytest.fixture
 def params() -> dict:
-    """A fresh copy of the repository's params.yaml, to modify per test."""
+    """A fresh copy of the repository's params.yaml, one untuned run per arm (one_untuned_run), to modify per test."""
     with open(paths.PARAMS, encoding="utf-8") as f:
-        return copy.deepcopy(yaml.safe_load(f))
+        return one_untuned_run(copy.deepcopy(yaml.safe_load(f)))
 
 
 @pytest.fixture(scope="session")

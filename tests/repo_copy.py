@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.stage_run import one_untuned_run
 from transferbench.core import paths
 
 
@@ -25,7 +26,7 @@ def run(cmd: list[str], repo: Path, env: dict, stdout_only: bool = False) -> str
 
 def copy_repository(repo: Path, edit_params: Callable[[dict], None],
                     before_commit: Callable[[Path], None] = lambda repo: None) -> tuple[Path, dict]:
-    """Copy tracked and unignored files to ``repo``, let ``edit_params`` shrink params.yaml, commit.
+    """Copy tracked and unignored files to ``repo``, shrink params.yaml (one_untuned_run, then ``edit_params``), commit.
 
     ``before_commit(repo)`` may add files the params refer to (weights files, say).
 
@@ -39,7 +40,7 @@ def copy_repository(repo: Path, edit_params: Callable[[dict], None],
         if source.is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, repo / name)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = one_untuned_run(yaml.safe_load((repo / "params.yaml").read_text()))
     edit_params(params)
     before_commit(repo)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -18,11 +18,19 @@ import yaml
 from transferbench.core import paths
 
 
+def one_untuned_run(params: dict) -> dict:
+    """Shrink params.yaml's study to one run per arm at the recipe's rate: tests that are not about seeds
+    or tuning train a third as often, and those that are set them back."""
+    params["seeds"] = 1
+    params["tuning"] = {"kind": "none", "factors": [1.0], "epochs": 1.0}
+    return params
+
+
 def copy_code(root: Path, edit: Callable[[dict], None] = lambda params: None) -> Path:
-    """The stages, the package and params.yaml (after ``edit``) under ``root``; returns ``root``."""
+    """The stages, the package and params.yaml (shrunk by one_untuned_run, then ``edit``) under ``root``."""
     for folder in ("src", "stages"):
         shutil.copytree(paths.ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load(paths.PARAMS.read_text(encoding="utf-8"))
+    params = one_untuned_run(yaml.safe_load(paths.PARAMS.read_text(encoding="utf-8")))
     edit(params)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     return root

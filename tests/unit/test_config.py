@@ -100,7 +100,8 @@ def test_unknown_key_is_an_error(params):
     check_fails(params, "unknown key captcha.colour", "alphabet")
     del params["captcha"]["colour"]
     params["learning_rate"] = 0.1
-    check_fails(params, "unknown key learning_rate", "weights, seed, seeds, experiments", "captcha", "cifar10")
+    check_fails(params, "unknown key learning_rate", "weights, seed, seeds, experiments",
+                "train_fraction, tuning, random_schedule", "captcha", "cifar10")
 
 
 def test_distribution_defaults_to_one_device_and_accepts_data_parallel(params):

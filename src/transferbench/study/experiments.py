@@ -13,6 +13,9 @@ is the one place that says what each setting trains:
 An experiment whose own recipe already freezes the base (strategy frozen) keeps that recipe as its
 pretrained arm, in setting ``fixed_features``; its ``-tuned`` arm is the fine-tuned one: the same
 model with the whole base training, at the experiment's rate.
+
+Params may give the random arm a longer schedule (``random_schedule``), and every arm the same
+learning-rate budget (``tuning``): :func:`with_rate` and :func:`trial` make a recipe's variants for it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from transferbench.config.experiment import STRATEGY_MODELS, STRATEGY_ONLY_KEYS, ExperimentBase
+from transferbench.config.experiment import STRATEGY_MODELS, STRATEGY_ONLY_KEYS, ExperimentBase, TwoPhase
 from transferbench.config.weights import FINE_TUNED, FIXED_FEATURES, RANDOM, RANDOM_INIT, Arm
 from transferbench.core.errors import ConfigError
 from transferbench.data.datasets import DATASETS, DatasetParams, DatasetSpec, Task
@@ -39,6 +42,7 @@ class Experiment:
     arm: Arm
     seed: int
     setting: str  # random, fixed_features or fine_tuned
+    train_fraction: float = 1.0  # the share of the training split this run sees (nested subsets)
 
     @property
     def task(self) -> Task:
@@ -78,6 +82,33 @@ def arm_recipe(settings: ExperimentBase, arm: Arm) -> tuple[ExperimentBase, str]
     return settings, own_setting
 
 
+def longer(settings: ExperimentBase, factor: float) -> ExperimentBase:
+    """``settings`` trained ``factor`` times as many epochs (rounded); the schedule's own keys unchanged."""
+    return settings if factor == 1 else settings.model_copy(update={"epochs": max(1, round(settings.epochs * factor))})
+
+
+def with_rate(settings: ExperimentBase, factor: float) -> ExperimentBase:
+    """``settings`` with every learning rate of the recipe times ``factor`` (both of two_phase's)."""
+    changes: dict[str, Any] = {"learning_rate": settings.learning_rate * factor}
+    if isinstance(settings, TwoPhase):
+        changes["fine_tune_learning_rate"] = settings.fine_tune_learning_rate * factor
+    return settings.model_copy(update=changes)
+
+
+def trial_epochs(settings: ExperimentBase, share: float) -> int:
+    """Epochs of a tuning trial: ``share`` of the recipe's, at least one (two: one per phase for two_phase)."""
+    return max(2 if isinstance(settings, TwoPhase) else 1, round(settings.epochs * share))
+
+
+def trial(settings: ExperimentBase, factor: float, share: float) -> ExperimentBase:
+    """A tuning trial: rates times ``factor``, ``share`` of the epochs; two_phase keeps its split of them."""
+    epochs = trial_epochs(settings, share)
+    changes: dict[str, Any] = {"epochs": epochs}
+    if isinstance(settings, TwoPhase):
+        changes["head_epochs"] = min(epochs - 1, max(1, round(settings.head_epochs * epochs / settings.epochs)))
+    return with_rate(settings, factor).model_copy(update=changes)
+
+
 def resolve(params: Params, name: str) -> Experiment:
     """Experiment ``name`` at its first arm and the first training seed (transferbench.study.runs gives every run)."""
     if name not in params.experiments:
@@ -89,6 +120,8 @@ def at_arm(params: Params, name: str, arm: Arm) -> Experiment:
     """Experiment ``name`` trained from ``arm``, in the arm's setting, at the first training seed."""
     section = params.experiments[name]
     settings, setting = arm_recipe(section, arm)
+    if arm.source == RANDOM:
+        settings = longer(settings, params.random_schedule)
     return Experiment(name=name, settings=settings, dataset=section.dataset,
                       dataset_settings=params.dataset(section.dataset), spec=DATASETS.get(section.dataset),
                       arm=arm, seed=params.seed, setting=setting)

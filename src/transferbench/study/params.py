@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, ValidationInfo, create_model, field_serializer, field_validator
 
 from transferbench.config.experiment import STRATEGIES, ExperimentSection, require_tag, root_of
-from transferbench.config.sections import Section, parse
+from transferbench.config.sections import Section, parse, problem
 from transferbench.config.weights import IMAGENET, RANDOM, Arm, parse_arms
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError
@@ -27,6 +27,27 @@ from transferbench.core.registry import Registry
 from transferbench.data.datasets import DATASETS, DatasetParams
 from transferbench.models.backbones import MODELS
 from transferbench.models.heads import HEADS, HeadOptions, check_head
+
+
+class Tuning(Section):
+    """The learning-rate budget every arm gets alike, each choosing on the validation split only.
+
+    ``grid``: before its runs, an arm trains one short trial per factor (the recipe's every rate times
+    it, ``epochs`` of its schedule, at least one epoch, on the run's training images and first seed)
+    and keeps the factor whose trial scored best on validation (ties: the one nearest the recipe's).
+    ``none``: every arm trains at its reference study's rate as published, untuned.
+    """
+
+    kind: Literal["grid", "none"]
+    factors: Annotated[list[Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)]], Field(min_length=1)]
+    epochs: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]  # share of the arm's epochs per trial
+
+    @field_validator("factors")
+    @classmethod
+    def _distinct(cls, value: list[float]) -> list[float]:
+        if len(set(value)) != len(value):
+            raise problem(f"{{where}} {value} names a factor twice; accepted: each factor once")
+        return value
 
 
 class Params(Section):
@@ -40,6 +61,13 @@ class Params(Section):
     # One device, or every visible accelerator training one model on shares of each batch
     # (transferbench.training.distribution); the batch sizes stay global.
     distribution: Literal["none", "data_parallel"] = "none"
+    # Nested shares of the training split (same validation and test): one run per share per arm and seed.
+    train_fraction: Annotated[list[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]],
+                              Field(min_length=1)] = [1.0]
+    tuning: Tuning = Tuning(kind="none", factors=[1.0], epochs=1.0)
+    # The random arm's epochs, as a multiple of the recipe's (He et al. 2019: given time, random
+    # initialisation catches up); 1 = the same schedule as the pretrained arms.
+    random_schedule: Annotated[float, Field(ge=1, le=10, allow_inf_nan=False)] = 1.0
 
     @field_validator("weights", mode="before")
     @classmethod
@@ -49,6 +77,13 @@ class Params(Section):
     @field_serializer("weights")
     def _sources(self, arms: tuple[Arm, ...]) -> list[str]:
         return [arm.source for arm in arms]
+
+    @field_validator("train_fraction")
+    @classmethod
+    def _fractions_distinct(cls, value: list[float]) -> list[float]:
+        if len(set(value)) != len(value):
+            raise problem(f"{{where}} {value} names a share twice; accepted: each share once, 0 < share <= 1")
+        return value
 
     @field_validator("experiments", mode="before")
     @classmethod

@@ -2,7 +2,8 @@
 
 `weights` (top level, or an experiment's own `weights`) is one source or a list of them, so one
 `dvc repro` trains the pretrained and the random arm, and `dvc exp run -S weights=none` trains one.
-`seeds` repeats every arm with training seeds seed, seed + 1, ... for a mean and a spread.
+`seeds` repeats every arm with training seeds seed, seed + 1, ... for a mean and a spread, and
+`train_fraction` repeats each at every share of the training split, for the answer across data sizes.
 `fixed_features` adds a second setting beside each pretrained arm (transferbench.study.experiments).
 """
 
@@ -22,14 +23,22 @@ def arm_experiments(params: Params, name: str) -> list[Experiment]:
 
 
 def runs(params: Params, name: str) -> list[Experiment]:
-    """Every run of experiment ``name``: arms x seeds, arms in the order given, then seeds."""
-    return [dataclasses.replace(arm, seed=params.seed + i)
-            for arm in arm_experiments(params, name) for i in range(params.seeds)]
+    """Every run of experiment ``name``: arms x shares of the training split x seeds, in that order."""
+    return [dataclasses.replace(arm, seed=params.seed + i, train_fraction=fraction)
+            for arm in arm_experiments(params, name) for fraction in params.train_fraction
+            for i in range(params.seeds)]
+
+
+def fraction_label(fraction: float) -> str:
+    """A share of the training split as run names write it: ``0.05``; empty for the whole split."""
+    return "" if fraction == 1 else format(fraction, "g")
 
 
 def run_name(experiment: Experiment) -> str:
-    """Folder name of a run, e.g. ``imagenet-s42``; also the suffix of its MLflow run name."""
-    return f"{experiment.weights_label}-s{experiment.seed}"
+    """Folder name of a run, e.g. ``imagenet-s42``, or ``none-f0.05-s42`` on 5% of the training split;
+    also the suffix of its MLflow run name."""
+    share = fraction_label(experiment.train_fraction)
+    return f"{experiment.weights_label}{f'-f{share}' if share else ''}-s{experiment.seed}"
 
 
 def init_dir(experiment: Experiment) -> Path:
