@@ -182,6 +182,28 @@ def test_history_seconds_are_cumulative_over_the_epochs_kept():
     assert table["val_accuracy"].tolist() == [0.5, 0.7, 0.8]
 
 
+@pytest.mark.jax
+def test_epoch_seconds_leave_the_validation_pass_out(params, tmp_path):
+    import time
+
+    from tests.unit.test_strategies import batches, make_experiment
+    from transferbench.training.fit import fit
+    from transferbench.training.train import EpochSeconds
+
+    class SlowValidation(keras.callbacks.Callback):
+        def on_test_batch_end(self, batch, logs=None):
+            time.sleep(1.0)
+
+    experiment = make_experiment(params, epochs=2)
+    history = fit(experiment, None, *batches(experiment), tmp_path / "work",
+                  extra_callbacks=[EpochSeconds(8), SlowValidation()], verbose=0)
+    for row in history:  # one validation batch of 4 images an epoch, slowed by a second
+        assert row["validation_seconds"] >= 1.0
+        assert row["images_per_second"] == pytest.approx(8 / row["epoch_seconds"])
+    # Two batches of a tiny model, once compiled: far under the second the validation pass was made to take.
+    assert history[-1]["epoch_seconds"] < 1.0
+
+
 # ---- initial weights: one per source, whatever the settings -------------------------------------
 
 def test_weights_stage_prepares_each_source_once_and_settings_share_it(params, tmp_path, monkeypatch):

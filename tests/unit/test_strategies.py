@@ -272,6 +272,32 @@ def test_two_phase_switches_phase_and_rate_at_head_epochs(params, tmp_path):
     assert state["phase"] == "fine_tune" and state["epoch"] == 4
 
 
+class Scores(keras.callbacks.Callback):
+    """Overrides each epoch's validation accuracy, so a test decides which epoch is best."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.scores = scores
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_accuracy"] = self.scores[epoch]
+
+
+@pytest.mark.jax
+def test_two_phase_keeps_the_best_model_of_its_last_phase(params, tmp_path):
+    import pandas as pd
+
+    from transferbench.training.evaluation import best_of_last_phase
+    from transferbench.training.fit import best_model
+
+    experiment = make_experiment(params, **TWO_PHASE)
+    # The frozen phase validates best (epoch 1), but the fine-tuned arm must be scored on a fine-tuned model.
+    history = fit(experiment, None, *batches(experiment), tmp_path / "work",
+                  extra_callbacks=[Scores([0.9, 0.8, 0.6, 0.5])], verbose=0)
+    assert best_model(tmp_path / "work").name == "epoch-0003.keras"
+    assert best_of_last_phase(pd.DataFrame(history), strategies.phases(experiment.settings)) == (3, "fine_tune")
+
+
 @pytest.mark.jax
 @pytest.mark.parametrize("kill_at,phase_saved", [(3, "fine_tune"), (2, "head")])
 def test_two_phase_resumes_in_the_right_phase_after_a_kill(params, tmp_path, kill_at, phase_saved):

@@ -43,6 +43,7 @@ class Experiment:
     seed: int
     setting: str  # random, fixed_features or fine_tuned
     train_fraction: float = 1.0  # the share of the training split this run sees (nested subsets)
+    data_seed: int = 0  # params' seed: draws the shares of the training split, the same for every run
 
     @property
     def task(self) -> Task:
@@ -124,4 +125,4 @@ def at_arm(params: Params, name: str, arm: Arm) -> Experiment:
         settings = longer(settings, params.random_schedule)
     return Experiment(name=name, settings=settings, dataset=section.dataset,
                       dataset_settings=params.dataset(section.dataset), spec=DATASETS.get(section.dataset),
-                      arm=arm, seed=params.seed, setting=setting)
+                      arm=arm, seed=params.seed, setting=setting, data_seed=params.seed)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
+
 from transferbench.core import paths
 from transferbench.study.experiments import Experiment, at_arm
 from transferbench.study.params import Params
@@ -58,3 +60,14 @@ def report_dir(experiment: Experiment) -> Path:
     adding an experiment needs no edit of dvc.yaml.
     """
     return paths.REPORTS / "runs" / experiment.name / run_name(experiment)
+
+
+def train_subset(n: int, fraction: float, seed: int) -> np.ndarray | None:
+    """Sorted indices of the first ``fraction`` of a permutation of ``n`` images drawn by ``seed``; None for all.
+
+    One permutation for every share, so the shares are nested: the 5% are inside the 20%.
+    """
+    if fraction == 1:
+        return None
+    order = np.random.default_rng([seed, n]).permutation(n)
+    return np.sort(order[:max(1, round(n * fraction))])

@@ -23,6 +23,7 @@ from typing import Any
 from transferbench.core import paths
 from transferbench.core.errors import UserError
 from transferbench.core.redact import redact
+from transferbench.study import runs
 from transferbench.study.experiments import Experiment
 
 
@@ -152,8 +153,8 @@ def flatten(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_name(experiment: Experiment) -> str:
-    """``<dataset>-<model>-<weights>-s<seed>``, e.g. ``pets-xception-imagenet-s42``: the same for every run."""
-    return f"{experiment.dataset}-{experiment.settings.model}-{experiment.weights_label}-s{experiment.seed}"
+    """``<dataset>-<model>-<run>``, e.g. ``pets-xception-imagenet-s42`` or ``pets-xception-none-f0.05-s42``."""
+    return f"{experiment.dataset}-{experiment.settings.model}-{runs.run_name(experiment)}"
 
 
 def experiment_id(client, dataset: str) -> str:
@@ -180,17 +181,20 @@ def describe(run_id: str, text: str) -> None:
         client.set_tag(run_id, "mlflow.note.content", text)
 
 
-def start_run(experiment: Experiment, run_id: str | None = None, runtime: Mapping[str, str] | None = None) -> str:
+def start_run(experiment: Experiment, run_id: str | None = None, runtime: Mapping[str, str] | None = None,
+              tuning: Mapping[str, Any] | None = None) -> str:
     """Create the training run (or reopen ``run_id`` when resuming); return its id.
 
     ``runtime`` (backend, devices, precision, batch per device) becomes tags, not params: a resumed run
-    may go on on another machine, and its tags then say where it finished.
+    may go on on another machine, and its tags then say where it finished. ``tuning`` (how the arm's
+    learning rate was chosen, transferbench.training.tuning) becomes params beside the rate itself.
     """
     with _store() as client:
-        return _start_run(client, experiment, run_id, dict(runtime or {}))
+        return _start_run(client, experiment, run_id, dict(runtime or {}), dict(tuning or {}))
 
 
-def _start_run(client, experiment: Experiment, run_id: str | None, runtime: dict[str, str]) -> str:
+def _start_run(client, experiment: Experiment, run_id: str | None, runtime: dict[str, str],
+               tuning: dict[str, Any]) -> str:
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
         for key, value in runtime.items():
@@ -219,6 +223,7 @@ def _start_run(client, experiment: Experiment, run_id: str | None, runtime: dict
     tags = {k: redact(v) for k, v in tags.items()}
     run = client.create_run(exp_id, tags=tags, run_name=run_name(experiment))
     params = {"weights": experiment.weights, "seed": str(experiment.seed),
+              "train_fraction": str(experiment.train_fraction), **flatten("tuning", tuning),
               **flatten("experiment", experiment.settings.model_dump(mode="json", exclude_unset=True)),
               **flatten(experiment.dataset, experiment.dataset_settings.model_dump(mode="json"))}
     from mlflow.entities import Param

@@ -27,6 +27,7 @@ from transferbench.core import paths
 from transferbench.core.files import atomic_path, write_json, write_text
 from transferbench.core.inputs import missing, read_json_input
 from transferbench.data.datasets import Task, load_split
+from transferbench.models import strategies
 from transferbench.models.assembly import loss_weights
 from transferbench.models.backbones import MODELS, load_model
 from transferbench.models.heads import HEADS, output_names, output_sources, task_outputs
@@ -96,7 +97,23 @@ def task_metrics(task: Task, targets: np.ndarray, predicted: np.ndarray) -> dict
     if task.kind == "multihead":
         metrics["sequence_accuracy"] = float(correct.all(axis=1).mean())
         metrics["position_accuracy"] = {f"head{i}": float(correct[:, i].mean()) for i in range(task.n_outputs)}
+    else:
+        metrics["balanced_accuracy"] = balanced_accuracy(columns, predicted)
     return metrics
+
+
+def balanced_accuracy(targets: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean recall over the classes present in ``targets`` (single output): accuracy that an imbalanced test
+    split (pets: 10% cats) cannot lift by favouring its largest class."""
+    targets, predicted = targets.reshape(-1), predicted.reshape(-1)
+    return float(np.mean([(predicted[targets == c] == c).mean() for c in np.unique(targets)]))
+
+
+def best_of_last_phase(history: pd.DataFrame, phases: list[strategies.Phase]) -> tuple[int, str]:
+    """The epoch whose model training kept (best validation accuracy of the last phase, first if tied), its phase."""
+    last = phases[-1]
+    rows = history[history["epoch"] > last.start]
+    return int(rows["epoch"].iloc[int(rows["val_accuracy"].to_numpy().argmax())]), last.name
 
 
 def per_class_accuracy(targets: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...]) -> dict[str, float]:
@@ -170,12 +187,22 @@ def evaluate_run(experiment: Experiment) -> dict:
     result = evaluate(experiment, model, images, manifest)
     test = {k: v for k, v in result.metrics.items() if k != "per_class_accuracy"}
     history = pd.read_csv(model_dir / "history.csv")
+    # Where the training run came from (how its rate was chosen, its share of the data): the report
+    # says what each arm was given. Runs trained before these were recorded report without them.
+    given = {key: trained[key] for key in ("learning_rate", "tuning", "train_fraction", "train_images",
+                                            "epochs_planned") if key in trained}
+    phases = strategies.phases(experiment.settings.model_copy(
+        update={"epochs": trained.get("epochs_planned", experiment.settings.epochs)}))
+    best_epoch, best_phase = best_of_last_phase(history, phases)
     metrics = {
         "test": test,
-        "best_val_accuracy": float(history["val_accuracy"].max()),
-        "best_epoch": int(history["epoch"].iloc[history["val_accuracy"].argmax()]),
+        "best_val_accuracy": float(history.loc[history["epoch"] == best_epoch, "val_accuracy"].iloc[0]),
+        "best_epoch": best_epoch,
+        "best_phase": best_phase,
+        "phases": [{"name": p.name, "start": p.start, "end": p.end} for p in phases],
         "epochs": int(history["epoch"].max()),
         "seconds": trained["seconds"],
+        **given,
         "weights": experiment.weights_label,
         "setting": experiment.setting,
         "seed": experiment.seed,
@@ -206,6 +233,12 @@ def evaluate_run(experiment: Experiment) -> dict:
     return metrics
 
 
+def arm_share(metrics: dict) -> str:
+    """A run's arm, with its share of the training split below the whole: ``none``, ``none-f0.05``."""
+    share = runs.fraction_label(metrics.get("train_fraction", 1.0))
+    return f"{metrics['weights']}-f{share}" if share else str(metrics["weights"])
+
+
 def aggregate(name: str, per_run: list[dict]) -> dict:
     """``{name: {arm: {test_accuracy, ..., seconds}}}``: per arm, the mean (and std over seeds) of each metric.
 
@@ -213,11 +246,12 @@ def aggregate(name: str, per_run: list[dict]) -> dict:
     (``captcha.none.test_accuracy``) and no two experiments share one; few keys, so the table fits a terminal.
     """
     out: dict[str, dict] = {}
-    for label in dict.fromkeys(m["weights"] for m in per_run):
-        group = [m for m in per_run if m["weights"] == label]
+    for label in dict.fromkeys(map(arm_share, per_run)):
+        group = [m for m in per_run if arm_share(m) == label]
         values = {"test_accuracy": [m["test"]["accuracy"] for m in group]}
-        if "sequence_accuracy" in group[0]["test"]:
-            values["test_sequence_accuracy"] = [m["test"]["sequence_accuracy"] for m in group]
+        for key in ("sequence_accuracy", "balanced_accuracy"):
+            if key in group[0]["test"]:
+                values[f"test_{key}"] = [m["test"][key] for m in group]
         values["best_val_accuracy"] = [m["best_val_accuracy"] for m in group]
         summary: dict = {}
         for key, series in values.items():

@@ -182,7 +182,8 @@ def save_model(model: keras.Model, path: Path) -> None:
 def fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches, validation: ArrayBatches,
         work_dir: Path, extra_callbacks: Sequence[keras.callbacks.Callback] = (),
         verbose: int | None = None, placement: Placement | None = None) -> list[dict]:
-    """Train (or resume) into ``work_dir``; return the per-epoch history. The best model: best_model(work_dir).
+    """Train (or resume) into ``work_dir``; return the per-epoch history. The best model of the last phase:
+    best_model(work_dir).
 
     Each strategy phase is one ``model.fit``; between phases the layers are re-frozen and the model
     recompiled at the next phase's rate. A run killed in any phase resumes in that phase. ``placement``
@@ -212,7 +213,7 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
         current = plan[0].name
     history: list[dict] = list(state["history"]) if state else []
     epoch = state["epoch"] if state else 0
-    # Kept across phases: the best model is the run's best, whichever phase it came from.
+    # The best model of the phase the state was saved in; a new phase starts a new best (below).
     best = Best(state["checkpoint_best"], best_model(work_dir).name) if state else Best()
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs, a live bar in a terminal
@@ -225,6 +226,9 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
         if epoch >= phase.end:
             continue
         if phase.name != current:
+            # The run's model comes from its last phase: a two-phase run's fine-tuned arm is scored on a
+            # fine-tuned checkpoint, never on one from its frozen phase that happened to validate better.
+            best.score, best.file = -math.inf, None
             strategies.apply(model, phase)
             compile_model(model, experiment, phase.learning_rate)  # a fresh optimizer at the phase's rate
             current = phase.name

@@ -1,11 +1,15 @@
-"""Stage `train@<experiment>`: train every run of the experiment (arms x seeds, see transferbench.study.runs).
+"""Stage `train@<experiment>`: train every run of the experiment (arms x shares x seeds, see transferbench.study.runs).
 
-Writes models/<experiment>/runs/<run>/: model.keras (best epoch by validation accuracy), history.csv
-(per-epoch metrics) and train.json (MLflow run id, which evaluation completes; epochs; seconds).
+Each arm first chooses its learning rate on validation (transferbench.training.tuning), once per share
+of the training split, at its first seed; then every seed trains at that rate. Writes
+models/<experiment>/runs/<run>/: model.keras (best epoch of the last phase by validation accuracy),
+history.csv (per-epoch metrics) and train.json (MLflow run id, which evaluation completes; the rate and
+how it was chosen; epochs; training seconds without the validation passes).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,12 +27,13 @@ from transferbench.data.datasets import load_split
 from transferbench.models.pretrained import init_weights_file
 from transferbench.models.strategies import check_freeze
 from transferbench.study import runs
-from transferbench.study.experiments import Experiment
+from transferbench.study.experiments import Experiment, with_rate
 from transferbench.study.params import Params
 from transferbench.tracking import mlflow_runs as tracking
 from transferbench.training import distribution
 from transferbench.training.batches import ArrayBatches, feed_kind
 from transferbench.training.fit import configure_precision, finish, fit
+from transferbench.training.tuning import UNTUNED, Tuned, tune
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,9 @@ def fingerprint(experiment: Experiment, init_record: dict) -> str:
     """Identifies a training configuration, so a resumed run never continues a different one."""
     blob = json.dumps({"experiment": experiment.settings.model_dump(mode="json"),
                        "dataset": experiment.dataset_settings.model_dump(mode="json"),
-                       "seed": experiment.seed, "init": init_record}, sort_keys=True)
+                       "seed": experiment.seed, "init": init_record,
+                       "train_fraction": experiment.train_fraction, "data_seed": experiment.data_seed},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -62,19 +69,30 @@ def history_csv(history: list[dict]) -> str:
 
 
 class EpochSeconds(keras.callbacks.Callback):
-    """Adds ``epoch_seconds`` and ``images_per_second`` to each epoch's logs: history, resumed runs and the
-    one line per epoch that Keras prints in a log carry wall-clock time and speed."""
+    """Adds ``epoch_seconds`` (training alone), ``validation_seconds`` and ``images_per_second`` to each
+    epoch's logs: history, resumed runs and the one line per epoch that Keras prints carry time and speed.
+
+    The validation pass is timed apart (fit calls on_test_begin / on_test_end around it), so time to
+    accuracy and training speed count training, not the checks made on the way.
+    """
 
     def __init__(self, images: int):
         super().__init__()
         self.images = images
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start, self._validation = time.perf_counter(), 0.0
+
+    def on_test_begin(self, logs=None):
+        self._test_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self._validation += time.perf_counter() - self._test_start
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["epoch_seconds"] = time.perf_counter() - self._start
+            logs["validation_seconds"] = self._validation
+            logs["epoch_seconds"] = time.perf_counter() - self._start - self._validation
             logs["images_per_second"] = self.images / max(logs["epoch_seconds"], 1e-9)
 
 
@@ -90,12 +108,16 @@ class MlflowEpochMetrics(keras.callbacks.Callback):
 
 
 def load_batches(experiment: Experiment) -> dict[str, ArrayBatches]:
-    """Train (shuffled by the run's seed) and validation batches of the experiment's dataset."""
+    """Train (the run's share of it, shuffled by the run's seed) and validation batches of the experiment's dataset."""
     task, batch = experiment.task, experiment.settings.batch_size
     out = {}
     for split in ("train", "validation"):
         images, manifest = load_split(experiment.dataset, split, experiment.image_shape)
         targets = experiment.spec.targets(manifest, experiment.dataset_settings)
+        subset = runs.train_subset(len(images), experiment.train_fraction, experiment.data_seed) \
+            if split == "train" else None
+        if subset is not None:  # a copy in memory: a share is what makes it small enough
+            images, targets = images[subset], targets[subset]
         out[split] = ArrayBatches(images, targets, batch, n_outputs=task.n_outputs,
                                   shuffle=split == "train", seed=experiment.seed)
     return out
@@ -112,7 +134,19 @@ def runtime(experiment: Experiment, policy: str, image_bytes: int) -> dict[str, 
             "feed": feed_kind(image_bytes, placed["device_count"])}
 
 
-def train_run(experiment: Experiment, work_root: Path, policy: str) -> Path:
+def tune_arm(experiment: Experiment, params: Params, work_root: Path) -> Tuned:
+    """The arm's learning-rate factor, chosen on validation at ``experiment``'s share and seed (params' tuning)."""
+    if params.tuning.kind == "none":
+        return UNTUNED
+    init_dir = runs.init_dir(experiment)
+    init_record = read_json_input(init_dir / "source.json", f"weights@{experiment.name}")
+    batches = load_batches(experiment)
+    key = f"{runs.run_name(experiment)}-{fingerprint(experiment, init_record)}"
+    return tune(experiment, params.tuning, batches["train"], batches["validation"], work_root / "tuning" / key,
+                init_weights_file(init_dir))
+
+
+def train_run(experiment: Experiment, work_root: Path, policy: str, tuned: Tuned) -> Path:
     """Train one run (or resume it) and leave model.keras, history.csv and train.json in a finished folder.
 
     A finished folder survives a kill of a later run in the same stage, so no run is trained twice.
@@ -136,7 +170,8 @@ def train_run(experiment: Experiment, work_root: Path, policy: str) -> Path:
              on["batch_per_device"], on["feed"])
 
     run_file = work_dir / "mlflow_run_id"
-    run_id = tracking.start_run(experiment, run_file.read_text() if run_file.exists() else None, runtime=on)
+    run_id = tracking.start_run(experiment, run_file.read_text() if run_file.exists() else None, runtime=on,
+                                tuning=tuned.record())
     work_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_file, run_id)
     try:
@@ -155,6 +190,9 @@ def train_run(experiment: Experiment, work_root: Path, policy: str) -> Path:
     write_json(staging / "train.json", {
         "mlflow_run_id": run_id, "weights": experiment.weights_label, "setting": experiment.setting,
         "seed": experiment.seed,
+        "learning_rate": experiment.settings.learning_rate, "tuning": tuned.record(),
+        "train_fraction": experiment.train_fraction, "train_images": len(batches["train"].images),
+        "epochs_planned": experiment.settings.epochs,
         "epochs": len({int(row["epoch"]) for row in history}),
         "seconds": round(sum(row.get("epoch_seconds", 0.0) for row in history), 3),
     })
@@ -180,7 +218,14 @@ def run(params: Params, name: str, work_root: Path | None = None) -> None:
              len(experiments), ", ".join(runs.run_name(e) for e in experiments), policy, placed["distribution"],
              placed["device_count"], placed["devices"], placed["batch_per_device"])
     work_root = work_root or paths.tmp_dir("train", name)
-    finished = {runs.run_name(e): train_run(e, work_root, policy) for e in experiments}
+    tuned: dict[tuple[str, float], Tuned] = {}
+    finished = {}
+    for e in experiments:
+        arm = (e.weights_label, e.train_fraction)
+        if arm not in tuned:  # an arm's first run at each share is at its first seed: it tunes for the others
+            tuned[arm] = tune_arm(e, params, work_root)
+        trained = dataclasses.replace(e, settings=with_rate(e.settings, tuned[arm].chosen_factor))
+        finished[runs.run_name(e)] = train_run(trained, work_root, policy, tuned[arm])
     out = paths.experiment_model_dir(name) / "runs"
     staging = out.with_name("runs.partial")
     if staging.exists():
