@@ -242,3 +242,37 @@ def test_flip_augmentation_acts_in_training_only(params):
 
     plain = photo_experiment(params, "cats_and_dogs_filtered", 32, augment="none")
     assert "augment" not in [layer.name for layer in build_model(plain, None).layers]
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize(("threshold", "scores", "expected"), [
+    (None, [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]], (2 / 3 + 1) / 2),  # argmax: one cat called a dog
+    (0.5, [[0.1], [0.2], [0.7], [0.6]], (2 / 3 + 1) / 2),  # a sigmoid unit, class 1 above 0.5
+    (0.0, [[-1.0], [-2.0], [0.5], [-0.1]], (2 / 3 + 0) / 2),  # an SVM margin, class 1 above 0: the dog missed
+])
+def test_balanced_accuracy_is_the_mean_recall_by_the_heads_rule(threshold, scores, expected):
+    from transferbench.models.custom_objects import BalancedAccuracy
+
+    metric = BalancedAccuracy(2, threshold=threshold)
+    metric.update_state(np.array([0, 0, 0, 1]), np.array(scores, dtype="float32"))
+    assert float(metric.result()) == pytest.approx(expected)
+    metric.reset_state()
+    metric.update_state(np.array([1]), np.array([scores[2]], dtype="float32"))  # a class never seen counts for nothing
+    assert float(metric.result()) == pytest.approx(1.0)
+
+
+@pytest.mark.jax
+def test_balanced_class_weights_checkpoint_on_balanced_accuracy_and_resume(params, tmp_path):
+    from tests.unit import test_strategies as strategies_test
+    from transferbench.training.fit import BALANCED_MONITOR, monitor
+
+    make_experiment, batches = strategies_test.make_experiment, strategies_test.batches
+    experiment = make_experiment(params, epochs=3, class_weight="balanced")
+    assert monitor(experiment.settings) == BALANCED_MONITOR
+    with pytest.raises(strategies_test.Kill):
+        fit(experiment, None, *batches(experiment), tmp_path / "work", extra_callbacks=[strategies_test.KillAtEpoch(2)],
+            verbose=0)
+    history = fit(experiment, None, *batches(experiment), tmp_path / "work", verbose=0)  # reloads the metric
+    scores = [row[BALANCED_MONITOR] for row in history]
+    state = read_json(tmp_path / "work" / "state.json")
+    assert len(scores) == 3 and state["checkpoint_best"] == max(scores)

@@ -61,8 +61,9 @@ def loss_weights(model_name: str, task: Task) -> dict[str, float]:
 
 
 def compile_outputs(model: keras.Model, model_name: str, head: str, task: Task,
-                    optimizer: keras.optimizers.Optimizer, **compile_args: Any) -> None:
-    """Loss, loss weights and accuracy per output of a model built by :func:`assemble_model`."""
+                    optimizer: keras.optimizers.Optimizer, balanced: bool = False, **compile_args: Any) -> None:
+    """Loss, loss weights and accuracy per output of a model built by :func:`assemble_model`; with
+    ``balanced`` (one output), balanced accuracy too."""
     head_spec = HEADS.get(head)
     names = list(model.output_names)
     if len(names) > 1:
@@ -73,5 +74,5 @@ def compile_outputs(model: keras.Model, model_name: str, head: str, task: Task,
                       loss_weights={n: weights[n] for n in names},
                       metrics={n: [head_spec.metric(task)] for n in names}, **compile_args)
     else:
-        model.compile(optimizer=optimizer, loss=head_spec.loss(task), metrics=[head_spec.metric(task)],
-                      **compile_args)
+        metrics = [head_spec.metric(task), *([head_spec.balanced_metric(task)] if balanced else [])]
+        model.compile(optimizer=optimizer, loss=head_spec.loss(task), metrics=metrics, **compile_args)

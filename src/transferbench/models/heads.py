@@ -68,6 +68,12 @@ class HeadSpec:
             return keras.metrics.BinaryAccuracy(name="accuracy", threshold=self.threshold)
         return "accuracy"
 
+    def balanced_metric(self, task: Task) -> Any:
+        """Mean recall over classes by the same decision rule (transferbench.models.custom_objects)."""
+        from transferbench.models.custom_objects import BalancedAccuracy
+
+        return BalancedAccuracy(task.n_classes, threshold=self.threshold if task.kind == "binary" else None)
+
     def predicted_classes(self, task: Task, predictions: Sequence[np.ndarray]) -> np.ndarray:
         """Class indices (n, n_outputs) from the task's outputs (see task_outputs)."""
         if task.kind == "binary":

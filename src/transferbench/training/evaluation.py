@@ -37,6 +37,7 @@ from transferbench.study.experiments import Experiment
 from transferbench.study.params import Params
 from transferbench.tracking import mlflow_runs as tracking
 from transferbench.training.batches import ArrayBatches
+from transferbench.training.fit import monitor
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +110,12 @@ def balanced_accuracy(targets: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean([(predicted[targets == c] == c).mean() for c in np.unique(targets)]))
 
 
-def best_of_last_phase(history: pd.DataFrame, phases: list[strategies.Phase]) -> tuple[int, str]:
-    """The epoch whose model training kept (best validation accuracy of the last phase, first if tied), its phase."""
+def best_of_last_phase(history: pd.DataFrame, phases: list[strategies.Phase],
+                       column: str = "val_accuracy") -> tuple[int, str]:
+    """The epoch whose model training kept (best ``column`` of the last phase, first if tied), and its phase."""
     last = phases[-1]
     rows = history[history["epoch"] > last.start]
-    return int(rows["epoch"].iloc[int(rows["val_accuracy"].to_numpy().argmax())]), last.name
+    return int(rows["epoch"].iloc[int(rows[column].to_numpy().argmax())]), last.name
 
 
 def per_class_accuracy(targets: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...]) -> dict[str, float]:
@@ -193,12 +195,14 @@ def evaluate_run(experiment: Experiment) -> dict:
                                             "epochs_planned") if key in trained}
     phases = strategies.phases(experiment.settings.model_copy(
         update={"epochs": trained.get("epochs_planned", experiment.settings.epochs)}))
-    best_epoch, best_phase = best_of_last_phase(history, phases)
+    column = monitor(experiment.settings)
+    best_epoch, best_phase = best_of_last_phase(history, phases, column if column in history else "val_accuracy")
     metrics = {
         "test": test,
         "best_val_accuracy": float(history.loc[history["epoch"] == best_epoch, "val_accuracy"].iloc[0]),
         "best_epoch": best_epoch,
         "best_phase": best_phase,
+        "selection_metric": column if column in history else "val_accuracy",
         "phases": [{"name": p.name, "start": p.start, "end": p.end} for p in phases],
         "epochs": int(history["epoch"].max()),
         "seconds": trained["seconds"],

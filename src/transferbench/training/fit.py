@@ -19,7 +19,7 @@ from pathlib import Path
 
 import keras
 
-from transferbench.config.experiment import Plateau, Schedule, Step
+from transferbench.config.experiment import ExperimentBase, Plateau, Schedule, Step
 from transferbench.core import backend
 from transferbench.core.files import read_json, write_json
 from transferbench.models import strategies
@@ -34,6 +34,13 @@ from transferbench.training.feed import feed_for
 log = logging.getLogger(__name__)
 
 MONITOR = "val_accuracy"  # the task's outputs only: the mean over CAPTCHA heads, no aux (EpochSummary)
+BALANCED_MONITOR = "val_balanced_accuracy"
+
+
+def monitor(settings: ExperimentBase) -> str:
+    """What checkpoints and tuning choose by: balanced accuracy where training balances the classes
+    (class_weight balanced: one output), else accuracy."""
+    return BALANCED_MONITOR if settings.class_weight == "balanced" else MONITOR
 
 
 def configure_precision() -> str:
@@ -59,7 +66,8 @@ def compile_model(model: keras.Model, experiment: Experiment, learning_rate: flo
     settings = experiment.settings
     optimizer = make_optimizer(settings.optimizer,
                                settings.learning_rate if learning_rate is None else learning_rate)
-    compile_outputs(model, settings.model, settings.head, experiment.task, optimizer)
+    compile_outputs(model, settings.model, settings.head, experiment.task, optimizer,
+                    balanced=monitor(settings) == BALANCED_MONITOR)
 
 
 class EpochSummary(keras.callbacks.Callback):
@@ -117,10 +125,10 @@ class ResumeState(keras.callbacks.Callback):
     """Commits every epoch so a killed run can carry on; runs last, after the schedule."""
 
     def __init__(self, work_dir: Path, best: Best, plateau: keras.callbacks.ReduceLROnPlateau | None,
-                 history: list[dict], phase: str = "train"):
+                 history: list[dict], phase: str = "train", monitor: str = MONITOR):
         super().__init__()
         self.work_dir, self.best, self.plateau, self.history = work_dir, best, plateau, history
-        self.phase = phase
+        self.phase, self.monitor = phase, monitor
         self.restored: dict | None = None
 
     def restore(self, state: dict) -> None:
@@ -141,7 +149,7 @@ class ResumeState(keras.callbacks.Callback):
         # A new name each epoch: the files the committed state names are never overwritten.
         last = f"epoch-{epoch + 1:04d}.keras"
         save_model(self.model, self.work_dir / last)
-        score = (logs or {}).get(MONITOR)
+        score = (logs or {}).get(self.monitor)
         best = Best(float(score), last) if score is not None and float(score) > self.best.score else self.best
         plateau = None if self.plateau is None else {
             "best": float(self.plateau.best), "wait": int(self.plateau.wait),
@@ -239,7 +247,7 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
             compile_model(model, experiment, phase.learning_rate)
         schedule = schedule_callbacks(experiment.settings.schedule, phase)
         plateau = next((c for c in schedule if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
-        resume = ResumeState(work_dir, best, plateau, history, phase=phase.name)
+        resume = ResumeState(work_dir, best, plateau, history, phase=phase.name, monitor=monitor(experiment.settings))
         if state is not None:
             resume.restore(state)  # once: a later phase starts its schedule fresh
             state = None

@@ -4,8 +4,9 @@ A comparison is fair only when every arm had the same chance: Kornblith et al. (
 setting on validation, and VTAB gave every method, from-scratch included, one small sweep fixed before
 any result was seen. Here each arm, at each share of the training split, trains one short trial per
 factor of ``tuning.factors`` (the recipe's every rate times it) and keeps the factor whose trial
-reached the best validation accuracy. The test split is never read. ``tuning.kind: none`` keeps the
-reference studies' rates as published, so the random arm inherits the pretrained recipe's.
+reached the best validation score (accuracy; balanced accuracy where training balances the classes).
+The test split is never read. ``tuning.kind: none`` keeps the reference studies' rates as published,
+so the random arm inherits the pretrained recipe's.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from transferbench.core.files import read_json, write_json
 from transferbench.study.experiments import Experiment, trial, trial_epochs
 from transferbench.study.params import Tuning
 from transferbench.training.batches import ArrayBatches
-from transferbench.training.fit import MONITOR, fit
+from transferbench.training.fit import MONITOR, fit, monitor
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,13 @@ class Tuned:
     scores: tuple[float, ...] | None
     chosen_factor: float
     trial_epochs: int | None
+    metric: str = MONITOR  # the validation score the trials were compared on (fit.monitor)
 
     def record(self) -> dict[str, Any]:
         """As train.json, metrics.json and MLflow's params keep it."""
         return {"kind": self.kind, "factors": list(self.factors),
                 "scores": None if self.scores is None else list(self.scores),
-                "chosen_factor": self.chosen_factor, "trial_epochs": self.trial_epochs, "metric": MONITOR}
+                "chosen_factor": self.chosen_factor, "trial_epochs": self.trial_epochs, "metric": self.metric}
 
 
 UNTUNED = Tuned("none", (1.0,), None, 1.0, None)
@@ -68,7 +70,8 @@ def tune(experiment: Experiment, tuning: Tuning, train: ArrayBatches, validation
     chosen = choose(tuning.factors, scores)
     log.info("%s %s: learning rate x%g chosen on validation (%s)", experiment.name, experiment.weights_label,
              chosen, ", ".join(f"x{f:g}: {s:.4f}" for f, s in zip(tuning.factors, scores, strict=True)))
-    return Tuned("grid", tuple(tuning.factors), scores, chosen, trial_epochs(experiment.settings, tuning.epochs))
+    return Tuned("grid", tuple(tuning.factors), scores, chosen, trial_epochs(experiment.settings, tuning.epochs),
+                 monitor(experiment.settings))
 
 
 def _trial_score(experiment: Experiment, factor: float, share: float, train: ArrayBatches,
@@ -82,8 +85,9 @@ def _trial_score(experiment: Experiment, factor: float, share: float, train: Arr
              factor, settings.learning_rate, settings.epochs)
     trial_dir = work_dir / f"x{factor:g}"
     history = fit(dataclasses.replace(experiment, settings=settings), weights_file, train, validation, trial_dir)
-    score = max(float(row[MONITOR]) for row in history)
+    metric = monitor(settings)
+    score = max(float(row[metric]) for row in history)
     write_json(done, {"factor": factor, "learning_rate": settings.learning_rate, "epochs": settings.epochs,
-                      "score": score, "metric": MONITOR})
+                      "score": score, "metric": metric})
     shutil.rmtree(trial_dir)
     return score
