@@ -1,6 +1,8 @@
-"""CAPTCHAs per second: stock captcha (PNG, one process, as seed 000 did) vs our seeded generation stage.
+"""CAPTCHAs per second: stock captcha (PNG, one process), our renderer per style, and our seeded generation stage.
 
 Run from the repository root: ``.venv/bin/python benchmarks/generation.py --count 2000``.
+``--style`` picks the stage's style (default seed000, as params.yaml); the per-style lines render every
+style in this process, without the stage's labels, hashes and files, so their ratio is the drawing's alone.
 Methods take turns for ``--repeat`` rounds and each keeps its best round, so load from other
 processes on a shared machine skews them alike and least; CPU time (this process and its workers)
 is reported beside wall time because it barely depends on that load. Results go to stdout; the
@@ -40,11 +42,18 @@ def stock(texts: list[str], png: bool) -> common.Timing:
     return common.timed(lambda: [make(text) for text in texts])
 
 
-def ours(count: int, workers: int) -> common.Timing:
+def rendered(texts: list[str], style: captcha.Style) -> common.Timing:
+    """Our render() for every text in this process (fonts and per-size grids made beforehand)."""
+    captcha.render("WARMUP", "warm-up", 160, 80, style=style)
+    return common.timed(lambda: [captcha.render(text, captcha.image_key(0, "bench", i), 160, 80, style=style)
+                                 for i, text in enumerate(texts)])
+
+
+def ours(count: int, workers: int, style: str) -> common.Timing:
     """The whole stage function: labels, rendering, hashes, manifests, final move (pool start-up too)."""
     held_out = max(1, count // 20)
     values = {"train": count - 2 * held_out, "validation": held_out, "test": held_out, "width": 160,
-              "height": 80, "length": 6, "alphabet": ALPHABET, "workers": workers}
+              "height": 80, "length": 6, "alphabet": ALPHABET, "workers": workers, "style": style}
     with tempfile.TemporaryDirectory(prefix="bench-captcha-") as tmp, contextlib.redirect_stdout(sys.stderr):
         out, work = Path(tmp) / "out", Path(tmp) / "work"
         return common.timed(lambda: generate_captcha.generate(out, work, values, 0, workers))
@@ -55,6 +64,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2000, help="CAPTCHAs per method (default 2000)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to time (default 1 2)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; each method keeps its best (default 3)")
+    parser.add_argument("--style", choices=captcha.STYLES, default="seed000",
+                        help="the stage's CAPTCHA style (default seed000)")
     args = parser.parse_args()
     if args.count < 3:
         parser.error(f"--count must be at least 3 (one image per split), got {args.count}")
@@ -64,7 +75,10 @@ def main() -> None:
     texts = captcha.draw_labels(0, {"all": args.count}, ALPHABET, 6)["all"]
     methods = {"stock generate(), PNG, 1 process": lambda: stock(texts, png=True),
                "stock generate_image(), no PNG, 1 process": lambda: stock(texts, png=False)}
-    methods.update({f"our stage, workers={w}": (lambda w=w: ours(args.count, w)) for w in args.workers})
+    methods.update({f"our render(), style={style}, 1 process": (lambda style=style: rendered(texts, style))
+                    for style in captcha.STYLES})
+    methods.update({f"our stage, {args.style}, workers={w}": (lambda w=w: ours(args.count, w, args.style))
+                    for w in args.workers})
     load_before = os.getloadavg()[0]
     rounds, best = common.best_of_rounds(methods, args.repeat)
 

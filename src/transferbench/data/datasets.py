@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -105,13 +105,18 @@ def load_split(dataset: str, split: str,
 # ---- captcha (seed 000) ---------------------------------------------------------------------
 
 class CaptchaParams(DatasetParams):
-    """Generated CAPTCHAs: split sizes, image size, ``length`` characters drawn from ``alphabet``."""
+    """Generated CAPTCHAs: split sizes, image size, ``length`` characters drawn from ``alphabet``, drawing style."""
 
     train: Count
     validation: Count
     test: Count
     length: Annotated[int, Field(ge=1, le=32)]
     alphabet: Text
+    # seed000: drawn as the reference study drew them (ImageMagick's rotation, blur, implode, swirl, impulse
+    # noise, JPEG), with its SecureRandom.alphanumeric(6).upcase odds: each letter weighs 2, digits and any
+    # other symbol 1. plain: the captcha package's image, every symbol alike. Spelt out rather than imported
+    # from data.captcha.STYLES, so that editing the drawing does not rerun every stage that checks params.
+    style: Literal["seed000", "plain"] = "seed000"
 
     @field_validator("alphabet")
     @classmethod

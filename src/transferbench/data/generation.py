@@ -40,8 +40,9 @@ def fingerprint(values: Any, seed: int) -> str:
 
 
 def _recipe(values: Any, seed: int) -> dict:
-    return {"captcha": _section(values).model_dump(mode="json", exclude={"workers"}), "seed": seed,
-            "generator": captcha.GENERATOR}
+    section = _section(values)
+    return {"captcha": section.model_dump(mode="json", exclude={"workers"}), "seed": seed,
+            "generator": captcha.generator(section.style)}
 
 
 
@@ -73,15 +74,16 @@ def generate(out_dir: Path, work_dir: Path, values: Any, seed: int, workers: int
 
     open_work_dir(work_dir, {**_recipe(values, seed), "chunk_size": chunk_size})
     output, done = work_dir / "output", work_dir / "done"
-    labels = captcha.draw_labels(seed, counts, values.alphabet, values.length)
+    labels = captcha.draw_labels(seed, counts, values.alphabet, values.length,
+                                 captcha.symbol_weights(values.alphabet, values.style))
     shape = values.image_shape
 
-    chunks = _plan_chunks(output, done, labels, shape, seed, chunk_size)
+    chunks = _plan_chunks(output, done, labels, shape, seed, chunk_size, values.style)
     todo = [c for c in chunks if _read_marker(done, c) is None]
     total = sum(counts.values())
     workers = max(1, min(workers, len(todo)))
-    log.info("%s CAPTCHAs (%s), %sx%s, seed %s -> %s", f"{total:,}",
-             ", ".join(f"{s} {n:,}" for s, n in counts.items()), values.width, values.height, seed,
+    log.info("%s CAPTCHAs (%s), %sx%s, style %s, seed %s -> %s", f"{total:,}",
+             ", ".join(f"{s} {n:,}" for s, n in counts.items()), values.width, values.height, values.style, seed,
              shown(out_dir))
     if len(todo) < len(chunks):
         log.info("resuming %s: %d of %d chunks already done", shown(work_dir), len(chunks) - len(todo), len(chunks))
@@ -97,7 +99,8 @@ def generate(out_dir: Path, work_dir: Path, values: Any, seed: int, workers: int
         write_text(output / split / "manifest.csv", _manifest(labels[split], hashes))
     write_json(output / "meta.json", {
         "dataset": DATASET, "image_shape": list(shape), "splits": counts,
-        "alphabet": values.alphabet, "length": values.length, "seed": seed, "generator": captcha.GENERATOR,
+        "alphabet": values.alphabet, "length": values.length, "seed": seed, "style": values.style,
+        "generator": captcha.generator(values.style),
     })
     # The only step that touches out_dir: before it the old output (if any) is untouched.
     replace_dir(output, out_dir)
@@ -110,7 +113,7 @@ def generate(out_dir: Path, work_dir: Path, values: Any, seed: int, workers: int
 
 
 def _plan_chunks(output: Path, done: Path, labels: dict[str, list[str]], shape: tuple[int, int, int], seed: int,
-                 chunk_size: int) -> list[captcha.Chunk]:
+                 chunk_size: int, style: captcha.Style) -> list[captcha.Chunk]:
     """Every chunk of every split, creating each split's zero-filled images.npy if it is missing."""
     chunks = []
     for split, split_labels in labels.items():
@@ -119,7 +122,7 @@ def _plan_chunks(output: Path, done: Path, labels: dict[str, list[str]], shape: 
             _create_images(images_path, (len(split_labels), *shape), stale_markers=done.glob(f"{split}-*.json"))
         for start in range(0, len(split_labels), chunk_size):
             chunks.append(captcha.Chunk(str(images_path), split, start, tuple(split_labels[start:start + chunk_size]),
-                                        seed, width=shape[1], height=shape[0]))
+                                        seed, width=shape[1], height=shape[0], style=style))
     return chunks
 
 
