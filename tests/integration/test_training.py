@@ -264,7 +264,7 @@ def test_balanced_accuracy_is_the_mean_recall_by_the_heads_rule(threshold, score
 @pytest.mark.jax
 def test_balanced_class_weights_checkpoint_on_balanced_accuracy_and_resume(params, tmp_path):
     from tests.unit import test_strategies as strategies_test
-    from transferbench.training.fit import BALANCED_MONITOR, monitor
+    from transferbench.study.experiments import BALANCED_MONITOR, monitor
 
     make_experiment, batches = strategies_test.make_experiment, strategies_test.batches
     experiment = make_experiment(params, epochs=3, class_weight="balanced")

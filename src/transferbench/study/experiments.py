@@ -83,6 +83,17 @@ def arm_recipe(settings: ExperimentBase, arm: Arm) -> tuple[ExperimentBase, str]
     return settings, own_setting
 
 
+# What checkpoints and tuning trials choose by: the task's outputs only (the mean over CAPTCHA heads,
+# no auxiliary classifier; transferbench.training.fit.EpochSummary).
+MONITOR = "val_accuracy"
+BALANCED_MONITOR = "val_balanced_accuracy"
+
+
+def monitor(settings: ExperimentBase) -> str:
+    """Balanced accuracy where training balances the classes (class_weight balanced: one output), else accuracy."""
+    return BALANCED_MONITOR if settings.class_weight == "balanced" else MONITOR
+
+
 def longer(settings: ExperimentBase, factor: float) -> ExperimentBase:
     """``settings`` trained ``factor`` times as many epochs (rounded); the schedule's own keys unchanged."""
     return settings if factor == 1 else settings.model_copy(update={"epochs": max(1, round(settings.epochs * factor))})

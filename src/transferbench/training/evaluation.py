@@ -33,11 +33,10 @@ from transferbench.models.backbones import MODELS, load_model
 from transferbench.models.heads import HEADS, output_names, output_sources, task_outputs
 from transferbench.plots import learning_curves
 from transferbench.study import runs
-from transferbench.study.experiments import Experiment
+from transferbench.study.experiments import Experiment, monitor
 from transferbench.study.params import Params
 from transferbench.tracking import mlflow_runs as tracking
 from transferbench.training.batches import ArrayBatches
-from transferbench.training.fit import monitor
 
 log = logging.getLogger(__name__)
 

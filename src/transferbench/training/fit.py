@@ -19,28 +19,20 @@ from pathlib import Path
 
 import keras
 
-from transferbench.config.experiment import ExperimentBase, Plateau, Schedule, Step
+from transferbench.config.experiment import Plateau, Schedule, Step
 from transferbench.core import backend
 from transferbench.core.files import read_json, write_json
 from transferbench.models import strategies
 from transferbench.models.assembly import assemble_model, compile_outputs, make_optimizer
 from transferbench.models.backbones import initial_core, load_model
 from transferbench.models.heads import HeadOptions, output_names
-from transferbench.study.experiments import Experiment
+from transferbench.study.experiments import BALANCED_MONITOR, MONITOR, Experiment, monitor
 from transferbench.training.batches import ArrayBatches, class_weights, device_resident, fit_input
 from transferbench.training.distribution import Placement, active, portable
 from transferbench.training.feed import feed_for
 
 log = logging.getLogger(__name__)
 
-MONITOR = "val_accuracy"  # the task's outputs only: the mean over CAPTCHA heads, no aux (EpochSummary)
-BALANCED_MONITOR = "val_balanced_accuracy"
-
-
-def monitor(settings: ExperimentBase) -> str:
-    """What checkpoints and tuning choose by: balanced accuracy where training balances the classes
-    (class_weight balanced: one output), else accuracy."""
-    return BALANCED_MONITOR if settings.class_weight == "balanced" else MONITOR
 
 
 def configure_precision() -> str:

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from transferbench.core.files import read_json, write_json
-from transferbench.study.experiments import Experiment, trial, trial_epochs
+from transferbench.study.experiments import MONITOR, Experiment, monitor, trial, trial_epochs
 from transferbench.study.params import Tuning
 from transferbench.training.batches import ArrayBatches
-from transferbench.training.fit import MONITOR, fit, monitor
+from transferbench.training.fit import fit
 
 log = logging.getLogger(__name__)
 
