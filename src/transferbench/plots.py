@@ -121,3 +121,33 @@ def confusion_matrices(matrices: Mapping[str, pd.DataFrame], title: str, out: Pa
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="share of the true class")
     fig.suptitle(title)
     save(fig, out)
+
+
+def data_size_curves(table: pd.DataFrame, title: str, ylabel: str, out: Path) -> None:
+    """One line per arm across shares of the training split, with its 95% interval over seeds as a band.
+
+    ``table``: arm, train_fraction, train_images, mean, low, high (reports/data_size.csv's rows of one
+    experiment). x is the training images on a log scale, or the share when a run did not record them.
+    """
+    known = table["train_images"].notna().all()
+    x_column = "train_images" if known else "train_fraction"
+    arms = list(dict.fromkeys(table["arm"]))
+    colors = arm_colors(arms)
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for arm in arms:
+        rows = table[(table["arm"] == arm) & table["mean"].notna()].sort_values(x_column)
+        if rows.empty:
+            continue
+        x = rows[x_column].astype(float)
+        ax.plot(x, rows["mean"], "o-", color=colors[arm], label=arm)
+        band = rows["low"].notna()
+        if band.any():
+            ax.fill_between(x[band], rows["low"][band], rows["high"][band], color=colors[arm], alpha=0.15,
+                            linewidth=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images (log scale)" if known else "share of the training split (log scale)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.suptitle(title)
+    save(fig, out)

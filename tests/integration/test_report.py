@@ -27,8 +27,9 @@ from transferbench.study.params import Params, check_params
 PETS_VAL = {
     ("imagenet", 42): ([0.80, 0.90, 0.95, 0.945, 0.96, 0.955], 3),  # best 0.96, floor 0.94: below at epochs 1-2
     ("imagenet", 43): ([0.85, 0.95, 0.92, 0.955, 0.96, 0.96], 4),  # dips to 0.92 at epoch 3
-    ("none", 42): ([0.30, 0.50, 0.70, 0.80, 0.85, 0.86], 5),  # floor 0.84
-    ("none", 43): ([0.30, 0.50, 0.70, 0.84, 0.80, 0.88], 6),  # floor 0.86: 0.80 at epoch 5
+    # A last epoch just under the best: a run whose best epoch is its last is "still improving", not stable.
+    ("none", 42): ([0.30, 0.50, 0.70, 0.80, 0.85, 0.86, 0.855], 5),  # floor 0.84
+    ("none", 43): ([0.30, 0.50, 0.70, 0.84, 0.80, 0.88, 0.875], 6),  # floor 0.86: 0.80 at epoch 5
 }
 PETS_TEST = {("imagenet", 42): (0.95, 0.20), ("imagenet", 43): (0.97, 0.10),
              ("none", 42): (0.90, 0.40), ("none", 43): (0.92, 0.30)}
@@ -95,7 +96,8 @@ def test_the_report_says_which_runs_never_stabilised(tmp_path):
     write_run(root, "pets", "none", 43, [0.60, 0.70, 0.74, 0.72, 0.715], {"accuracy": 0.7, "loss": 0.9})
     pets = report.build(make_params(), root).summary["experiments"]["pets"]
     assert pets["results"]["none"]["epochs_to_stability"] == {"mean": 5.0, "std": None, "n": 1, "low": None,
-                                                                  "high": None, "not_stable": 1}
+                                                                  "high": None, "not_stable": 1,
+                                                                  "still_improving": 0, "did_not_learn": 0}
     assert pets["difference"]["imagenet - none"]["epochs_to_stability"] == pytest.approx(3.5 - 5.0)
     page = (root / "README.md").read_text()
     assert "5 (1 of 2 runs not stable)" in page
@@ -110,7 +112,8 @@ def test_an_arm_with_no_stable_run_says_so_and_gets_no_stability_difference(tmp_
         write_run(root, "pets", "none", seed, [0.5, 0.9, 0.85], {"accuracy": 0.7, "loss": 0.9})
     pets = report.build(make_params(), root).summary["experiments"]["pets"]
     assert pets["results"]["none"]["epochs_to_stability"] == {"mean": None, "std": None, "n": 0, "low": None,
-                                                                   "high": None, "not_stable": 2}
+                                                                   "high": None, "not_stable": 2,
+                                                                   "still_improving": 0, "did_not_learn": 0}
     assert "epochs_to_stability" not in pets["difference"]["imagenet - none"]
     assert "test_accuracy" in pets["difference"]["imagenet - none"]
     assert "not stable (2 runs)" in (root / "README.md").read_text()
@@ -140,10 +143,10 @@ def test_means_stds_and_differences(built):
     assert imagenet["test_accuracy"]["std"] == pytest.approx(0.014142, abs=1e-6)
     assert none["test_accuracy"]["mean"] == pytest.approx(0.91)
     assert imagenet["test_loss"]["mean"] == pytest.approx(0.15) and none["test_loss"]["mean"] == pytest.approx(0.35)
-    # Two seeds: t(0.975, 1) = 12.706, so the interval is 3.5 +- 12.706 * 0.7071 / sqrt(2).
+    # Two seeds: t(0.975, 1) = 12.706, so the interval is 3.5 +- 12.706 * 0.7071 / sqrt(2), clipped at 0 epochs.
     assert imagenet["epochs_to_stability"] == {"mean": 3.5, "std": pytest.approx(0.707107, abs=1e-6), "n": 2,
-                                               "low": pytest.approx(3.5 - 6.353, abs=1e-3),
-                                               "high": pytest.approx(3.5 + 6.353, abs=1e-3), "not_stable": 0}
+                                               "low": 0.0, "high": pytest.approx(3.5 + 6.353, abs=1e-3),
+                                               "not_stable": 0, "still_improving": 0, "did_not_learn": 0}
     assert none["epochs_to_stability"]["mean"] == 5.5
     assert imagenet["best_val_accuracy"]["mean"] == pytest.approx(0.96)
     assert imagenet["seconds"]["mean"] == pytest.approx(142.5)
@@ -204,10 +207,11 @@ def test_readme_answers_with_published_figures_and_definitions(built):
     for figure in ("0.9596", "0.1184", "0.9366", "0.2408", "0.9982", "0.0479", "0.9496", "0.4323"):
         assert figure in text, figure
     rows = [row for table in markdown_tables(text) for row in table]
-    assert ["epochs to stability", "fine-tuned (imagenet)", "8", "3.5 [-2.9, 9.9]"] in [r[:4] for r in rows]
-    assert ["test accuracy", "0.9600 [0.8329, 1.0871]", "0.9100 [0.7829, 1.0371]", "+0.0500"] in rows
-    assert ["test accuracy, per character", "0.9900 [0.9900, 0.9900]", "0.9400 [0.8129, 1.0671]", "+0.0500"] in rows
-    assert ["test accuracy, whole CAPTCHA (all characters right)", "0.9500 [0.8229, 1.0771]",
+    # Intervals clipped to their valid range: epochs >= 0, accuracies <= 1.
+    assert ["epochs to stability", "fine-tuned (imagenet)", "8", "3.5 [0, 9.9]"] in [r[:4] for r in rows]
+    assert ["test accuracy", "0.9600 [0.8329, 1.0000]", "0.9100 [0.7829, 1.0000]", "+0.0500"] in rows
+    assert ["test accuracy, per character", "0.9900 [0.9900, 0.9900]", "0.9400 [0.8129, 1.0000]", "+0.0500"] in rows
+    assert ["test accuracy, whole CAPTCHA (all 6 characters right)", "0.9500 [0.8229, 1.0000]",
             "0.6800 [0.4259, 0.9341]", "+0.2700"] in rows
     assert "most likely per character" in text
     assert "**No pretrained run:** params.yaml trains cnn from random initialisation only" in text
@@ -222,17 +226,17 @@ def test_readme_answers_with_published_figures_and_definitions(built):
 def test_readme_tables_are_well_formed(built):
     root, _ = built
     found = markdown_tables((root / "README.md").read_text())
-    # the answer, overall, missing runs, then per experiment: results, the seed's figures, time to accuracy,
-    # per class (pets) or position (captcha); nothing for `absent`
+    # the answer, overall, missing runs, then per experiment: results, what each arm was given, the seed's
+    # figures, time to accuracy, per class (pets) or position (captcha); only the budget for `absent`
     assert [table[0][0] for table in found] == ["experiment", "experiment", "experiment",
-                                                "", "seed's figure", "arm", "class",
-                                                "", "seed's figure", "arm", "position", ""]
+                                                "", "arm", "seed's figure", "arm", "class",
+                                                "", "arm", "seed's figure", "arm", "position", "", "arm", "arm"]
     for table in found:
         assert {len(row) for row in table} == {len(table[0])}, table[0]  # a stray '|' in a cell would add one
     overall = found[1]
     assert [row[0] for row in overall[1:]] == ["[pets](#pets)", "[captcha](#captcha)", "[small](#small)",
                                                "[absent](#absent)"]
-    assert overall[1][2:5] == ["0.9600 [0.8329, 1.0871]", "0.9100 [0.7829, 1.0371]", "+0.0500"]
+    assert overall[1][2:5] == ["0.9600 [0.8329, 1.0000]", "0.9100 [0.7829, 1.0000]", "+0.0500"]
 
 
 def test_curves_csv_long_format(built):
@@ -242,7 +246,7 @@ def test_curves_csv_long_format(built):
     pets = curves[(curves.experiment == "pets") & (curves.weights == "none") & (curves.seed == 43)]
     assert pets[pets.split == "validation"]["accuracy"].tolist() == PETS_VAL["none", 43][0]
     assert set(curves.split) == {"train", "validation"}
-    assert len(curves) == 2 * (4 * 6 + 4 * 3 + 3)
+    assert len(curves) == 2 * (2 * 6 + 2 * 7 + 4 * 3 + 3)
 
 
 def test_figures_exist_and_are_byte_identical_across_runs(built, tmp_path):

@@ -20,47 +20,29 @@ from transferbench.reporting.formatting import (
     markdown_table,
 )
 from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
-from transferbench.reporting.stats import first_reaching, paired_bootstrap, per_image_correct
+from transferbench.reporting.stats import first_reaching
+from transferbench.reporting.verdict import METRIC_TITLES, RESULT_KEYS, helped
 
 # Published figures a validation curve can be held against (the seeds' test figures were measured on
 # held-out data of the same distribution; their train figures and losses are not comparable).
 COMPARABLE_METRICS = ("test_accuracy", "last_val_accuracy")
 
 
-def compare(target: np.ndarray | None, pretrained: Sequence[np.ndarray], random: Sequence[np.ndarray],
-            means: tuple[float, float]) -> dict:
-    """Pretrained minus random test accuracy: a paired bootstrap over images when every run saved its
-    predictions (``target`` not None), else the difference of the two arms' means without an interval."""
-    if target is None:
-        return {"difference": means[0] - means[1], "low": None, "high": None}
-    return paired_bootstrap(per_image_correct(target, pretrained), per_image_correct(target, random))
-
-
-def helped(comparison: Mapping[str, Any]) -> str:
-    """The verdict: yes / no / not clear, from whether the 95% interval excludes 0."""
-    if comparison.get("low") is None:
-        return "not known: no per-image predictions, so no interval"
-    if comparison["low"] > 0:
-        return "yes (95% interval above 0)"
-    if comparison["high"] < 0:
-        return "no, it hurt (95% interval below 0)"
-    return "not clear (95% interval includes 0)"
-
-
 def time_to_accuracy(curves: Mapping[str, pd.DataFrame], published: Sequence[Mapping[str, Any]],
-                     source: str | None) -> dict[str, list[dict]]:
+                     source: str | None, best: Mapping[str, float]) -> dict[str, list[dict]]:
     """Per arm, the first epoch (and seconds) its mean validation curve reaches each target: every comparable
-    published figure of the seed, and every other arm's best mean validation accuracy; None = not reached.
+    published figure of the seed, and every other arm's best validation accuracy; None = not reached.
 
     ``curves``: arm -> mean over seeds (epoch, val_accuracy, and seconds when every run recorded it).
+    ``best``: arm -> its runs' best validation accuracy (each run's maximum), averaged over seeds.
     """
     targets = [(f"{source}'s {figure['weights']} {PUBLISHED_METRICS[figure['metric']]}",
                 float(np.mean(figure["values"])))
                for figure in published if figure["metric"] in COMPARABLE_METRICS]
     out: dict[str, list[dict]] = {}
     for arm, curve in curves.items():
-        rows = list(targets) + [(f"best validation accuracy of {other}", float(other_curve["val_accuracy"].max()))
-                                for other, other_curve in curves.items() if other != arm]
+        rows = list(targets) + [(f"best validation accuracy of {other}", float(best[other]))
+                                for other in curves if other != arm and other in best]
         seconds = curve["seconds"].tolist() if "seconds" in curve else None
         out[arm] = [{"target": label, "accuracy": value,
                      "reached": first_reaching(curve["epoch"].tolist(), curve["val_accuracy"].tolist(), value,
@@ -73,11 +55,12 @@ def answer_rows(name: str, summary: Mapping[str, Any]) -> list[list[str]]:
     """The first table's rows for one experiment: one per pretrained arm against random initialisation."""
     results = summary["results"]
     figures = published_cell(summary["published"], summary.get("published_not_comparable"))
+    metric = summary["verdict_metric"]
+    title, key = metric_title(metric, summary["task"]["n_outputs"]), RESULT_KEYS[metric]
     if not summary["comparisons"]:
         random = results.get(RANDOM, {})
         reason = summary["no_result"].get("pretrained", "no pretrained arm")
-        return [[name, "—", "—", fmt_seeds_stat(random.get("test_accuracy")), "—", f"not measured: {reason}",
-                 figures]]
+        return [[name, "—", title, "—", fmt_seeds_stat(random.get(key)), "—", f"not measured: {reason}", figures]]
     rows = []
     for arm, comparison in summary["comparisons"].items():
         mine, random = results[arm], results.get(RANDOM, {})
@@ -85,14 +68,20 @@ def answer_rows(name: str, summary: Mapping[str, Any]) -> list[list[str]]:
             difference, verdict = "—", f"not measured: {comparison['no_result']}"
         else:
             difference, verdict = fmt_difference(comparison), helped(comparison)
-        rows.append([name, arm_title(arm, comparison["setting"]), fmt_seeds_stat(mine.get("test_accuracy")),
-                     fmt_seeds_stat(random.get("test_accuracy")), difference, verdict, figures])
+        rows.append([name, arm_title(arm, comparison["setting"]), title, fmt_seeds_stat(mine.get(key)),
+                     fmt_seeds_stat(random.get(key)), difference, verdict, figures])
     return rows
 
 
-ANSWER_HEADER = ["experiment", "pretrained setting (arm)", "test accuracy: pretrained [95% interval over seeds]",
-                 "random init", "pretrained − random, points [95% paired bootstrap]", "did pretraining help?",
-                 "seed's published figures (metric)"]
+def metric_title(metric: str, n_outputs: int) -> str:
+    """The metric's name in the report, e.g. ``balanced accuracy``, ``accuracy per character``."""
+    return "accuracy per character" if metric == "accuracy" and n_outputs > 1 else METRIC_TITLES[metric]
+
+
+ANSWER_HEADER = ["experiment", "pretrained setting (arm)", "test metric of the verdict",
+                 "pretrained [95% interval over seeds]", "random init",
+                 "pretrained − random, points [95% interval over seeds and test images]", "did pretraining help?",
+                 "reference study's published figures (metric)"]
 
 
 def answer_table(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -55,20 +55,29 @@ def fmt_value(value: float, kind: str, signed: bool = False, unit: tuple[str, fl
 
 def fmt_stat(stat: Mapping[str, Any] | None, kind: str) -> str:
     """``mean [low, high]`` (the 95% t interval over seeds, in the mean's unit), or the mean alone for one
-    seed; a dash for no value. Epochs to stability also say how many runs never stabilised (not in the mean).
+    seed; a dash for no value. Epochs to stability also count the runs left out of the mean: not stable,
+    still improving, did not learn.
     """
     if not stat:
         return "—"
-    unstable = stat.get("not_stable", 0)
+    left_out = [(stat.get(key, 0), words) for key, words in LEFT_OUT if stat.get(key, 0)]
     if stat["mean"] is None:
-        return "not stable" + (f" ({unstable} runs)" if unstable > 1 else "")
+        if [words for _, words in left_out] == ["not stable"]:
+            return "not stable" + (f" ({left_out[0][0]} runs)" if left_out[0][0] > 1 else "")
+        return "no stable run (" + ", ".join(f"{k} {words}" for k, words in left_out) + ")"
     text = fmt_value(stat["mean"], kind)
     if stat.get("low") is not None:
         unit = time_unit(stat["mean"])
         text += f" [{fmt_value(stat['low'], kind, unit=unit)}, {fmt_value(stat['high'], kind, unit=unit)}]"
-    if unstable:
-        text += f" ({unstable} of {stat['n'] + unstable} runs not stable)"
+    if left_out:
+        total = stat["n"] + sum(k for k, _ in left_out)
+        (first, words), *rest = left_out
+        text += f" ({first} of {total} runs {words}" + "".join(f", {k} {w}" for k, w in rest) + ")"
     return text
+
+
+# Runs counted beside epochs to stability, not in its mean: summary key, words.
+LEFT_OUT = (("not_stable", "not stable"), ("still_improving", "still improving"), ("did_not_learn", "did not learn"))
 
 
 def fmt_seeds_stat(stat: Mapping[str, Any] | None, kind: str = "number") -> str:
@@ -78,9 +87,14 @@ def fmt_seeds_stat(stat: Mapping[str, Any] | None, kind: str = "number") -> str:
 
 
 def fmt_difference(comparison: Mapping[str, Any]) -> str:
-    """Pretrained minus random in points, with the bootstrap's 95% interval when there is one."""
+    """Pretrained minus random in points, with its 95% interval over seeds and test images; with one seed in
+    an arm, the interval over test images alone, labelled so."""
+    if comparison.get("difference") is None:
+        return "— (not recorded by every run; no predictions.npz, no interval)"
     text = fmt_value(comparison["difference"], "points", signed=True)
     if comparison.get("low") is None:
         return f"{text} (difference of means; no predictions.npz, no interval)"
-    low, high = (fmt_value(comparison[k], "points", signed=True) for k in ("low", "high"))
-    return f"{text} [{low}, {high}]"
+    one_run = min(comparison.get("seeds", [2])) < 2
+    interval = comparison["images_only"] if one_run and "images_only" in comparison else comparison
+    low, high = (fmt_value(interval[k], "points", signed=True) for k in ("low", "high"))
+    return f"{text} [{low}, {high}]" + (" (test images only)" if one_run else "")

@@ -19,6 +19,7 @@ unreachable or a run id is unknown it warns and goes on: the files are the produ
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 import zipfile
@@ -34,16 +35,18 @@ from transferbench.config.weights import RANDOM  # every other arm counts as pre
 from transferbench.core import paths
 from transferbench.core.errors import BadInput, ConfigError
 from transferbench.core.files import read_json, write_json, write_text
-from transferbench.plots import comparison_curves, confusion_matrices
+from transferbench.plots import comparison_curves, confusion_matrices, data_size_curves
+from transferbench.reporting import data_size
 from transferbench.reporting.answer import (
     COMPARABLE_METRICS,
     answer_table,
-    compare,
-    helped,
+    metric_title,
     per_class_table,
     time_table,
     time_to_accuracy,
 )
+from transferbench.reporting.budget import arm_budget, budget_rule, budget_table, distinct, planned_budget
+from transferbench.reporting.data_size import DATA_SIZE_FIGURE, data_size_lines
 from transferbench.reporting.formatting import (
     FINE_TUNED,
     SETTING_TITLES,
@@ -56,8 +59,20 @@ from transferbench.reporting.formatting import (
 )
 from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
 from transferbench.reporting.reference_studies import PUBLISHED
-from transferbench.reporting.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, mean_interval
+from transferbench.reporting.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, balanced_accuracy, mean_interval
+from transferbench.reporting.verdict import (
+    ALPHA,
+    FAMILY,
+    METRIC_TITLES,
+    RESULT_KEYS,
+    apply_holm,
+    compare,
+    helped,
+    interval_metrics,
+    verdict_metric,
+)
 from transferbench.study import runs
+from transferbench.study.experiments import Experiment
 from transferbench.study.params import Params
 
 STABILITY_TOLERANCE = 0.02
@@ -98,6 +113,33 @@ def epochs_to_stability(epochs: Sequence[int], val_accuracy: Sequence[float],
     if not below:
         return int(epochs[0])
     return int(epochs[below[-1] + 1]) if below[-1] + 1 < len(epochs) else None
+
+
+# A run is labelled, and left out of epochs to stability, when its curve cannot say when it settled.
+DID_NOT_LEARN, STILL_IMPROVING = "did not learn", "still improving"
+CHANCE_MARGIN = (0.02, 2)  # (floor, binomial standard errors on the validation images) above chance
+CHANCE_DEFINITION = (
+    f"a run *did not learn* when its best validation accuracy is within max({CHANCE_MARGIN[0]}, {CHANCE_MARGIN[1]} "
+    "binomial standard errors of chance accuracy on the validation images) of chance (1 / classes per output); "
+    "a run is *still improving* when its best validation epoch is its last")
+
+
+def chance_margin(chance: float, validation_images: int | None) -> float:
+    """How far above chance a best validation accuracy must be to count as learning (the floor alone when
+    params do not give the validation split's size)."""
+    floor, errors = CHANCE_MARGIN
+    if not validation_images:
+        return floor
+    return max(floor, errors * math.sqrt(chance * (1 - chance) / validation_images))
+
+
+def curve_label(run: Run, chance: float, margin: float) -> str | None:
+    """DID_NOT_LEARN, STILL_IMPROVING or None (the curve peaked before its end, above chance)."""
+    if run.best_val_accuracy <= chance + margin:
+        return DID_NOT_LEARN
+    if run.best_epoch >= int(run.history["epoch"].iloc[-1]):
+        return STILL_IMPROVING
+    return None
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -195,7 +237,7 @@ def read_confusion(path: Path) -> pd.DataFrame:
 class Run:
     """One training run's results as read from its report folder."""
 
-    name: str  # e.g. imagenet-s42
+    name: str  # e.g. imagenet-s42, none-f0.05-s42
     weights: str
     seed: int
     history: pd.DataFrame
@@ -203,6 +245,8 @@ class Run:
     confusion: pd.DataFrame | None
     predictions: tuple[np.ndarray, np.ndarray] | None = None  # target, predicted (test-manifest order)
     predictions_file: Path | None = None
+    train_fraction: float = 1.0
+    label: str | None = None  # DID_NOT_LEARN, STILL_IMPROVING or None; set by collect, which knows chance
 
     @property
     def setting(self) -> str:
@@ -212,22 +256,55 @@ class Run:
     def stability(self) -> int | None:
         return epochs_to_stability(self.history["epoch"].tolist(), self.history["val_accuracy"].tolist())
 
+    @property
+    def best_val_accuracy(self) -> float:
+        """The run's best validation accuracy: its history's maximum (the one definition the report uses)."""
+        return float(self.history["val_accuracy"].max())
+
+    @property
+    def best_epoch(self) -> int:
+        """The checkpoint's epoch as evaluate recorded it, else the first epoch of the history's maximum."""
+        recorded = self.metrics.get("best_epoch")
+        if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
+            return int(recorded)
+        return int(self.history["epoch"].iloc[int(self.history["val_accuracy"].argmax())])
+
+    @property
+    def balanced_accuracy(self) -> float | None:
+        """Mean recall over the test set's classes (single-output tasks): from predictions.npz, else metrics.json
+        (test.balanced_accuracy, or the mean of per_class_accuracy: evaluate's recall of each class present),
+        else confusion.csv."""
+        if self.predictions is not None and self.predictions[0].ndim == 1:
+            return balanced_accuracy(*self.predictions)
+        value, per_class = self.metrics["test"].get("balanced_accuracy"), self.metrics.get("per_class_accuracy")
+        if is_number(value):
+            return float(value)
+        if per_class:
+            return float(np.mean(list(per_class.values())))
+        if self.confusion is not None:  # runs evaluated before per-class accuracy was kept
+            counts = self.confusion.to_numpy(dtype=float)
+            present = counts.sum(axis=1) > 0
+            return float(np.mean(np.diag(counts)[present] / counts.sum(axis=1)[present]))
+        return None
+
     def values(self) -> dict[str, float]:
         """Every per-run number the report aggregates over seeds."""
         test = self.metrics["test"]
         out = {
             "test_accuracy": test["accuracy"],
+            "test_balanced_accuracy": self.balanced_accuracy,
             "test_loss": test["loss"],
-            "best_val_accuracy": self.metrics["best_val_accuracy"],
+            "best_val_accuracy": self.best_val_accuracy,
+            "best_epoch": self.best_epoch,
             "last_val_accuracy": float(self.history["val_accuracy"].iloc[-1]),
             "last_train_accuracy": float(self.history["accuracy"].iloc[-1]),
-            "epochs_to_stability": self.stability,
+            "epochs_to_stability": self.stability if self.label is None else None,
             "epochs": self.metrics["epochs"],
             "seconds": self.metrics["seconds"],
         }
         if "sequence_accuracy" in test:
             out["test_sequence_accuracy"] = test["sequence_accuracy"]
-        # A run that never stabilised has no epochs to stability; summarise counts it instead.
+        # A run that never stabilised (or is labelled) has no epochs to stability; summarise counts it instead.
         return {k: float(v) for k, v in out.items() if v is not None}
 
 
@@ -240,55 +317,106 @@ class ExperimentRuns:
     model: str
     arms: list[str]  # weights labels, in params order
     seeds: list[int]
-    runs: list[Run] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)  # at the main share (the largest planned)
     missing: list[dict] = field(default_factory=list)  # {"run", "reason"}
     ignored: list[str] = field(default_factory=list)  # run folders params do not plan
     planned_settings: dict[str, str] = field(default_factory=dict)  # arm -> setting, as params plan it
+    fractions: list[float] = field(default_factory=lambda: [1.0])  # shares of the training split, ascending
+    all_runs: list[Run] = field(default_factory=list)  # every share's
+    class_weight: str = "none"
+    n_classes: int = 2
+    n_outputs: int = 1
+    validation_images: int | None = None  # None: params do not say (official splits)
+    plan: dict[str, dict] = field(default_factory=dict)  # arm -> what params give it (see budget.planned)
+    captcha: dict | None = None  # {"length", "style"} for a CAPTCHA experiment
 
-    def by_arm(self, arm: str) -> list[Run]:
-        return [r for r in self.runs if r.weights == arm]
+    @property
+    def main_fraction(self) -> float:
+        return max(self.fractions)
+
+    def by_arm(self, arm: str, fraction: float | None = None) -> list[Run]:
+        """The arm's runs at ``fraction`` (default: the main share)."""
+        if fraction is None or fraction == self.main_fraction:
+            return [r for r in self.runs if r.weights == arm]
+        return [r for r in self.all_runs if r.weights == arm and r.train_fraction == fraction]
 
     def setting(self, arm: str) -> str:
         """What the arm's runs recorded, else what params plan, else what its label says."""
-        recorded = [r.metrics["setting"] for r in self.by_arm(arm) if r.metrics.get("setting")]
+        recorded = [r.metrics["setting"] for r in self.all_runs if r.weights == arm and r.metrics.get("setting")]
         return recorded[0] if recorded else self.planned_settings.get(arm) or setting_of(arm)
 
     @property
     def settings(self) -> dict[str, str]:
         return {arm: self.setting(arm) for arm in self.arms}
 
+    @property
+    def chance(self) -> float:
+        """Accuracy of guessing uniformly, per output."""
+        return 1 / self.n_classes
+
+    @property
+    def margin(self) -> float:
+        return chance_margin(self.chance, self.validation_images)
+
+    @property
+    def verdict_metric(self) -> str:
+        return verdict_metric(self.class_weight, self.n_outputs)
+
 
 def collect(params: Params, reports_root: Path) -> list[ExperimentRuns]:
     """Read every planned run of every experiment; absent runs are recorded as missing, with why."""
     collected = []
-    for name, settings in params.experiments.items():
+    for name in params.experiments:
         planned = runs.runs(params, name)
-        found = ExperimentRuns(name=name, dataset=settings.dataset, model=settings.model,
-                               arms=list(dict.fromkeys(e.weights_label for e in planned)),
-                               seeds=sorted({e.seed for e in planned}),
-                               planned_settings={e.weights_label: e.setting for e in planned})
-        runs_dir = reports_root / "runs" / name
+        found = describe(params, name, planned)
         for experiment in planned:
-            run_name = runs.run_name(experiment)
-            folder = reports_root / runs.report_dir(experiment).relative_to(paths.REPORTS)
-            absent = [f for f in ("metrics.json", "history.csv") if not (folder / f).is_file()]
-            if not folder.is_dir() or absent:
-                reason = "no run folder" if not folder.is_dir() else f"no {' or '.join(absent)}"
-                found.missing.append({"run": run_name, "reason": f"{reason} in {folder.relative_to(reports_root)}"})
-                continue
-            confusion, predictions = folder / "confusion.csv", folder / "predictions.npz"
-            found.runs.append(Run(
-                name=run_name, weights=experiment.weights_label, seed=experiment.seed,
-                history=read_history(folder / "history.csv"), metrics=read_metrics(folder / "metrics.json"),
-                confusion=read_confusion(confusion) if confusion.is_file() else None,
-                predictions=read_predictions(predictions) if predictions.is_file() else None,
-                predictions_file=predictions if predictions.is_file() else None))
-        same_test_set(found.runs)
+            run = read_run(experiment, reports_root, found)
+            if run is not None:
+                run.label = curve_label(run, found.chance, found.margin)
+                found.all_runs.append(run)
+        found.runs = [r for r in found.all_runs if r.train_fraction == found.main_fraction]
+        same_test_set(found.all_runs)
         planned_names = {runs.run_name(e) for e in planned}
+        runs_dir = reports_root / "runs" / name
         if runs_dir.is_dir():
             found.ignored = sorted(p.name for p in runs_dir.iterdir() if p.is_dir() and p.name not in planned_names)
         collected.append(found)
     return collected
+
+
+def describe(params: Params, name: str, planned: Sequence[Experiment]) -> ExperimentRuns:
+    """What params say of experiment ``name``: arms, seeds, shares, its task and every arm's plan."""
+    settings, first = params.experiments[name], planned[0]
+    section = params.dataset(settings.dataset)
+    validation = getattr(section, "validation", None)
+    captcha = ({"length": first.task.n_outputs, "style": getattr(section, "style", "plain")}
+               if settings.dataset == "captcha" else None)
+    return ExperimentRuns(
+        name=name, dataset=settings.dataset, model=settings.model,
+        arms=list(dict.fromkeys(e.weights_label for e in planned)), seeds=sorted({e.seed for e in planned}),
+        planned_settings={e.weights_label: e.setting for e in planned},
+        fractions=sorted({e.train_fraction for e in planned}), class_weight=settings.class_weight,
+        n_classes=first.task.n_classes, n_outputs=first.task.n_outputs,
+        validation_images=validation if isinstance(validation, int) else None,
+        plan={e.weights_label: planned_budget(e, params.tuning) for e in planned}, captcha=captcha)
+
+
+def read_run(experiment: Experiment, reports_root: Path, found: ExperimentRuns) -> Run | None:
+    """One planned run's folder, or None after recording it as missing."""
+    run_name = runs.run_name(experiment)
+    folder = reports_root / runs.report_dir(experiment).relative_to(paths.REPORTS)
+    absent = [f for f in ("metrics.json", "history.csv") if not (folder / f).is_file()]
+    if not folder.is_dir() or absent:
+        reason = "no run folder" if not folder.is_dir() else f"no {' or '.join(absent)}"
+        found.missing.append({"run": run_name, "reason": f"{reason} in {folder.relative_to(reports_root)}"})
+        return None
+    confusion, predictions = folder / "confusion.csv", folder / "predictions.npz"
+    return Run(name=run_name, weights=experiment.weights_label, seed=experiment.seed,
+               history=read_history(folder / "history.csv"), metrics=read_metrics(folder / "metrics.json"),
+               confusion=read_confusion(confusion) if confusion.is_file() else None,
+               predictions=read_predictions(predictions) if predictions.is_file() else None,
+               predictions_file=predictions if predictions.is_file() else None,
+               train_fraction=experiment.train_fraction)
 
 
 def same_test_set(found: Sequence[Run]) -> None:
@@ -339,36 +467,54 @@ def has_imagenet(model: str) -> bool:
 
 
 def stability_stat(arm_runs: Sequence[Run]) -> dict:
-    """Epochs to stability over the runs that stabilised, and how many did not (their mean would be a guess)."""
-    stable = [float(r.stability) for r in arm_runs if r.stability is not None]
-    stat = mean_interval(stable) if stable else {"mean": None, "std": None, "n": 0, "low": None, "high": None}
-    return {**stat, "not_stable": len(arm_runs) - len(stable)}
+    """Epochs to stability over the runs that stabilised, and how many did not, are still improving or did
+    not learn (their mean would be a guess)."""
+    counted = [r for r in arm_runs if r.label is None]
+    stable = [float(r.stability) for r in counted if r.stability is not None]
+    stat = mean_interval(stable, BOUNDS["epochs_to_stability"]) if stable else {
+        "mean": None, "std": None, "n": 0, "low": None, "high": None}
+    return {**stat, "not_stable": len(counted) - len(stable),
+            "still_improving": sum(r.label == STILL_IMPROVING for r in arm_runs),
+            "did_not_learn": sum(r.label == DID_NOT_LEARN for r in arm_runs)}
+
+
+ACCURACY, POSITIVE = (0.0, 1.0), (0.0, None)
+# Each number's valid range: its interval is clipped to it.
+BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    **dict.fromkeys(("test_accuracy", "test_balanced_accuracy", "test_sequence_accuracy", "best_val_accuracy",
+                     "last_val_accuracy", "last_train_accuracy"), ACCURACY),
+    **dict.fromkeys(("test_loss", "best_epoch", "epochs_to_stability", "epochs", "seconds"), POSITIVE),
+}
+
+
+def arm_results(experiment: ExperimentRuns, arm: str, fraction: float | None = None) -> dict:
+    """Mean and interval over seeds of every per-run number of one arm (at one share, default the main)."""
+    arm_runs = experiment.by_arm(arm, fraction)
+    entry: dict[str, Any] = {"runs": [r.name for r in arm_runs], "n": len(arm_runs),
+                             "seeds": [r.seed for r in arm_runs], "setting": experiment.setting(arm),
+                             "loss_definition": sorted({str(r.metrics["loss_definition"]) for r in arm_runs
+                                                        if "loss_definition" in r.metrics})}
+    if arm_runs:
+        per_run = [r.values() for r in arm_runs]
+        for key in dict.fromkeys(k for v in per_run for k in v):
+            entry[key] = mean_interval([v[key] for v in per_run if key in v], BOUNDS.get(key, (None, None)))
+        entry["epochs_to_stability"] = stability_stat(arm_runs)
+        entry["best_phase"] = sorted({str(r.metrics["best_phase"]) for r in arm_runs if "best_phase" in r.metrics})
+        entry["labels"] = {r.name: r.label for r in arm_runs if r.label}
+    return entry
 
 
 def summarise(experiment: ExperimentRuns) -> dict:
     """Per arm: mean/std/n of every number; pretrained minus random; missing runs; the seed's figures."""
-    results = {}
-    for arm in experiment.arms:
-        arm_runs = experiment.by_arm(arm)
-        entry: dict[str, Any] = {"runs": [r.name for r in arm_runs], "n": len(arm_runs),
-                                 "seeds": [r.seed for r in arm_runs],
-                                 "setting": experiment.setting(arm),
-                                 "loss_definition": sorted({str(r.metrics["loss_definition"]) for r in arm_runs
-                                                            if "loss_definition" in r.metrics})}
-        if arm_runs:
-            per_run = [r.values() for r in arm_runs]
-            for key in dict.fromkeys(k for v in per_run for k in v):
-                entry[key] = mean_interval([v[key] for v in per_run if key in v])
-            entry["epochs_to_stability"] = stability_stat(arm_runs)
-        results[arm] = entry
-    pretrained = pretrained_arm(experiment.settings)
+    results = {arm: arm_results(experiment, arm) for arm in experiment.arms}
+    comparisons = {arm: comparison(experiment, arm) for arm in experiment.arms if arm != RANDOM}
     differences = {}
     for arm in experiment.arms:
         if arm != RANDOM and results[arm]["n"] and RANDOM in results and results[RANDOM]["n"]:
             differences[f"{arm} - {RANDOM}"] = {
                 key: results[arm][key]["mean"] - results[RANDOM][key]["mean"]
                 for key in results[arm] if isinstance(results[arm][key], dict) and key in results[RANDOM]
-                and results[arm][key]["mean"] is not None and results[RANDOM][key]["mean"] is not None}
+                and results[arm][key].get("mean") is not None and results[RANDOM][key].get("mean") is not None}
     published = PUBLISHED.get(experiment.name)
     # A params override (`-S experiments.captcha.model=cnn`) keeps the name but not the seed's recipe.
     not_comparable = published.differs(experiment.dataset, experiment.model) if published else None
@@ -377,13 +523,19 @@ def summarise(experiment: ExperimentRuns) -> dict:
     published_figures = [] if published is None else [
         {"weights": f.weights, "metric": f.metric, "values": list(f.values), "note": f.note,
          "ours": results.get(f.weights, {}).get(f.metric)} for f in published.figures]
-    summary = {
+    return {
         "dataset": experiment.dataset,
         "model": experiment.model,
         "arms": experiment.arms,
         "settings": experiment.settings,
         "planned_seeds": experiment.seeds,
-        "pretrained_arm": pretrained,
+        "train_fractions": experiment.fractions,
+        "main_fraction": experiment.main_fraction,
+        "task": {"n_classes": experiment.n_classes, "n_outputs": experiment.n_outputs, "chance": experiment.chance,
+                 "chance_margin": experiment.margin, "validation_images": experiment.validation_images,
+                 "class_weight": experiment.class_weight, "captcha": experiment.captcha},
+        "verdict_metric": experiment.verdict_metric,
+        "pretrained_arm": pretrained_arm(experiment.settings),
         "results": results,
         "difference": differences,
         "no_result": {which: reason for which in ("pretrained", "random")
@@ -393,31 +545,60 @@ def summarise(experiment: ExperimentRuns) -> dict:
         "published_not_comparable": not_comparable,
         "published": None if published is None else {
             "source": published.source, "recipe": published.recipe, "figures": published_figures},
-        "comparisons": {arm: comparison(experiment, arm) for arm in experiment.arms if arm != RANDOM},
+        "comparisons": comparisons,
         "time_to_accuracy": time_to_accuracy(
             {arm: mean_curve(experiment.by_arm(arm)) for arm in experiment.arms if experiment.by_arm(arm)},
-            published_figures, published.source if published else None),
+            published_figures, published.source if published else None,
+            {arm: results[arm]["best_val_accuracy"]["mean"] for arm in experiment.arms if results[arm]["n"]}),
         "per_class": per_class(experiment),
+        "budget": {arm: arm_budget(experiment.plan[arm], [r.metrics for r in experiment.by_arm(arm)],
+                                   [r.seed for r in experiment.by_arm(arm)]) for arm in experiment.arms},
+        "data_size": data_size_rows(experiment, comparisons),
     }
-    return summary
 
 
-def comparison(experiment: ExperimentRuns, arm: str) -> dict:
-    """``arm`` against random initialisation on test accuracy (points), with a paired bootstrap interval."""
-    mine, random = experiment.by_arm(arm), experiment.by_arm(RANDOM)
+def comparison(experiment: ExperimentRuns, arm: str, fraction: float | None = None, also: bool = True) -> dict:
+    """``arm`` against random initialisation on the verdict metric (points), with a paired interval over
+    seeds and test images; with ``also``, the other metrics' intervals under ``also``."""
+    mine, random = experiment.by_arm(arm, fraction), experiment.by_arm(RANDOM, fraction)
     out: dict[str, Any] = {"setting": experiment.setting(arm), "against": RANDOM}
     if not mine or not random:
         absent = arm if not mine else RANDOM
         why = "not planned in params.yaml" if absent not in experiment.arms else "every run is missing"
-        return {**out, "no_result": f"no {absent} run ({why})"}
+        return {**out, "metric": experiment.verdict_metric, "no_result": f"no {absent} run ({why})"}
     both = [*mine, *random]
     lacking = [r.name for r in both if r.predictions is None]
-    means = (mean_interval([r.metrics["test"]["accuracy"] for r in mine])["mean"],
-             mean_interval([r.metrics["test"]["accuracy"] for r in random])["mean"])
+    metrics = interval_metrics(experiment.verdict_metric, experiment.n_outputs)[:None if also else 1]
+    means = {m: (arm_mean(mine, m), arm_mean(random, m)) for m in metrics}
     target = None if lacking else both[0].predictions[0]  # type: ignore[index]
     result = compare(target, [r.predictions[1] for r in mine if r.predictions is not None],
-                     [r.predictions[1] for r in random if r.predictions is not None], means)
+                     [r.predictions[1] for r in random if r.predictions is not None], metrics, means)
     return {**out, **result, **({"no_predictions": lacking} if lacking else {})}
+
+
+def arm_mean(arm_runs: Sequence[Run], metric: str) -> float:
+    """The runs' mean test ``metric`` (nan where a run does not have it)."""
+    values = [r.values().get(RESULT_KEYS[metric], math.nan) for r in arm_runs]
+    return float(np.mean(values))
+
+
+def data_size_rows(experiment: ExperimentRuns, main: Mapping[str, dict]) -> list[dict]:
+    """Per share of the training split: each arm's verdict metric over seeds, and each pretrained arm minus
+    random with its two-level interval (descriptive: no verdict, not in the Holm family); ``main``: the
+    main share's comparisons, already made."""
+    key = RESULT_KEYS[experiment.verdict_metric]
+    rows = []
+    for fraction in experiment.fractions:
+        arms = {}
+        for arm in experiment.arms:
+            result = arm_results(experiment, arm, fraction)
+            images = distinct(r.metrics.get("train_images") for r in experiment.by_arm(arm, fraction))
+            arms[arm] = {"n": result["n"], "metric": result.get(key), "train_images": images,
+                         "setting": result["setting"]}
+        versus = main if fraction == experiment.main_fraction else {
+            arm: comparison(experiment, arm, fraction, also=False) for arm in experiment.arms if arm != RANDOM}
+        rows.append({"train_fraction": fraction, "arms": arms, "comparisons": versus})
+    return rows
 
 
 def mean_curve(arm_runs: Sequence[Run]) -> pd.DataFrame:
@@ -487,11 +668,13 @@ def summed_confusion(experiment: ExperimentRuns) -> dict[str, pd.DataFrame]:
 
 # ---- README -------------------------------------------------------------------------------------
 
-ROWS = (  # (summary key, label, kind)
+ROWS = (  # (summary key, label, kind); {n}: the CAPTCHA's characters
     ("test_accuracy", "test accuracy", "number"),
-    ("test_sequence_accuracy", "test accuracy, whole CAPTCHA (all characters right)", "number"),
+    ("test_balanced_accuracy", "test balanced accuracy (mean recall over classes)", "number"),
+    ("test_sequence_accuracy", "test accuracy, whole CAPTCHA (all {n} characters right)", "number"),
     ("test_loss", "test loss", "number"),
-    ("best_val_accuracy", "best validation accuracy", "number"),
+    ("best_val_accuracy", "best validation accuracy (each run's maximum, mean over seeds)", "number"),
+    ("best_epoch", "best validation epoch (the checkpoint tested)", "epochs"),
     ("last_val_accuracy", "validation accuracy, last epoch", "number"),
     ("last_train_accuracy", "train accuracy, last epoch", "number"),
     ("epochs_to_stability", "epochs to stability", "epochs"),
@@ -499,17 +682,56 @@ ROWS = (  # (summary key, label, kind)
     ("seconds", "training time (wall clock)", "seconds"),
 )
 KINDS = {key: kind for key, _, kind in ROWS}
+FEW_SEEDS = "fewer than 3 seeds: the interval is wide and rough"
 
 
 def verdicts(summary: Mapping[str, Any]) -> list[str]:
-    """One line per pretrained arm: its test accuracy minus random's, in points, and whether that is sure."""
-    lines = []
+    """Per pretrained arm: the difference and its interval first, then the verdict; other metrics below."""
+    lines, outputs = [], summary["task"]["n_outputs"]
     for arm, comparison in summary["comparisons"].items():
-        if "no_result" not in comparison:
-            lines.append(f"- {arm_title(arm, comparison['setting'])} − {arm_title(RANDOM)}: "
-                         f"{fmt_difference(comparison)} points; "
-                         f"helped: {helped(comparison)}")
+        if "no_result" in comparison:
+            continue
+        lines.append(f"- {arm_title(arm, comparison['setting'])} − {arm_title(RANDOM)}, "
+                     f"{metric_title(comparison['metric'], outputs)}: {fmt_difference(comparison)} points; "
+                     f"helped: {helped(comparison)}")
+        for metric, other in comparison.get("also", {}).items():
+            lines.append(f"  - {metric_title(metric, outputs)}: {fmt_difference(other)} points")
     return lines
+
+
+def few_seeds(summary: Mapping[str, Any]) -> list[str]:
+    """The arms with 2 seeds, whose t and bootstrap intervals rest on too little."""
+    return [a for a in summary["arms"] if 1 < summary["results"][a]["n"] < 3]
+
+
+def labels_cell(result: Mapping[str, Any]) -> str:
+    """e.g. ``1 still improving, 1 did not learn`` (left out of epochs to stability), or ``none``."""
+    labels = list(result.get("labels", {}).values())
+    return ", ".join(f"{labels.count(label)} {label}" for label in (STILL_IMPROVING, DID_NOT_LEARN)
+                     if label in labels) or "none"
+
+
+def result_rows(summary: Mapping[str, Any], has_diff: bool) -> list[list[str]]:
+    """The per-experiment table's rows: every number per arm (and the difference), then phases and labels."""
+    results, arms = summary["results"], summary["arms"]
+    diff = summary["difference"].get(f"{summary['pretrained_arm']} - {RANDOM}", {})
+    multihead = summary["task"]["n_outputs"] > 1
+    rows = []
+    for key, label, kind in ROWS:
+        if not any(key in results[a] for a in arms):
+            continue
+        if key == "test_accuracy" and multihead:
+            label = "test accuracy, per character"
+        cells = [fmt_stat(results[a].get(key), kind) for a in arms]
+        if has_diff:
+            cells.append("—" if diff.get(key) is None else fmt_value(diff[key], kind, signed=True))
+        rows.append([label.format(n=summary["task"]["n_outputs"]), *cells])
+    extra = [("phase of the best epoch", lambda r: ", ".join(r.get("best_phase", [])) or "not recorded"),
+             ("curve labels (not in epochs to stability)", labels_cell),
+             ("runs", lambda r: f"{r['n']} (seeds {', '.join(map(str, r['seeds'])) or '—'})")]
+    for label, cell in extra:
+        rows.append([label, *(cell(results[a]) if results[a]["n"] else "—" for a in arms), *([""] if has_diff else [])])
+    return rows
 
 
 def published_row(figure: Mapping[str, Any], settings: Mapping[str, str]) -> list[str]:
@@ -523,33 +745,23 @@ def published_row(figure: Mapping[str, Any], settings: Mapping[str, str]) -> lis
 def experiment_section(name: str, summary: Mapping[str, Any], figures: Mapping[str, str]) -> list[str]:
     results, arms, settings = summary["results"], summary["arms"], summary["settings"]
     pretrained = summary["pretrained_arm"]
-    diff_key = f"{pretrained} - {RANDOM}"
-    has_diff = diff_key in summary["difference"]
-    lines = [f"## {name}", "", f"Dataset `{summary['dataset']}`, model `{summary['model']}`; "
-             f"arms {', '.join(f'`{a}`' for a in arms)}; seeds {', '.join(map(str, summary['planned_seeds']))}.", ""]
+    has_diff = f"{pretrained} - {RANDOM}" in summary["difference"]
+    lines = [f"## {name}", "", f"Dataset `{summary['dataset']}`{captcha_words(summary['task'])}, model "
+             f"`{summary['model']}`; arms {', '.join(f'`{a}`' for a in arms)}; seeds "
+             f"{', '.join(map(str, summary['planned_seeds']))}.", ""]
     for which, reason in summary["no_result"].items():
         lines += [f"**No {which} run:** {reason}.", ""]
     if verdicts(summary):
-        lines += ["**Pretrained minus random, test accuracy** (points, 95% paired bootstrap over test images):", "",
-                  *verdicts(summary), ""]
+        lines += ["**Pretrained minus random** (points; 95% interval resampling each arm's seeds, then the test "
+                  "images, paired; Holm-adjusted p over every verdict of this report):", "", *verdicts(summary), ""]
+    if few_seeds(summary):
+        lines += [f"**Note:** {FEW_SEEDS} ({', '.join(f'`{a}`' for a in few_seeds(summary))}).", ""]
     if any(results[a]["n"] for a in arms):
         header = ["", *(arm_title(a, settings[a]) for a in arms),
                   *([f"difference ({pretrained} − {RANDOM})"] if has_diff else [])]
-        multihead = any("test_sequence_accuracy" in results[a] for a in arms)
-        rows = []
-        for key, label, kind in ROWS:
-            if not any(key in results[a] for a in arms):
-                continue
-            if key == "test_accuracy" and multihead:
-                label = "test accuracy, per character"
-            cells = [fmt_stat(results[a].get(key), kind) for a in arms]
-            if has_diff:
-                d = summary["difference"][diff_key].get(key)
-                cells.append("—" if d is None else fmt_value(d, kind, signed=True))
-            rows.append([label, *cells])
-        runs_cells = [f"{results[a]['n']} (seeds {', '.join(map(str, results[a]['seeds'])) or '—'})" for a in arms]
-        rows.append(["runs", *runs_cells, *([""] if has_diff else [])])
-        lines += [*markdown_table(header, rows), ""]
+        lines += [*markdown_table(header, result_rows(summary, has_diff)), ""]
+    lines += ["**What each arm was given:**", "", *budget_table(summary["budget"]), ""]
+    lines += data_size_lines(name, summary, figures)
     definitions = {a: results[a]["loss_definition"] for a in arms if results[a].get("loss_definition")}
     if definitions:
         lines += ["**Loss**, as each arm's runs define it (losses defined differently do not compare):", "",
@@ -570,7 +782,8 @@ def experiment_section(name: str, summary: Mapping[str, Any], figures: Mapping[s
         lines += [f"**Test accuracy {what}** (mean over seeds):", "",
                   *per_class_table(summary["per_class"], settings), ""]
     for label, path in figures.items():
-        lines += [f"![{name}: {label}]({path})", ""]
+        if label != DATA_SIZE_FIGURE:
+            lines += [f"![{name}: {label}]({path})", ""]
     if summary["missing"]:
         lines += [f"Missing runs ({len(summary['missing'])}): " +
                   "; ".join(f"`{m['run']}` ({m['reason']})" for m in summary["missing"]) + ".", ""]
@@ -578,6 +791,18 @@ def experiment_section(name: str, summary: Mapping[str, Any], figures: Mapping[s
         lines += ["Run folders not planned by params.yaml, left out: " +
                   ", ".join(f"`{r}`" for r in summary["ignored_run_folders"]) + ".", ""]
     return lines
+
+
+def captcha_length(definitions: Mapping[str, Any]) -> str:
+    """The CAPTCHA's characters as params give them, for the README's words ("all 6 characters")."""
+    captcha = definitions.get("captcha")
+    return str(captcha["length"]) if captcha else "its"
+
+
+def captcha_words(task: Mapping[str, Any]) -> str:
+    """`` (CAPTCHAs of 6 characters, style `seed000`)`` for a CAPTCHA experiment; empty otherwise."""
+    captcha = task.get("captcha")
+    return f" (CAPTCHAs of {captcha['length']} characters, style `{captcha['style']}`)" if captcha else ""
 
 
 def overall_rows(summaries: Mapping[str, Mapping[str, Any]]) -> list[dict]:
@@ -643,28 +868,37 @@ def overall_table(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return markdown_table(header, cells)
 
 
-def readme(summaries: Mapping[str, Mapping[str, Any]], figures: Mapping[str, Mapping[str, str]]) -> str:
+def readme(summaries: Mapping[str, Mapping[str, Any]], figures: Mapping[str, Mapping[str, str]],
+           definitions: Mapping[str, Any] | None = None) -> str:
     """reports/README.md from the summaries (pure: the same summaries give the same text)."""
     missing = [(name, m) for name, s in summaries.items() for m in s["missing"]]
+    definitions = definitions or {}
+    characters = captcha_length(definitions)
     lines = [
         "# Results: how much do ImageNet-pretrained weights help?",
         "",
         "Written by `python -m stages.report` (DVC stage `report`) from every run under "
         "`reports/runs/<experiment>/`; do not edit by hand. The same numbers are in `summary.json`; "
-        "`dvc plots show` draws `curves.csv`; `mlflow ui` in the repository root shows every run.",
+        "`dvc plots show` draws `curves.csv` and `data_size.csv`; `mlflow ui` in the repository root shows "
+        "every run.",
         "",
         "## The answer",
         "",
         *answer_table(summaries),
         "",
+        *([definitions["budget_rule"], ""] if "budget_rule" in definitions else []),
         "Each pretrained arm is one setting (Kornblith, Shlens & Le 2019): *fine-tuned* trains the pretrained "
         "base with its head, *fixed features* freezes the base under a linear or SVM head; *random init* trains "
-        "the same model from random weights. Test accuracies are the mean over training seeds with a 95% t "
-        "interval (one seed: no interval). The difference is in percentage points, from the test images' "
-        "per-image correctness (each arm's seeds averaged per image; CAPTCHAs per character), with a 95% "
-        f"paired bootstrap interval ({BOOTSTRAP_RESAMPLES:,} resamples of the images, seed {BOOTSTRAP_SEED}): it "
-        "says how much the test set's sampling could move the difference. Pretraining *helped* when that "
-        "interval lies above 0. The seeds' figures are each labelled with the metric they measured.",
+        "the same model from random weights. Each verdict names its test metric: balanced accuracy (mean recall "
+        "over the test set's classes) for an experiment trained with balanced class weights, else accuracy "
+        "(per character for CAPTCHAs). Arm columns are the mean over training seeds with a 95% t interval "
+        f"(one seed: no interval; {FEW_SEEDS}). The difference comes first, in percentage points, with a 95% "
+        f"interval from {BOOTSTRAP_RESAMPLES:,} resamples (fixed random state {BOOTSTRAP_SEED}) that each draw "
+        "every arm's seeds with replacement, average their per-image correctness, then draw the test images "
+        "with replacement, the same for both arms: it counts training chance and the test set's sampling. "
+        "Pretraining *helped* (yes) when the Holm-adjusted p-value is below 0.05 and the interval lies above 0; "
+        f"the Holm family is {FAMILY}. With one seed in an arm there is no verdict, only the interval over test "
+        "images, labelled so. The reference studies' figures are each labelled with the metric they measured.",
         "",
         "## Overall",
         "",
@@ -673,13 +907,16 @@ def readme(summaries: Mapping[str, Mapping[str, Any]], figures: Mapping[str, Map
         "**How to read it.** Numbers are the mean over training seeds and its 95% t interval in brackets "
         "(none with one seed); *difference* is the pretrained mean minus the random-initialisation mean. "
         "*Test accuracy* is on the held-out test split; for CAPTCHAs it is per "
-        "character (the figure seed 000 most likely published), and the experiment's table adds whole-CAPTCHA "
-        "accuracy (all six characters right). *Test loss* is Keras' total loss (for CAPTCHAs the sum over "
-        "the six heads). *Best validation accuracy* is the best epoch's, the checkpoint that is tested. "
+        f"character (the figure seed 000 most likely published), and the experiment's table adds whole-CAPTCHA "
+        f"accuracy (all {characters} characters right). *Test loss* is Keras' total loss (for CAPTCHAs the sum "
+        f"over the {characters} heads). *Best validation accuracy* is each run's maximum over its epochs (the "
+        "checkpoint that is tested), averaged over seeds, everywhere in this report. "
         f"*Epochs to stability* is {STABILITY_DEFINITION} "
         "(`transferbench.reporting.report.epochs_to_stability`), per run, then "
         "averaged over the seeds whose runs stabilised; a run whose last epoch is still further below its best "
-        "is *not stable* and counted beside the mean, not in it. The tolerance is absolute: well above the "
+        f"is *not stable* and counted beside the mean, not in it; so is every run labelled: {CHANCE_DEFINITION}. "
+        "Intervals are clipped to their valid range ([0, 1] for accuracies, 0 or more for losses, epochs and "
+        "seconds). The tolerance is absolute: well above the "
         "epoch-to-epoch sampling noise of "
         "the validation sets (binomial standard error about 0.004 at 95% accuracy on pets' 2,835 images) "
         "and below the gap seed 000 reports between its arms (0.023). Seed 000's 8 and 17 epochs were read "
@@ -718,53 +955,82 @@ class Report:
 
 
 def build(params: Params, reports_root: Path) -> Report:
-    """Read the runs under ``reports_root`` and write README.md, summary.json, curves.csv and the PNGs there."""
+    """Read the runs under ``reports_root`` and write README.md, summary.json, curves.csv, data_size.csv and
+    the PNGs there."""
     experiments = collect(params, reports_root)
-    summaries: dict[str, dict] = {}
-    figures: dict[str, dict[str, Path]] = {}
-    curves = []
-    for experiment in experiments:
-        summaries[experiment.name] = summarise(experiment)
-        figures[experiment.name] = {}
-        frame = curves_frame(experiment)
-        curves.append(frame)
-        if experiment.runs:
-            stability = {arm: s["epochs_to_stability"]["mean"]
-                         for arm, s in summaries[experiment.name]["results"].items()
-                         if s["n"] and s["epochs_to_stability"]["mean"] is not None}
-            out = reports_root / FIGURES / f"{experiment.name}-curves.png"
-            comparison_curves(frame, f"{experiment.name}: {experiment.model}, "
-                              + " vs ".join(arm_title(a, experiment.setting(a)) for a in experiment.arms), out,
-                              stability,
-                              references(summaries[experiment.name]))
-            figures[experiment.name]["learning curves"] = out
-        matrices = summed_confusion(experiment)
-        if matrices:
-            out = reports_root / FIGURES / f"{experiment.name}-confusion.png"
-            confusion_matrices({arm_title(a, experiment.setting(a)): m for a, m in matrices.items()},
-                               f"{experiment.name}: test confusion matrices (summed over seeds)", out)
-            figures[experiment.name]["confusion matrices"] = out
-
+    summaries = {experiment.name: summarise(experiment) for experiment in experiments}
+    family = apply_holm(c for s in summaries.values() for c in s["comparisons"].values())
+    sizes = data_size.frame(summaries)
+    figures = {experiment.name: draw(experiment, summaries[experiment.name], sizes, reports_root)
+               for experiment in experiments}
     links = {name: {label: path.relative_to(reports_root).as_posix() for label, path in figs.items()}
              for name, figs in figures.items()}
     summary = rounded({
-        "definitions": {
-            "epochs_to_stability": STABILITY_DEFINITION,
-            "stability_tolerance": STABILITY_TOLERANCE,
-            "std": "sample standard deviation over seeds (n - 1); null for one seed",
-            "difference": "pretrained arm's mean minus random initialisation's (none) mean",
-        },
+        "definitions": definitions(params, family),
         "overall": overall_rows(summaries),
         "experiments": summaries,
         "missing": [{"experiment": name, **m} for name, s in summaries.items() for m in s["missing"]],
         "figures": links,
     })
     write_json(reports_root / "summary.json", summary)
-    write_text(reports_root / "README.md", readme(summary["experiments"], links))
+    write_text(reports_root / "README.md", readme(summary["experiments"], links, summary["definitions"]))
+    curves = [curves_frame(experiment) for experiment in experiments]
     # Empty frames (experiments without runs) would turn the number columns into objects.
     table = pd.concat([c for c in curves if not c.empty] or curves[:1], ignore_index=True)
     write_text(reports_root / "curves.csv", table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    write_text(reports_root / "data_size.csv", data_size.to_csv(sizes))
     return Report(experiments, summary, figures)
+
+
+def definitions(params: Params, family: int) -> dict:
+    """What the report's words mean, for summary.json and the README."""
+    captcha = getattr(params, "captcha", None)
+    return {
+        "epochs_to_stability": STABILITY_DEFINITION,
+        "stability_tolerance": STABILITY_TOLERANCE,
+        "curve_labels": CHANCE_DEFINITION,
+        "chance_margin": {"floor": CHANCE_MARGIN[0], "standard_errors": CHANCE_MARGIN[1]},
+        "std": "sample standard deviation over seeds (n - 1); null for one seed",
+        "difference": "pretrained arm's mean minus random initialisation's (none) mean",
+        "interval": "95% percentile interval of a bootstrap resampling each arm's seeds, then the test images "
+                    "(paired)",
+        "best_val_accuracy": "each run's maximum validation accuracy, averaged over seeds",
+        "holm_family": FAMILY,
+        "holm_family_size": family,
+        "alpha": ALPHA,
+        "tuning": params.tuning.model_dump(),
+        "random_schedule": params.random_schedule,
+        "budget_rule": budget_rule(params.tuning.model_dump(), params.random_schedule),
+        "captcha": None if captcha is None else {"length": captcha.length, "style": getattr(captcha, "style", "plain")},
+    }
+
+
+def draw(experiment: ExperimentRuns, summary: Mapping[str, Any], sizes: pd.DataFrame,
+         reports_root: Path) -> dict[str, Path]:
+    """The experiment's figures: learning curves, confusion matrices, and the data-size figure (several shares)."""
+    figures: dict[str, Path] = {}
+    if experiment.runs:
+        stability = {arm: s["epochs_to_stability"]["mean"] for arm, s in summary["results"].items()
+                     if s["n"] and s["epochs_to_stability"]["mean"] is not None}
+        out = reports_root / FIGURES / f"{experiment.name}-curves.png"
+        comparison_curves(curves_frame(experiment), f"{experiment.name}: {experiment.model}, "
+                          + " vs ".join(arm_title(a, experiment.setting(a)) for a in experiment.arms), out,
+                          stability, references(summary))
+        figures["learning curves"] = out
+    matrices = summed_confusion(experiment)
+    if matrices:
+        out = reports_root / FIGURES / f"{experiment.name}-confusion.png"
+        confusion_matrices({arm_title(a, experiment.setting(a)): m for a, m in matrices.items()},
+                           f"{experiment.name}: test confusion matrices (summed over seeds)", out)
+        figures["confusion matrices"] = out
+    rows = sizes[sizes["experiment"] == experiment.name]
+    if len(experiment.fractions) > 1 and rows["mean"].notna().any():
+        out = reports_root / FIGURES / f"{experiment.name}-data-size.png"
+        metric = METRIC_TITLES[experiment.verdict_metric]
+        data_size_curves(rows, f"{experiment.name}: test {metric} across training-set sizes (95% over seeds)",
+                         f"test {metric}", out)
+        figures[DATA_SIZE_FIGURE] = out
+    return figures
 
 
 @contextlib.contextmanager
@@ -805,7 +1071,7 @@ def _log_figures(report: Report, tmp: Path) -> list[str]:
         return [unreachable(err)]
     for experiment in report.experiments:
         shared = report.figures.get(experiment.name, {}).get("learning curves")
-        for run in experiment.runs:
+        for run in experiment.all_runs:
             where = f"{experiment.name}/{run.name}"
             run_id = run.metrics.get("mlflow_run_id")
             if not run_id:
