@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
-from transferbench.config.experiment import Plateau, TwoPhase
+from transferbench.config.experiment import Partial, Plateau, TwoPhase
 from transferbench.config.weights import Arm
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError
 from transferbench.models.strategies import check_freeze
-from transferbench.study.params import Params, check_params, load_params, read_params_file
+from transferbench.study.params import Params, check_params, load_params, params_model, read_params_file
 
 
 def test_repository_params_are_valid_and_typed():
@@ -339,3 +341,93 @@ def test_params_yaml_that_does_not_parse_names_its_line(tmp_path):
     path.write_text("seed: 42\nweights: [none\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"params.yaml:3: not valid YAML"):
         load_params(path)
+
+
+# ---- finite numbers only ----------------------------------------------------------------------
+
+def _types(annotation) -> list:
+    """The types inside ``annotation``: through Annotated, unions, lists, tuples and dicts."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _types(typing.get_args(annotation)[0])
+    if origin is None:
+        return [annotation]
+    return [t for arg in typing.get_args(annotation) for t in _types(arg)]
+
+
+def _section_models(model: type[BaseModel]) -> list[type[BaseModel]]:
+    """``model`` and every section model reachable from its fields, each once."""
+    found = [model]
+    for section in found:
+        for field in section.model_fields.values():
+            found += [t for t in _types(field.annotation)
+                      if isinstance(t, type) and issubclass(t, BaseModel) and t not in found]
+    return found
+
+
+def _mappings(node, path=()):
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _mappings(value, (*path, key))
+
+
+# Sections params.yaml does not use, each with what makes one valid where it goes.
+OTHER_SECTIONS = {Partial: (("experiments", "pets"), {"strategy": "partial", "freeze": 1})}
+
+
+def _float_fields() -> list[tuple[tuple[str, ...], dict, str, bool]]:
+    """(where in params, what to set there first, field, is a list) for every float field of every section."""
+    repository = read_params_file()
+    placed = {model: (path, {}) for model, (path, change) in OTHER_SECTIONS.items()}
+    for path, mapping in _mappings(repository):
+        for model in _section_models(params_model()):
+            if model not in placed:
+                try:
+                    model.model_validate(mapping, context={"root": paths.ROOT})
+                    placed[model] = (path, {})
+                except ValidationError:
+                    pass
+    placed.update(OTHER_SECTIONS)
+    fields = []
+    for model in _section_models(params_model()):
+        for name, field in model.model_fields.items():
+            if float in _types(field.annotation):
+                assert model in placed, f"{model.__name__}.{name}: add a valid {model.__name__} to OTHER_SECTIONS"
+                path, change = placed[model]
+                fields.append((path, change, name, typing.get_origin(field.annotation) is list))
+    return fields
+
+
+FLOAT_FIELDS = _float_fields()
+
+
+def test_float_fields_are_found_in_every_section():
+    names = {".".join((*path, name)) for path, _, name, _ in FLOAT_FIELDS}
+    assert {"experiments.pets.learning_rate", "experiments.pets.head_l2", "experiments.pets.head_dropout",
+            "experiments.pets.schedule.min_lr", "experiments.cifar10.schedule.factor", "pets.tolerance",
+            "experiments.cats_and_dogs_filtered.fine_tune_learning_rate", "train_fraction", "tuning.factors",
+            "random_schedule"} <= names, names
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize("path, change, name, listed", FLOAT_FIELDS,
+                         ids=[".".join((*p, n)) for p, _, n, _ in FLOAT_FIELDS])
+def test_no_float_param_takes_infinity_or_nan(params, path, change, name, listed, value):
+    section = params
+    for key in path:
+        section = section[key]
+    section.update(change)
+    section[name] = [value] if listed else value
+    with pytest.raises(ConfigError) as err:
+        check_params(params)
+    message = str(err.value)
+    assert "\n" not in message and ".".join((*path, name)) in message and repr(value) in message, message
+
+
+@pytest.mark.parametrize("spelling", [".inf", ".nan", "-.inf"])
+def test_learning_rate_inf_or_nan_in_params_yaml_is_one_line(tmp_path, spelling):
+    text = paths.PARAMS.read_text(encoding="utf-8").replace("learning_rate: 0.001", f"learning_rate: {spelling}", 1)
+    (tmp_path / "params.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"^experiments\.pets\.learning_rate must be a finite number, got "):
+        load_params(tmp_path / "params.yaml")

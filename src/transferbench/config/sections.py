@@ -1,7 +1,8 @@
 """The base of every params section model, and how a failed validation becomes one line.
 
 Every section is a pydantic model that refuses unknown keys, converts nothing (``"1"`` is not 1,
-``true`` is not a number) and is frozen once read. A ``ValidationError`` becomes one ConfigError
+``true`` is not a number), takes finite numbers only (YAML's ``.inf`` and ``.nan`` are no rate or
+share) and is frozen once read. A ``ValidationError`` becomes one ConfigError
 naming the dotted key (``experiments.pets.batch_size``), the bad value and what is accepted.
 """
 
@@ -20,9 +21,10 @@ S = TypeVar("S", bound="Section")
 
 
 class Section(BaseModel):
-    """A params section: exactly its keys, each of its type, no conversion."""
+    """A params section: exactly its keys, each of its type, no conversion, no infinity or NaN."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan here rather than on each field: a float field added later is covered too.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     @classmethod
     def accepted_keys(cls) -> list[str]:
@@ -79,6 +81,8 @@ def message(error: ErrorDetails, values: Any, where: str = "") -> str:
         limit = next(iter(ctx.values()))
         limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit  # `< 1`, not `< 1.0`
         return f"{at} must be {bounds[kind]} {limit}, got {value!r}"
+    if kind == "finite_number":
+        return f"{at} must be a finite number, got {value!r}"
     wanted = {"int_type": "an integer", "float_type": "a number", "string_type": "a string",
               "bool_type": "true or false", "list_type": "a list", "dict_type": "a mapping",
               "model_type": "a mapping", "model_attributes_type": "a mapping"}
