@@ -8,14 +8,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from transferbench.study import runs
+
 
 def write_run(root: Path, experiment: str, weights: str, seed: int, val: list[float], test: dict,
               confusion: pd.DataFrame | None = None, run_id: str | None = None, *,
               predictions: tuple[np.ndarray, np.ndarray] | None = None, setting: str | None = None,
-              epoch_seconds: float | None = None, extra: dict | None = None) -> Path:
-    """reports/runs/<experiment>/<weights>-s<seed>/: history.csv, metrics.json and, if given, confusion.csv,
-    predictions.npz (target, predicted), ``setting`` in metrics.json and a ``seconds`` history column."""
-    folder = root / "runs" / experiment / f"{weights}-s{seed}"
+              epoch_seconds: float | None = None, extra: dict | None = None, train_fraction: float = 1.0) -> Path:
+    """reports/runs/<experiment>/<weights>[-f<share>]-s<seed>/: history.csv, metrics.json and, if given,
+    confusion.csv, predictions.npz (target, predicted), ``setting`` in metrics.json and a ``seconds`` history
+    column; ``extra`` adds (or overrides) metrics.json keys, such as the newer train_images, tuning, best_phase."""
+    share = runs.fraction_label(train_fraction)
+    folder = root / "runs" / experiment / f"{weights}{f'-f{share}' if share else ''}-s{seed}"
     folder.mkdir(parents=True)
     n = len(val)
     history = pd.DataFrame({

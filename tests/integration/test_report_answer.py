@@ -231,6 +231,9 @@ def test_one_seed_is_said_so_and_the_bootstrap_still_pairs_images(built):
     assert captcha[3] == f"{points(diff)} [{points(low)}, {points(high)}] (test images only)"
     assert captcha[4] == "one run: no verdict on training chance"
     assert "p_holm" not in comparison
+    whole = [float((p == CAPTCHA_TARGET).all(1).mean()) for p in (*mine, *random)]
+    assert comparison["also"]["sequence_accuracy"]["difference"] == pytest.approx(
+        whole[0] - statistics.mean(whole[1:]), abs=1e-6)  # whole CAPTCHAs get their paired interval too
     assert captcha[5] == ("seed 000: imagenet: test accuracy 0.9982; none: test accuracy 0.9496")
 
 
