@@ -1,19 +1,23 @@
 """Stage `report`: the project's answer, pretrained against random initialisation, per experiment.
 
-Reads every run that params.yaml plans (transferbench.study.runs: arms x seeds) from reports/runs/<experiment>/<run>/
-(history.csv, metrics.json, confusion.csv, predictions.npz) and writes:
+Reads every run that params.yaml plans (transferbench.study.runs: arms x shares x seeds) from
+reports/runs/<experiment>/<run>/ (history.csv, metrics.json, confusion.csv, predictions.npz) and writes:
 
 - reports/README.md: the page to read first: the answer (per experiment and pretrained setting against
-  random initialisation, with intervals: transferbench.reporting.answer), tables per experiment and overall,
-  time to accuracy, per-class accuracy, the seeds' published figures beside ours, missing runs, figures;
+  random initialisation: the difference with its interval over seeds and test images, then the verdict,
+  Holm-adjusted over the report: transferbench.reporting.verdict), what each arm was given
+  (reporting.budget), tables per experiment and overall, the answer across data sizes (reporting.data_size),
+  time to accuracy, per-class accuracy, the reference studies' figures beside ours, missing runs, figures;
 - reports/summary.json: the same numbers as data (sorted keys, no timestamps);
-- reports/curves.csv: every run's curves in long format, for `dvc plots` (template
+- reports/curves.csv: every run's curves (main share) in long format, for `dvc plots` (template
   .dvc/plots/pretrained_vs_random.json: pretrained and random as separate lines);
-- reports/figures/<experiment>-curves.png (and -confusion.png for single-output tasks): one folder,
-  so dvc.yaml names it once whatever the experiments are.
+- reports/data_size.csv: each arm's verdict metric per share of the training split (x train_images, y mean);
+- reports/figures/<experiment>-curves.png (and -confusion.png for single-output tasks, -data-size.png with
+  several shares): one folder, so dvc.yaml names it once whatever the experiments are.
 
-Then it logs each experiment's figures to its runs in MLflow, under ``report/``; when MLflow is
-unreachable or a run id is unknown it warns and goes on: the files are the product.
+The main tables use the runs at the largest planned share. Then it logs each experiment's figures to its
+runs in MLflow, under ``report/``; when MLflow is unreachable or a run id is unknown it warns and goes on:
+the files are the product.
 """
 
 from __future__ import annotations
