@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from transferbench.core import backend
-from transferbench.core.errors import UserError
+from transferbench.core.errors import UserError, shortened
 from transferbench.core.files import no_space, space_reason
 from transferbench.core.redact import RedactingFilter, redact
 from transferbench.study.experiments import resolve
@@ -43,7 +43,7 @@ class StageParser(argparse.ArgumentParser):
 
     def label(self, args: argparse.Namespace) -> str:
         """The stage's name as DVC shows it: ``fetch@pets``, ``generate_captcha``."""
-        return f"{self.stage}@{getattr(args, self.item)}" if self.item else self.stage
+        return f"{self.stage}@{shortened(getattr(args, self.item))}" if self.item else self.stage
 
 
 def setup_logging(level: int = logging.INFO) -> None:

@@ -10,6 +10,7 @@ import resource
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from tests.fake_sources import make_zip
 from tests.loopback import closed_port_url
 from tests.stage_run import copy_code, run_stage
+from transferbench.core.errors import shortened
 
 # TensorFlow's C++ start-up lines (e.g. "E0000 ... failed call to cuInit" on a machine without a GPU) are
 # not the stage's to format; everything else on stderr is.
@@ -245,3 +247,18 @@ def test_usage_errors_are_argparse_s(tmp_path):
     result = run_stage(root, "fetch")
     assert result.returncode == 2 and "usage: python -m stages.fetch [-h] dataset" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+BAD_NAMES = {"climbs out": "../x", "a folder": "a/b", "absolute": "/transferbench-outside/x",
+             "non-ASCII": "caf\u00e9", "300 characters": "x" * 300}
+
+
+@pytest.mark.parametrize("name", BAD_NAMES.values(), ids=BAD_NAMES.keys())
+def test_an_experiment_name_that_is_no_safe_folder_stops_its_own_stage_before_it_writes(tmp_path, name):
+    root = copy_code(tmp_path / "repo", lambda params: params["experiments"].update(
+        {name: params["experiments"]["cats_and_dogs_filtered_cnn"]}))
+    line = error_line(run_stage(root, "weights", name), f"weights@{shortened(name)}",
+                      "[A-Za-z][A-Za-z0-9_]{0,63}", repr(name)[:40])
+    assert len(line) < 400, line
+    assert not (root / "models").exists() and not (tmp_path / "x").exists()
+    assert not Path("/transferbench-outside").exists()

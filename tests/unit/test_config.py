@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import typing
@@ -12,11 +13,18 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from transferbench.config.experiment import Partial, Plateau, TwoPhase
-from transferbench.config.weights import Arm
+from transferbench.config.weights import FILE_NAME, HDF5_SIGNATURE, Arm
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError
 from transferbench.models.strategies import check_freeze
-from transferbench.study.params import Params, check_params, load_params, params_model, read_params_file
+from transferbench.study.params import (
+    EXPERIMENT_NAME,
+    Params,
+    check_params,
+    load_params,
+    params_model,
+    read_params_file,
+)
 
 
 def test_repository_params_are_valid_and_typed():
@@ -431,3 +439,34 @@ def test_learning_rate_inf_or_nan_in_params_yaml_is_one_line(tmp_path, spelling)
     (tmp_path / "params.yaml").write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=r"^experiments\.pets\.learning_rate must be a finite number, got "):
         load_params(tmp_path / "params.yaml")
+
+
+# ---- names that become paths ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "/tmp/x", "caf\u00e9", "x" * 300, "x\n", "_x", "1x", "a-b", 7])
+def test_an_experiment_name_that_is_no_safe_folder_is_one_line_with_the_pattern(params, name):
+    params["experiments"][name] = params["experiments"]["captcha"]
+    with pytest.raises(ConfigError) as err:
+        check_params(params)
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 300, message
+    assert message.startswith(f"experiments has the name {repr(name)[:40]}"), message
+    assert "accepted: names matching [A-Za-z][A-Za-z0-9_]{0,63}" in message, message
+
+
+def test_every_experiment_name_in_params_yaml_is_a_safe_folder_up_to_64_characters(params):
+    assert all(re.fullmatch(EXPERIMENT_NAME, name) for name in params["experiments"])
+    params["experiments"]["x" * 64] = params["experiments"]["captcha"]
+    assert "x" * 64 in check_params(params).experiments
+
+
+@pytest.mark.parametrize("name", ["caf\u00e9.weights.h5", "a b.weights.h5", "x" * 200 + ".weights.h5",
+                                  "-rf.weights.h5"])
+def test_a_weights_file_whose_name_is_no_safe_label_is_refused_naming_it(params, tmp_path, name):
+    (tmp_path / name).write_bytes(HDF5_SIGNATURE + bytes(8))
+    params["weights"] = ["imagenet", name]
+    with pytest.raises(ConfigError) as err:
+        check_params(params, root=tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 400, message
+    assert message.startswith(f"weights file {repr(name)[:40]}") and FILE_NAME in message, message

@@ -9,17 +9,22 @@ training starts from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from transferbench.config.sections import problem
+from transferbench.core.errors import quoted
 
 IMAGENET = "imagenet"
 RANDOM = "none"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"  # a .keras model is a zip archive
 ACCEPTED = "imagenet, none, a path to a .h5 weights file or a trained .keras model, or a list of them"
+# A file's name becomes its arm's label (file-<name>): folders under models/<experiment>/init/ and runs/, run
+# names and report columns. One path component, the same on every system, short enough for the paths below.
+FILE_NAME = "[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
 
 
 # Kornblith, Shlens & Le (2019)'s three settings; transferbench.study.experiments says what each trains.
@@ -65,6 +70,10 @@ def parse_arm(value: Any, root: Path) -> Arm:
     if not path.name.endswith((".h5", ".keras")):
         raise problem(f"{{where}} is {value!r}; accepted: imagenet, none, or a path to a Keras weights file "
                       "ending in .h5 or a trained model ending in .keras")
+    if not re.fullmatch(FILE_NAME, path.name, flags=re.ASCII):
+        raise problem(f"{{where}} file {quoted(value)}: its name cannot be an arm's label; accepted: a file name "
+                      f"matching {FILE_NAME} (at most 100 ASCII letters, digits, '.', '_' or '-'), as it becomes "
+                      "the label file-<name>, folders and run names: rename the file")
     if not path.is_file():
         raise problem(f"{{where}} file {value!r} does not exist (looked at {path}); accepted: imagenet, none, "
                       "or a path to an existing .h5 weights file or .keras model")

@@ -28,3 +28,18 @@ class NoSpace(UserError):
 
 class NotWritable(UserError):
     """An output folder cannot be created or written; the message names it and the reason."""
+
+
+
+SHOWN_CHARACTERS = 60  # of a quoted value in a message: the start says which value, the length says the rest
+
+
+def shortened(text: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """``text`` cut to its first ``limit`` characters, then ``…`` and its length, when it is longer."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def quoted(value: object, limit: int = SHOWN_CHARACTERS) -> str:
+    """``repr(value)`` for a message, shortened (see :func:`shortened`): one bad value of thousands of
+    characters still leaves a readable line."""
+    return shortened(repr(value), limit)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,7 +22,7 @@ from transferbench.config.experiment import STRATEGIES, ExperimentSection, requi
 from transferbench.config.sections import Section, parse, problem
 from transferbench.config.weights import IMAGENET, RANDOM, Arm, parse_arms
 from transferbench.core import paths
-from transferbench.core.errors import ConfigError
+from transferbench.core.errors import ConfigError, quoted
 from transferbench.core.inputs import shown
 from transferbench.core.registry import Registry
 from transferbench.data.datasets import DATASETS, DatasetParams
@@ -48,6 +49,19 @@ class Tuning(Section):
         if len(set(value)) != len(value):
             raise problem(f"{{where}} {value} names a factor twice; accepted: each factor once")
         return value
+
+
+# An experiment's name becomes folders (models/<name>/, reports/<name>/), DVC stage names (train@<name>) and
+# run names: one path component that means the same on every system, and short enough for every path below.
+EXPERIMENT_NAME = "[A-Za-z][A-Za-z0-9_]{0,63}"
+
+
+def check_experiment_name(name: Any) -> None:
+    """A problem unless ``name`` (a key of ``experiments:``) is a safe identifier (EXPERIMENT_NAME)."""
+    if not isinstance(name, str) or not re.fullmatch(EXPERIMENT_NAME, name, flags=re.ASCII):
+        raise problem(f"{{where}} has the name {quoted(name)}; accepted: names matching {EXPERIMENT_NAME} "
+                      "(a letter, then at most 63 ASCII letters, digits or '_'), as the name becomes folders "
+                      "and DVC stage names")
 
 
 class Params(Section):
@@ -87,8 +101,10 @@ class Params(Section):
 
     @field_validator("experiments", mode="before")
     @classmethod
-    def _strategies_named(cls, value: Any) -> Any:
+    def _names_and_strategies(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
+            for name in value:
+                check_experiment_name(name)
             for name, experiment in value.items():
                 require_tag(experiment, "strategy", STRATEGIES, key=str(name))
         return value
