@@ -200,3 +200,40 @@ def test_a_download_killed_midway_leaves_nothing_half_written_and_the_rerun_comp
     assert rerun.stdout.strip().splitlines()[-1] == str(target) and target.read_bytes() == content
     assert sorted(p.name for p in target.parent.iterdir()) == [filename], "the killed run's download is removed"
 
+
+
+def _other_architecture(path) -> None:
+    import keras
+
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(path)
+
+
+def _truncated(path) -> None:
+    _other_architecture(path)
+    path.write_bytes(path.read_bytes()[:-200])
+
+
+def _with_lambda(path) -> None:
+    import keras
+
+    pixels = keras.Input((32, 32, 3))
+    keras.Model(pixels, keras.layers.Lambda(lambda x: x * 2)(pixels)).save(path)
+
+
+@pytest.mark.parametrize("make, reason", [
+    (_other_architecture, "holds no model of this project (model 'sequential' has 0 nested models"),
+    (_truncated, "is truncated"),
+    (_with_lambda, "Lambda layer, Python code that Keras' safe mode refuses to run"),
+], ids=["another architecture", "truncated", "Lambda"])
+def test_a_bad_keras_model_as_weights_is_one_line_naming_the_file_and_what_is_accepted(params, tmp_path, make,
+                                                                                        reason):
+    make(tmp_path / "bad.keras")
+    params["experiments"]["captcha"].update(model="cnn", pooling="flatten")
+    params["captcha"].update(width=32, height=32)
+    params["weights"] = str(tmp_path / "bad.keras")
+    with pytest.raises(ConfigError) as err:
+        weights.prepare_init(resolve(check_params(params), "captcha"), tmp_path / "init")
+    message = str(err.value)
+    assert "\n" not in message and "bad.keras" in message and reason in message, message
+    assert "accepted: a run's model.keras" in message and "safe mode" in message, message
+    assert not (tmp_path / "init" / "source.json").exists()

@@ -10,6 +10,7 @@ training starts from.
 from __future__ import annotations
 
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ ACCEPTED = "imagenet, none, a path to a .h5 weights file or a trained .keras mod
 # A file's name becomes its arm's label (file-<name>): folders under models/<experiment>/init/ and runs/, run
 # names and report columns. One path component, the same on every system, short enough for the paths below.
 FILE_NAME = "[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
+KERAS_MODEL = ("a run's model.keras, e.g. models/<experiment>/runs/<run>/model.keras (a model this project built "
+               "around the experiment's base, loadable in Keras' safe mode: no Lambda layers)")
 
 
 # Kornblith, Shlens & Le (2019)'s three settings; transferbench.study.experiments says what each trains.
@@ -82,7 +85,10 @@ def parse_arm(value: Any, root: Path) -> Arm:
         head = f.read(8)
     if keras_model and not head.startswith(ZIP_SIGNATURE):
         raise problem(f"{{where}} file {value!r} is not a Keras model (a .keras file is a zip archive); "
-                      "give a run's model.keras, e.g. models/<experiment>/runs/<run>/model.keras")
+                      f"accepted: {KERAS_MODEL}")
+    if keras_model and not zipfile.is_zipfile(path):  # the zip's directory is at its end: a cut file has none
+        raise problem(f"{{where}} file {value!r} is truncated (a zip without its directory at the end); "
+                      f"accepted: {KERAS_MODEL}")
     if not keras_model and head != HDF5_SIGNATURE:
         raise problem(f"{{where}} file {value!r} is not an HDF5 file (corrupt or another format); "
                       "save one with `model.save_weights('name.weights.h5')`")

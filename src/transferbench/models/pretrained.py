@@ -23,9 +23,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from transferbench.config.weights import IMAGENET, Arm
+from transferbench.config.weights import IMAGENET, KERAS_MODEL, Arm
 from transferbench.core import backend
-from transferbench.core.errors import ConfigError
+from transferbench.core.errors import ConfigError, shortened
 from transferbench.core.files import atomic_path, file_digest, write_json
 from transferbench.core.redact import RedactingStream
 
@@ -161,15 +161,36 @@ def prepare_init(experiment, out_dir: Path) -> dict:
 
 
 def save_base(model_file: Path, out: Path) -> None:
-    """The base (the core) of a trained model, as a weights file for ``weights:``; written whole or not at all."""
+    """The base (the core) of a trained model, as a weights file for ``weights:``; written whole or not at all.
+
+    A file Keras cannot load (cut short, damaged, refused by safe mode) or a model without one base is a
+    ConfigError naming the file and what is accepted. Safe mode stays on: a Lambda layer would run its code.
+    """
     backend.select()  # as in fetch_imagenet: the backend checked before Keras loads
     from transferbench.models.backbones import core_of, load_model
 
-    core = core_of(load_model(model_file, compile=False))
+    try:
+        trained = load_model(model_file, compile=False)
+    except Exception as err:  # noqa: BLE001 - Keras raises ValueError, TypeError, KeyError, zipfile's and h5py's
+        raise ConfigError(f"weights file {str(model_file)!r} cannot be loaded as a Keras model "
+                          f"({_keras_reason(err)}); accepted: {KERAS_MODEL}") from None
+    try:
+        core = core_of(trained)
+    except ValueError as err:
+        raise ConfigError(f"weights file {str(model_file)!r} holds no model of this project ({err}); "
+                          f"accepted: {KERAS_MODEL}") from None
     # Keras names the format by the suffix, so the temporary file keeps it: a folder of its own beside ``out``.
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         core.save_weights(str(Path(tmp) / out.name))
         os.replace(Path(tmp) / out.name, out)
+
+
+def _keras_reason(err: Exception) -> str:
+    """Why Keras would not load a model, in a few words: its first line, shortened."""
+    text = " ".join(str(err).split())
+    if "Lambda" in text or "safe_mode" in text:
+        return "it holds a Lambda layer, Python code that Keras' safe mode refuses to run"
+    return shortened(f"{type(err).__name__}: {text}", 160)
 
 
 def init_weights_file(init_dir: Path) -> Path | None:
