@@ -3,7 +3,7 @@
     python -m stages.report
 
 Reads every planned run's results under reports/runs/ and writes reports/README.md, summary.json, curves.csv
-and figures/; the work is transferbench.reporting.report's.
+and figures/; the work is transferbench.reporting's (report.build, then mlflow_log.log_figures).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from transferbench import cli
 from transferbench.core import paths
 from transferbench.core.files import check_writable
 from transferbench.core.inputs import shown
-from transferbench.reporting.report import build, log_figures, print_answer
+from transferbench.reporting.mlflow_log import log_figures
+from transferbench.reporting.report import build, print_answer
 from transferbench.study.params import load_params
 
 log = logging.getLogger("stages.report")  # not __name__: that is __main__ under `python -m`

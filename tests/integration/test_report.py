@@ -20,7 +20,9 @@ import yaml
 from tests.report_runs import markdown_tables, write_run
 from transferbench.core import paths
 from transferbench.reporting import report
-from transferbench.reporting.report import ReportError, epochs_to_stability
+from transferbench.reporting.mlflow_log import log_figures
+from transferbench.reporting.read import ReportError
+from transferbench.reporting.stability import STABILITY_DEFINITION, epochs_to_stability
 from transferbench.study.params import Params, check_params
 
 # Validation accuracy per epoch, and the epoch from which each stays within 0.02 of its best.
@@ -203,7 +205,7 @@ def test_summary_json_is_sorted_and_has_the_overall_table(built):
 def test_readme_answers_with_published_figures_and_definitions(built):
     root, _ = built
     text = (root / "README.md").read_text()
-    assert report.STABILITY_DEFINITION in text
+    assert STABILITY_DEFINITION in text
     for figure in ("0.9596", "0.1184", "0.9366", "0.2408", "0.9982", "0.0479", "0.9496", "0.4323"):
         assert figure in text, figure
     rows = [row for table in markdown_tables(text) for row in table]
@@ -310,7 +312,7 @@ def test_figures_logged_to_known_runs_and_unknown_ids_warned(tmp_path, monkeypat
     run_id = client.create_run(experiment_id).info.run_id
     client.set_terminated(run_id)  # evaluation has finished the run before the report logs to it
     root = write_all(tmp_path / "reports", {("pets", "imagenet", 42): run_id, ("pets", "none", 42): "f" * 32})
-    warnings = report.log_figures(report.build(make_params(), root))
+    warnings = log_figures(report.build(make_params(), root))
     assert sorted(a.path for a in client.list_artifacts(run_id, "report")) == [
         "report/confusion.png", "report/pets-curves.png"]
     logged = client.download_artifacts(run_id, "report/pets-curves.png", str(tmp_path / "download"))
@@ -325,7 +327,7 @@ def test_unreachable_mlflow_warns_and_the_report_stands(tmp_path, monkeypatch):
         port = s.getsockname()[1]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     root = write_all(tmp_path, {("pets", "imagenet", 42): "a" * 32})
-    warnings = report.log_figures(report.build(make_params(), root))
+    warnings = log_figures(report.build(make_params(), root))
     assert any("unreachable" in w and str(port) in w for w in warnings), warnings
     assert (root / "README.md").is_file()
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # restored after the call

@@ -27,7 +27,7 @@ from tests.stage_run import copy_code, run_stage
 from transferbench.config.weights import Arm
 from transferbench.core import paths
 from transferbench.core.errors import BadInput
-from transferbench.reporting import report
+from transferbench.reporting import figures, report
 from transferbench.reporting.formatting import setting_of
 from transferbench.study import experiments, runs
 from transferbench.study.params import Params, check_params
@@ -333,7 +333,7 @@ def test_per_class_and_per_position_markdown_tables(built):
 
 def test_the_curves_figure_draws_the_seeds_figures_as_lines(tmp_path, monkeypatch):
     drawn = {}
-    monkeypatch.setattr(report, "comparison_curves",
+    monkeypatch.setattr(figures, "comparison_curves",
                         lambda frame, title, out, stability, references: drawn.setdefault(title.split(":")[0],
                                                                                           (frame, references)))
     report.build(make_params(), write_fixture(tmp_path / "reports"))

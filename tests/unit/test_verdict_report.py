@@ -17,6 +17,7 @@ import yaml
 from tests.report_runs import markdown_tables, write_run
 from transferbench.core import paths
 from transferbench.reporting import report
+from transferbench.reporting.stability import CHANCE_DEFINITION
 from transferbench.study.params import Params, check_params
 
 TARGET = np.arange(200) % 2
@@ -45,7 +46,7 @@ def write_arm(root: Path, experiment: str, arm: str, errors: tuple[int, ...], cu
                   {"accuracy": float((guess == TARGET).mean()), "loss": 0.3}, predictions=(TARGET, guess))
 
 
-def first_table(root: Path) -> dict[tuple[str, str], list[str]]:
+def first_table(root: Path) -> dict[tuple[str, str], dict[str, str]]:
     table = markdown_tables((root / "README.md").read_text())[0]
     return {(row[0], row[1]): dict(zip(table[0], row, strict=True)) for row in table[1:]}
 
@@ -109,7 +110,7 @@ def test_still_improving_and_chance_level_runs_are_labelled_and_left_out_of_stab
     rows = {row[0]: row for table in markdown_tables((tmp_path / "README.md").read_text()) for row in table}
     assert rows["epochs to stability"][2] == "2 (1 of 3 runs still improving, 1 did not learn)"
     assert rows["curve labels (not in epochs to stability)"][1:3] == ["none", "1 still improving, 1 did not learn"]
-    assert report.CHANCE_DEFINITION in (tmp_path / "README.md").read_text()
+    assert CHANCE_DEFINITION in (tmp_path / "README.md").read_text()
 
 
 def test_pets_verdicts_use_balanced_accuracy(tmp_path):

@@ -1,6 +1,6 @@
 """The answer per experiment: did pretraining help, by how much, how sure; how fast each arm got there.
 
-Pure functions of arrays and summaries: report.py reads the runs and calls these.
+Pure functions of arrays and summaries: reporting.read reads the runs, reporting.summary calls these.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 The interval resamples each arm's training seeds and then the test images (paired); the p-values of
 every verdict in one report are Holm-adjusted together, so a report with many comparisons does not
-find a "yes" by luck. Pure functions of arrays and numbers: report.py reads the runs and calls these.
+find a "yes" by luck. Pure functions of arrays and numbers: reporting.read reads the runs, reporting.summary
+calls these.
 """
 
 from __future__ import annotations

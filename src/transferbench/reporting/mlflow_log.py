@@ -1,0 +1,80 @@
+"""Logging the report's figures to each run in MLflow, under ``report/``; warnings, never errors: the files are the
+product."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from transferbench.plots import confusion_matrices
+from transferbench.reporting.report import Report
+
+
+@contextlib.contextmanager
+def env_defaults(**values: str) -> Iterator[None]:
+    """Set environment variables the user has not set, for the block only."""
+    added = [k for k in values if k not in os.environ]
+    os.environ.update({k: values[k] for k in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def log_figures(report: Report) -> list[str]:
+    """Log each experiment's figures to each of its runs in MLflow (under ``report/``); return warnings.
+
+    Never raises: an unknown run id is skipped, an unreachable store stops the logging.
+    """
+    # A server that is down should cost seconds, not MLflow's default minutes of retries.
+    with env_defaults(MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_TIMEOUT="20"), \
+            tempfile.TemporaryDirectory() as tmp:
+        return _log_figures(report, Path(tmp))
+
+
+def _log_figures(report: Report, tmp: Path) -> list[str]:
+    from mlflow.exceptions import MlflowException
+
+    from transferbench.tracking import mlflow_runs as tracking
+
+    def unreachable(err: Exception) -> str:
+        return f"MLflow at {tracking.tracking_uri()} unreachable ({err}); figures not logged"
+
+    warnings: list[str] = []
+    try:
+        client = tracking._client()
+    except Exception as err:  # noqa: BLE001 - whatever the cause, there is no MLflow to log to
+        return [unreachable(err)]
+    for experiment in report.experiments:
+        shared = report.figures.get(experiment.name, {}).get("learning curves")
+        for run in experiment.all_runs:
+            where = f"{experiment.name}/{run.name}"
+            run_id = run.metrics.get("mlflow_run_id")
+            if not run_id:
+                warnings.append(f"{where}: no mlflow_run_id in metrics.json; figures not logged")
+                continue
+            try:
+                client.get_run(run_id)
+            except MlflowException as err:
+                if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    warnings.append(f"{where}: MLflow run {run_id} not found in {tracking.tracking_uri()}")
+                    continue
+                return warnings + [unreachable(err)]
+            except Exception as err:  # noqa: BLE001
+                return warnings + [unreachable(err)]
+            files = [shared] if shared else []
+            if run.confusion is not None:
+                out = tmp / experiment.name / run.name / "confusion.png"
+                confusion_matrices({run.name: run.confusion},
+                                   f"{experiment.name} {run.name}: test confusion matrix", out)
+                files.append(out)
+            try:
+                for file in files:
+                    client.log_artifact(run_id, str(file), "report")
+            except Exception as err:  # noqa: BLE001
+                warnings.append(f"{where}: logging to MLflow run {run_id} failed ({err})")
+    return warnings
