@@ -5,6 +5,7 @@ http.server's SimpleHTTPRequestHandler ignores Range, so resuming could not be t
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
 import socket
@@ -33,7 +34,8 @@ class Request:
 @dataclass
 class LoopbackServer:
     """Serves ``files`` (path -> bytes) with Range support; ``drop_after[path] = n`` cuts the next GET after n bytes;
-    ``pace[path] = (n, seconds)`` sends the body n bytes at a time, that long apart (a slow mirror)."""
+    ``pace[path] = (n, seconds)`` sends the body n bytes at a time, that long apart (a slow mirror);
+    ``logins[path] = (user, password)`` answers 401 to a request without that HTTP Basic login."""
 
     files: dict[str, bytes] = field(default_factory=dict)
     ranges: bool = True
@@ -41,6 +43,7 @@ class LoopbackServer:
     pace: dict[str, tuple[int, float]] = field(default_factory=dict)
     status: dict[str, int] = field(default_factory=dict)
     post_routes: dict[str, Route] = field(default_factory=dict)
+    logins: dict[str, tuple[str, str]] = field(default_factory=dict)
     requests: Counter = field(default_factory=Counter)
     bytes_served: Counter = field(default_factory=Counter)
     log: list[Request] = field(default_factory=list)
@@ -117,6 +120,10 @@ class _Handler(BaseHTTPRequestHandler):
         request = self._record()
         if request.path in owner.status:
             return self._reply(owner.status[request.path], {}, b"")
+        if request.path in owner.logins:
+            wanted = "Basic " + base64.b64encode(":".join(owner.logins[request.path]).encode()).decode()
+            if request.headers.get("Authorization") != wanted:
+                return self._reply(401, {"WWW-Authenticate": 'Basic realm="mirror"'}, b"login required")
         if request.path not in owner.files:
             return self._reply(404, {}, b"not found")
         data = owner.files[request.path]

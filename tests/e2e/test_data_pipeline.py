@@ -10,6 +10,8 @@ saves (Keras' ImageNet files are out of reach) and from random initialisation, e
 from __future__ import annotations
 
 import json
+import subprocess
+import uuid
 
 import pytest
 import yaml
@@ -41,6 +43,7 @@ PETS_LABELS = {
 PETS_LABELS["train"].append(("tmissing", MIDS["dog"], 1))
 # The "pretrained" arm of each model with ImageNet weights: a file of its base, saved by the test.
 PRETRAINED = {"xception": "xception.weights.h5", "vgg16": "vgg16.weights.h5"}
+MIRROR_LOGIN = ("reader", f"pw{uuid.uuid4().hex}")  # made here: the copy's own files must not hold it
 
 
 def save_pretrained(repo) -> None:
@@ -61,6 +64,9 @@ def pipeline(tmp_path_factory):
         web.files["/mledu-datasets/cats_and_dogs_filtered.zip"] = filtered_zip(
             {("train", "cats"): 3, ("train", "dogs"): 3, ("validation", "cats"): 2, ("validation", "dogs"): 2})
         web.files["/cifar-10-python.tar.gz"] = cifar
+        # A mirror that wants a login: it comes from the netrc file, as params.yaml may not hold it.
+        web.logins["/cifar-10-python.tar.gz"] = MIRROR_LOGIN
+        (tmp / "netrc").write_text(f"machine 127.0.0.1 login {MIRROR_LOGIN[0]} password {MIRROR_LOGIN[1]}\n")
 
         def tiny(params: dict) -> None:
             for name in PHOTOS:
@@ -84,8 +90,8 @@ def pipeline(tmp_path_factory):
                     values["weights"] = [PRETRAINED[values["model"]], "none"]
 
         repo, env = repo_copy.copy_repository(tmp / "repo", tiny, before_commit=save_pretrained)
-        env.update(KAGGLE_USERNAME=KAGGLE_USER, KAGGLE_KEY=KAGGLE_KEY, KAGGLE_CONFIG_DIR=str(tmp / "kaggle"),
-                   **{kaggle_dogs_vs_cats.ENDPOINT_ENV: kaggle.base})
+        env.update(NETRC=str(tmp / "netrc"), KAGGLE_USERNAME=KAGGLE_USER, KAGGLE_KEY=KAGGLE_KEY,
+                   KAGGLE_CONFIG_DIR=str(tmp / "kaggle"), **{kaggle_dogs_vs_cats.ENDPOINT_ENV: kaggle.base})
         yield repo, env
 
 
@@ -120,6 +126,12 @@ def test_every_photo_dataset_is_fetched_prepared_and_validated_by_dvc(pipeline):
         for path in list((repo / "reports").rglob("*")) + list((repo / "data/raw/dogs_vs_cats").glob("*.csv")):
             if path.is_file():
                 assert secret not in path.read_text(errors="replace"), path
+    # The mirror's login came from the netrc file: neither it nor any userinfo is in dvc.lock or git.
+    lock = (repo / "dvc.lock").read_text()
+    assert "cifar-10-python.tar.gz" in lock and "@127.0.0.1" not in lock
+    history = subprocess.run(["git", "log", "-p", "--all"], cwd=repo, capture_output=True, text=True).stdout
+    assert MIRROR_LOGIN[1] not in lock + history and not any(secret in lock for secret in KAGGLE_SECRETS)
+    assert MIRROR_LOGIN[1] not in (repo / "data/raw/cifar10/cifar-10-python.tar.gz.source.json").read_text()
 
     # Nothing changed: nothing to do, and no source is asked again.
     assert "up to date" in repo_copy.dvc(repo, env, "repro", *targets).lower()

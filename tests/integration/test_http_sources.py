@@ -347,3 +347,18 @@ def test_an_unsafe_archive_from_the_only_address_says_where_it_went_and_the_next
 
     server.files["/cats_and_dogs_filtered.zip"] = filtered_zip(FILTERED_COUNTS)  # the source is fixed
     assert cats_and_dogs_filtered.fetch(values, raw_dir, 0)["items"] == 11
+
+
+def test_a_mirror_login_comes_from_netrc_and_is_recorded_nowhere(server, tmp_path, monkeypatch):
+    # params.yaml refuses an address with a login in it (dvc.lock would keep it): ~/.netrc carries it instead.
+    data, sha = blob(20_000)
+    server.files["/private/f.bin"] = data
+    server.logins["/private/f.bin"] = ("reader", "s3cr3t")
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    (tmp_path / "netrc").write_text("machine 127.0.0.1 login reader password other\n")
+    with pytest.raises(SourceUnavailable, match="HTTP 401"):
+        download([server.url("/private/f.bin")], tmp_path / "raw" / "f.bin", param="x.urls", **FAST)
+    (tmp_path / "netrc").write_text("machine 127.0.0.1 login reader password s3cr3t\n")
+    got = download([server.url("/private/f.bin")], tmp_path / "raw" / "f.bin", param="x.urls", **FAST)
+    assert got.read_bytes() == data and download_record(got)["sha256"] == sha
+    assert not [p for p in (tmp_path / "raw").rglob("*") if p.is_file() and b"s3cr3t" in p.read_bytes()]

@@ -470,3 +470,27 @@ def test_a_weights_file_whose_name_is_no_safe_label_is_refused_naming_it(params,
     message = str(err.value)
     assert "\n" not in message and len(message) < 400, message
     assert message.startswith(f"weights file {repr(name)[:40]}") and FILE_NAME in message, message
+
+
+# ---- no credentials in params -----------------------------------------------------------------
+
+@pytest.mark.parametrize("where, value, advice", [
+    (("cifar10", "source", "urls"), ["https://reader:s3cr3t@mirror.example/c.tar.gz"], "~/.netrc"),
+    (("cats_and_dogs_filtered", "source", "urls"), ["https://mirror.example/z.zip",
+                                                    "https://b.example/z.zip?X-Amz-Signature=s3cr3t"], "~/.netrc"),
+    (("pets", "source", "csv_base"), "https://mirror.example/oi/?token=s3cr3t", "~/.netrc"),
+    (("pets", "source", "csv_base"), "https://h.example/oi/?sv=1&sig=s3cr3t", "~/.netrc"),
+    (("pets", "source", "csv_base"), "https://h.example/oi/?Signature=s3cr3t&Expires=1", "~/.netrc"),
+    (("pets", "source", "s3_endpoint"), "http://minio:s3cr3t@mirror.example:9000", "without credentials"),
+])
+def test_an_address_with_credentials_in_params_is_one_line_saying_where_they_go(params, where, value, advice):
+    section = params
+    for key in where[:-1]:
+        section = section[key]
+    section[where[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        check_params(params)
+    message = str(err.value)
+    assert "\n" not in message and "s3cr3t" not in message, message
+    assert message.startswith(f"{'.'.join(where)} has an address with credentials in it (") and advice in message
+    assert "dvc.lock" in message, message

@@ -19,8 +19,9 @@ from pydantic import Field, field_validator, model_validator
 
 from transferbench.config.sections import Section, parse, problem
 from transferbench.core import paths
-from transferbench.core.errors import BadInput, ConfigError
+from transferbench.core.errors import BadInput, ConfigError, quoted
 from transferbench.core.inputs import load_array, missing, shown
+from transferbench.core.redact import redact
 from transferbench.core.registry import Registry
 from transferbench.data.task import Task
 
@@ -169,6 +170,29 @@ class PhotoParams(DatasetParams):
     tolerance: Annotated[float, Field(ge=0, le=1)]
 
 
+# DVC copies params into dvc.lock, and so into git and every `dvc exp` commit: an address in params.yaml must
+# carry no secret. Downloads (requests) read a server's login from ~/.netrc (or the file $NETRC names).
+WHERE_CREDENTIALS_GO = ("accepted: the address without them, and the login in ~/.netrc (`machine <host> login "
+                        "<user> password <password>`, read by every download; $NETRC may name another file), "
+                        "never in params.yaml, which DVC copies into dvc.lock, git and `dvc exp` commits")
+
+
+# The Open Images bucket is read with an unsigned client: a mirror must serve its objects to anyone.
+S3_WITHOUT_CREDENTIALS = ("accepted: the endpoint without them, on a mirror that serves the bucket's objects "
+                          "without credentials (images are read anonymously, as from the public bucket); never "
+                          "in params.yaml, which DVC copies into dvc.lock, git and `dvc exp` commits")
+
+
+def no_credentials(url: str, accepted: str = WHERE_CREDENTIALS_GO) -> str:
+    """``url`` unless it carries credentials (``user:password@``, a signed or token query): a problem then.
+
+    What counts as a credential is what transferbench.core.redact masks, so the two cannot disagree.
+    """
+    if redact(url) != url:
+        raise problem(f"{{where}} has an address with credentials in it ({quoted(redact(url))}); {accepted}")
+    return url
+
+
 class UrlSource(Section):
     urls: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]  # tried in order
     sha256: str | None  # null for a source that publishes none
@@ -178,7 +202,8 @@ class UrlSource(Section):
     def _schemes(cls, value: list[str]) -> list[str]:
         for url in value:
             if not url.startswith(("https://", "http://", "file://")):
-                raise problem(f"{{where}} has {url!r}; accepted: http://, https:// or file:// addresses")
+                raise problem(f"{{where}} has {quoted(url)}; accepted: http://, https:// or file:// addresses")
+            no_credentials(url)
         return value
 
     @field_validator("sha256")
@@ -192,11 +217,21 @@ class UrlSource(Section):
 
 class OpenImagesSource(Section):
     csv_base: Text  # where {split}/{split}-annotations-human-imagelabels.csv live
-    s3_endpoint: str  # '' = AWS; a mirror's S3-compatible address otherwise
+    s3_endpoint: str  # '' = AWS; a mirror's S3-compatible address otherwise (read anonymously)
     bucket: Text
     limit: Annotated[int, Field(ge=0)]  # images per class and split; 0 = all
     download_workers: Count
     retries: Count
+
+    @field_validator("csv_base")
+    @classmethod
+    def _no_login(cls, value: str) -> str:
+        return no_credentials(value)
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _anonymous(cls, value: str) -> str:
+        return no_credentials(value, S3_WITHOUT_CREDENTIALS)
 
 
 class KaggleSource(Section):
