@@ -29,9 +29,9 @@ def report(args: argparse.Namespace) -> None:
     built = build(params, paths.REPORTS)
     for warning in log_figures(built):
         log.warning("%s", warning)
-    print_answer(built.summary["experiments"])
-    for item in built.summary["missing"]:
-        log.warning("missing: %s %s (%s)", item["experiment"], item["run"], item["reason"])
+    print_answer(built.typed.experiments)
+    for item in built.typed.missing:
+        log.warning("missing: %s %s (%s)", item.experiment, item.run, item.reason)
     log.info("wrote %s", shown(paths.REPORTS / "README.md"))
 
 

@@ -167,7 +167,7 @@ def two_level(target: np.ndarray, mine: list[np.ndarray], random: list[np.ndarra
     low, high = np.percentile(drawn, [2.5, 97.5])
     diff = a.mean(0) - b.mean(0)
     point = np.mean([diff[target == c].mean() for c in np.unique(target)]) if by_class else diff.mean()
-    p = min(1.0, max(1e-4, 2 * min(np.mean(drawn <= 0), np.mean(drawn >= 0))))
+    p = min(1.0, max(1e-4, 2 * min(float(np.mean(drawn <= 0)), float(np.mean(drawn >= 0)))))
     return float(point), float(low), float(high), float(p)
 
 
@@ -363,7 +363,7 @@ def test_loss_definitions_are_shown_per_arm(built):
 
 def test_the_stage_prints_the_first_table(built, capsys):
     root, result = built
-    report.print_answer(result.summary["experiments"])
+    report.print_answer(result.typed.experiments)
     printed = capsys.readouterr().out
     assert printed.splitlines()[0].startswith("| experiment ")
     assert printed.strip() in (root / "README.md").read_text()

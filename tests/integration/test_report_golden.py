@@ -157,7 +157,7 @@ def produce(study: str, root: Path) -> dict[str, bytes]:
     built = report.build(params, root)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        report.print_answer(built.summary["experiments"])
+        report.print_answer(built.typed.experiments)
     figures = sorted(p.relative_to(root).as_posix() for p in (root / "figures").glob("*.png"))
     return {**{name: (root / name).read_bytes() for name in OUTPUTS},
             "answer.txt": printed.getvalue().encode(), "figures.txt": "".join(f"{f}\n" for f in figures).encode()}

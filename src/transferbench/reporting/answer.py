@@ -21,6 +21,7 @@ from transferbench.reporting.formatting import (
 )
 from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
 from transferbench.reporting.stats import first_reaching
+from transferbench.reporting.summary import ExperimentSummary, PerClass, Published
 from transferbench.reporting.verdict import METRIC_TITLES, RESULT_KEYS, helped
 
 # Published figures a validation curve can be held against (the seeds' test figures were measured on
@@ -51,25 +52,23 @@ def time_to_accuracy(curves: Mapping[str, pd.DataFrame], published: Sequence[Map
     return out
 
 
-def answer_rows(name: str, summary: Mapping[str, Any]) -> list[list[str]]:
+def answer_rows(name: str, summary: ExperimentSummary) -> list[list[str]]:
     """The first table's rows for one experiment: one per pretrained arm against random initialisation."""
-    results = summary["results"]
-    figures = published_cell(summary["published"], summary.get("published_not_comparable"))
-    metric = summary["verdict_metric"]
-    title, key = metric_title(metric, summary["task"]["n_outputs"]), RESULT_KEYS[metric]
-    if not summary["comparisons"]:
-        random = results.get(RANDOM, {})
-        reason = summary["no_result"].get("pretrained", "no pretrained arm")
-        return [[name, "—", title, "—", fmt_seeds_stat(random.get(key)), "—", f"not measured: {reason}", figures]]
+    figures = published_cell(summary.published, summary.published_not_comparable)
+    metric = summary.verdict_metric
+    title, key = metric_title(metric, summary.task.n_outputs), RESULT_KEYS[metric]
+    random = summary.results[RANDOM].get(key) if RANDOM in summary.results else None
+    if not summary.comparisons:
+        reason = summary.no_result.get("pretrained", "no pretrained arm")
+        return [[name, "—", title, "—", fmt_seeds_stat(random), "—", f"not measured: {reason}", figures]]
     rows = []
-    for arm, comparison in summary["comparisons"].items():
-        mine, random = results[arm], results.get(RANDOM, {})
+    for arm, comparison in summary.comparisons.items():
         if "no_result" in comparison:
             difference, verdict = "—", f"not measured: {comparison['no_result']}"
         else:
             difference, verdict = fmt_difference(comparison), helped(comparison)
-        rows.append([name, arm_title(arm, comparison["setting"]), title, fmt_seeds_stat(mine.get(key)),
-                     fmt_seeds_stat(random.get(key)), difference, verdict, figures])
+        rows.append([name, arm_title(arm, comparison["setting"]), title, fmt_seeds_stat(summary.results[arm].get(key)),
+                     fmt_seeds_stat(random), difference, verdict, figures])
     return rows
 
 
@@ -84,19 +83,18 @@ ANSWER_HEADER = ["experiment", "pretrained setting (arm)", "test metric of the v
                  "reference study's published figures (metric)"]
 
 
-def answer_table(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def answer_table(summaries: Mapping[str, ExperimentSummary]) -> list[str]:
     """The report's first table, every experiment."""
     return markdown_table(ANSWER_HEADER, [row for name, s in summaries.items() for row in answer_rows(name, s)])
 
 
-def published_cell(published: Mapping[str, Any] | None, not_comparable: str | None = None) -> str:
+def published_cell(published: Published | None, not_comparable: str | None = None) -> str:
     """Every accuracy the seed published for this experiment, each labelled with its arm and metric."""
     if not published:
         return f"not comparable: {not_comparable}" if not_comparable else "none published"
-    shown = [f"{f['weights']}: {PUBLISHED_METRICS[f['metric']]} "
-             + " and ".join(fmt_value(v, "number") for v in f["values"])
-             for f in published["figures"] if "accuracy" in f["metric"]]
-    return f"{published['source']}: " + "; ".join(shown) if shown else "none published"
+    shown = [f"{f.weights}: {PUBLISHED_METRICS[f.metric]} " + " and ".join(fmt_value(v, "number") for v in f.values)
+             for f in published.figures if "accuracy" in f.metric]
+    return f"{published.source}: " + "; ".join(shown) if shown else "none published"
 
 
 def time_table(times: Mapping[str, Sequence[Mapping[str, Any]]], settings: Mapping[str, str]) -> list[str]:
@@ -112,11 +110,11 @@ def time_table(times: Mapping[str, Sequence[Mapping[str, Any]]], settings: Mappi
     return markdown_table(["arm", "target", "validation accuracy", "first reached (mean curve over seeds)"], rows)
 
 
-def per_class_table(per_class: Mapping[str, Any], settings: Mapping[str, str]) -> list[str]:
+def per_class_table(per_class: PerClass, settings: Mapping[str, str]) -> list[str]:
     """Markdown: one row per class (or CAPTCHA position), one column per arm, mean accuracy over seeds."""
-    arms = list(per_class["arms"])
-    names = list(dict.fromkeys(k for values in per_class["arms"].values() for k in values))
-    rows = [[name, *(fmt_value(per_class["arms"][a][name], "number") if name in per_class["arms"][a] else "—"
+    arms = list(per_class.arms)
+    names = list(dict.fromkeys(k for values in per_class.arms.values() for k in values))
+    rows = [[name, *(fmt_value(per_class.arms[a][name], "number") if name in per_class.arms[a] else "—"
                      for a in arms)] for name in names]
-    return markdown_table([per_class["kind"], *(arm_title(a, settings.get(a)) for a in arms)], rows)
+    return markdown_table([per_class.kind, *(arm_title(a, settings.get(a)) for a in arms)], rows)
 

@@ -3,9 +3,7 @@ table (curves.csv)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +20,7 @@ from transferbench.reporting.read import (
     ExperimentRuns,
 )
 from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
+from transferbench.reporting.summary import ExperimentSummary
 from transferbench.reporting.verdict import (
     METRIC_TITLES,
 )
@@ -29,13 +28,13 @@ from transferbench.reporting.verdict import (
 FIGURES = "figures"  # reports/figures/<experiment>-curves.png, -confusion.png
 
 
-def draw(experiment: ExperimentRuns, summary: Mapping[str, Any], sizes: pd.DataFrame,
+def draw(experiment: ExperimentRuns, summary: ExperimentSummary, sizes: pd.DataFrame,
          reports_root: Path) -> dict[str, Path]:
     """The experiment's figures: learning curves, confusion matrices, and the data-size figure (several shares)."""
     figures: dict[str, Path] = {}
     if experiment.runs:
-        stability = {arm: s["epochs_to_stability"]["mean"] for arm, s in summary["results"].items()
-                     if s["n"] and s["epochs_to_stability"]["mean"] is not None}
+        stability = {arm: r.stats["epochs_to_stability"]["mean"] for arm, r in summary.results.items()
+                     if r.n and r.stats["epochs_to_stability"]["mean"] is not None}
         out = reports_root / FIGURES / f"{experiment.name}-curves.png"
         comparison_curves(curves_frame(experiment), f"{experiment.name}: {experiment.model}, "
                           + " vs ".join(arm_title(a, experiment.setting(a)) for a in experiment.arms), out,
@@ -57,13 +56,13 @@ def draw(experiment: ExperimentRuns, summary: Mapping[str, Any], sizes: pd.DataF
     return figures
 
 
-def references(summary: Mapping[str, Any]) -> dict[str, float]:
+def references(summary: ExperimentSummary) -> dict[str, float]:
     """The seed's published accuracies a validation curve can be held against, labelled for a figure legend."""
-    published = summary["published"]
+    published = summary.published
     if not published:
         return {}
-    return {f"{published['source']} {f['weights']} {PUBLISHED_METRICS[f['metric']]}": float(np.mean(f["values"]))
-            for f in published["figures"] if f["metric"] in COMPARABLE_METRICS}
+    return {f"{published.source} {f.weights} {PUBLISHED_METRICS[f.metric]}": float(np.mean(f.values))
+            for f in published.figures if f.metric in COMPARABLE_METRICS}
 
 
 def curves_frame(experiment: ExperimentRuns) -> pd.DataFrame:

@@ -154,6 +154,14 @@ def read_confusion(path: Path) -> pd.DataFrame:
 
 
 @dataclass
+class Missing:
+    """A planned run not found, and why."""
+
+    run: str
+    reason: str
+
+
+@dataclass
 class Run:
     """One training run's results as read from its report folder."""
 
@@ -238,7 +246,7 @@ class ExperimentRuns:
     arms: list[str]  # weights labels, in params order
     seeds: list[int]
     runs: list[Run] = field(default_factory=list)  # at the main share (the largest planned)
-    missing: list[dict] = field(default_factory=list)  # {"run", "reason"}
+    missing: list[Missing] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # run folders params do not plan
     planned_settings: dict[str, str] = field(default_factory=dict)  # arm -> setting, as params plan it
     fractions: list[float] = field(default_factory=lambda: [1.0])  # shares of the training split, ascending
@@ -328,7 +336,7 @@ def read_run(experiment: Experiment, reports_root: Path, found: ExperimentRuns) 
     absent = [f for f in ("metrics.json", "history.csv") if not (folder / f).is_file()]
     if not folder.is_dir() or absent:
         reason = "no run folder" if not folder.is_dir() else f"no {' or '.join(absent)}"
-        found.missing.append({"run": run_name, "reason": f"{reason} in {folder.relative_to(reports_root)}"})
+        found.missing.append(Missing(run_name, f"{reason} in {folder.relative_to(reports_root)}"))
         return None
     confusion, predictions = folder / "confusion.csv", folder / "predictions.npz"
     return Run(name=run_name, weights=experiment.weights_label, seed=experiment.seed,

@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -38,23 +37,24 @@ from transferbench.reporting.figures import curves_frame, draw
 from transferbench.reporting.read import ExperimentRuns, collect
 from transferbench.reporting.readme import readme
 from transferbench.reporting.stability import epochs_to_stability  # noqa: F401 - README.md names it here
-from transferbench.reporting.summary import (
-    definitions,
-    overall_rows,
-    rounded,
-    summarise,
-)
+from transferbench.reporting.summarise import definitions, overall_rows, summarise
+from transferbench.reporting.summary import ExperimentSummary, MissingRun, Summary, rounded, to_json
 from transferbench.reporting.verdict import apply_holm
 from transferbench.study.params import Params
 
 
 @dataclass
 class Report:
-    """What build wrote: the runs read, summary.json's content and each experiment's figures."""
+    """What build wrote: the runs read, the summary (rounded as written) and each experiment's figures."""
 
     experiments: list[ExperimentRuns]
-    summary: dict
+    typed: Summary
     figures: dict[str, dict[str, Path]]  # experiment -> {label: png}
+
+    @property
+    def summary(self) -> dict:
+        """summary.json's content."""
+        return to_json(self.typed)
 
 
 def build(params: Params, reports_root: Path) -> Report:
@@ -62,29 +62,30 @@ def build(params: Params, reports_root: Path) -> Report:
     the PNGs there."""
     experiments = collect(params, reports_root)
     summaries = {experiment.name: summarise(experiment) for experiment in experiments}
-    family = apply_holm(c for s in summaries.values() for c in s["comparisons"].values())
+    family = apply_holm(c for s in summaries.values() for c in s.comparisons.values())
     sizes = data_size.frame(summaries)
     figures = {experiment.name: draw(experiment, summaries[experiment.name], sizes, reports_root)
                for experiment in experiments}
     links = {name: {label: path.relative_to(reports_root).as_posix() for label, path in figs.items()}
              for name, figs in figures.items()}
-    summary = rounded({
-        "definitions": definitions(params, family),
-        "overall": overall_rows(summaries),
-        "experiments": summaries,
-        "missing": [{"experiment": name, **m} for name, s in summaries.items() for m in s["missing"]],
-        "figures": links,
-    })
-    write_json(reports_root / "summary.json", summary)
-    write_text(reports_root / "README.md", readme(summary["experiments"], links, summary["definitions"]))
-    curves = [curves_frame(experiment) for experiment in experiments]
-    # Empty frames (experiments without runs) would turn the number columns into objects.
-    table = pd.concat([c for c in curves if not c.empty] or curves[:1], ignore_index=True)
-    write_text(reports_root / "curves.csv", table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    summary = rounded(Summary(
+        definitions=definitions(params, family), overall=overall_rows(summaries), experiments=summaries,
+        missing=[MissingRun(name, m.run, m.reason) for name, s in summaries.items() for m in s.missing],
+        figures=links))
+    write_json(reports_root / "summary.json", to_json(summary))
+    write_text(reports_root / "README.md", readme(summary))
+    write_text(reports_root / "curves.csv", curves_csv(experiments))
     write_text(reports_root / "data_size.csv", data_size.to_csv(sizes))
     return Report(experiments, summary, figures)
 
 
-def print_answer(summaries: Mapping[str, Mapping[str, Any]]) -> None:
+def curves_csv(experiments: list[ExperimentRuns]) -> str:
+    curves = [curves_frame(experiment) for experiment in experiments]
+    # Empty frames (experiments without runs) would turn the number columns into objects.
+    table = pd.concat([c for c in curves if not c.empty] or curves[:1], ignore_index=True)
+    return table.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+
+def print_answer(summaries: Mapping[str, ExperimentSummary]) -> None:
     """The report's first table on stdout: it is the stage's output, not a log message."""
     print("\n".join(answer_table(summaries)))

@@ -1,299 +1,172 @@
-"""The summary: per experiment and arm, every number over seeds, pretrained against random initialisation,
-the answer across data sizes and the reference studies' figures beside ours; and the overall rows."""
+"""The report's summary as types: what summarise computes and readme, figures and summary.json read.
+
+Statistics stay as the statistics modules return them: ``Stat`` (stats.mean_interval: mean, std, n, low,
+high; epochs to stability adds how many runs it left out) and ``Comparison`` (verdict.compare: the
+difference, its interval, p-values). ``to_json`` gives summary.json's shape, which people read.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pandas as pd
+from transferbench.reporting.read import Missing
 
-from transferbench.config.weights import RANDOM  # every other arm counts as pretrained
-from transferbench.core.errors import ConfigError
-from transferbench.reporting.answer import (
-    time_to_accuracy,
-)
-from transferbench.reporting.budget import arm_budget, budget_rule, distinct
-from transferbench.reporting.formatting import (
-    FINE_TUNED,
-)
-from transferbench.reporting.read import (
-    ExperimentRuns,
-    Run,
-)
-from transferbench.reporting.reference_studies import PUBLISHED
-from transferbench.reporting.stability import (
-    CHANCE_DEFINITION,
-    CHANCE_MARGIN,
-    DID_NOT_LEARN,
-    STABILITY_DEFINITION,
-    STABILITY_TOLERANCE,
-    STILL_IMPROVING,
-)
-from transferbench.reporting.stats import mean_interval
-from transferbench.reporting.verdict import (
-    ALPHA,
-    FAMILY,
-    RESULT_KEYS,
-    compare,
-    interval_metrics,
-)
-from transferbench.study.params import Params
+Stat = dict[str, Any]  # stats.mean_interval's {"mean", "std", "n", "low", "high"}
+Comparison = dict[str, Any]  # verdict.compare's, or {"setting", "against", "metric", "no_result"} without runs
 
 
-def pretrained_arm(settings: Mapping[str, str]) -> str | None:
-    """The arm the overall table sets against random initialisation: the experiment's own recipe from ImageNet
-    (``imagenet``, whatever its setting) if planned, else the first fine-tuned arm, else the first pretrained one."""
-    others = [a for a in settings if a != RANDOM]
-    tuned = [a for a in others if settings[a] == FINE_TUNED]
-    if "imagenet" in others:
-        return "imagenet"
-    return (tuned or others)[0] if others else None
+@dataclass
+class ArmResult:
+    """One arm's runs at one share: which they are, and the mean and interval of every per-run number."""
+
+    runs: list[str]
+    n: int
+    seeds: list[int]
+    setting: str
+    loss_definition: list[str]
+    stats: dict[str, Stat] = field(default_factory=dict)  # test_accuracy, ..., epochs_to_stability
+    best_phase: list[str] | None = None  # None without runs
+    labels: dict[str, str] | None = None  # run -> curve label; None without runs
+
+    def get(self, key: str) -> Stat | None:
+        return self.stats.get(key)
+
+    def to_json(self) -> dict:
+        extra = {} if self.best_phase is None else {"best_phase": self.best_phase, "labels": self.labels}
+        return {"runs": self.runs, "n": self.n, "seeds": self.seeds, "setting": self.setting,
+                "loss_definition": self.loss_definition, **self.stats, **extra}
 
 
-def missing_arm_reason(experiment: ExperimentRuns, which: str) -> str | None:
-    """Why the experiment has no pretrained (or no random) result; None when it has one."""
-    if which == "pretrained":
-        arm = pretrained_arm(experiment.settings)
-    else:
-        arm = RANDOM if RANDOM in experiment.arms else None
-    if arm is None:
-        if which == "random":
-            return "params.yaml trains only pretrained weights for this experiment (weights: none is not listed)"
-        why = "" if has_imagenet(experiment.model) else f" ({experiment.model} has no ImageNet weights in Keras)"
-        return f"params.yaml trains {experiment.model} from random initialisation only{why}"
-    if not experiment.by_arm(arm):
-        return f"every {arm} run is missing (listed below)"
-    return None
+@dataclass
+class Task:
+    n_classes: int
+    n_outputs: int
+    chance: float
+    chance_margin: float
+    validation_images: int | None
+    class_weight: str
+    captcha: dict | None  # {"length", "style"}
 
 
-def has_imagenet(model: str) -> bool:
-    from transferbench.models.backbones import MODELS  # imports Keras: only asked for single-arm experiments
+@dataclass
+class PublishedFigure:
+    """A reference study's figure, with our mean for the same metric and arm (None: no run)."""
 
-    try:
-        return MODELS.get(model).imagenet is not None
-    except ConfigError:
-        return False
-
-
-def stability_stat(arm_runs: Sequence[Run]) -> dict:
-    """Epochs to stability over the runs that stabilised, and how many did not, are still improving or did
-    not learn (their mean would be a guess)."""
-    counted = [r for r in arm_runs if r.label is None]
-    stable = [float(r.stability) for r in counted if r.stability is not None]
-    stat = mean_interval(stable, BOUNDS["epochs_to_stability"]) if stable else {
-        "mean": None, "std": None, "n": 0, "low": None, "high": None}
-    return {**stat, "not_stable": len(counted) - len(stable),
-            "still_improving": sum(r.label == STILL_IMPROVING for r in arm_runs),
-            "did_not_learn": sum(r.label == DID_NOT_LEARN for r in arm_runs)}
+    weights: str
+    metric: str
+    values: list[float]
+    note: str
+    ours: Stat | None
 
 
-ACCURACY, POSITIVE = (0.0, 1.0), (0.0, None)
+@dataclass
+class Published:
+    source: str
+    recipe: str
+    figures: list[PublishedFigure]
 
 
-# Each number's valid range: its interval is clipped to it.
-BOUNDS: dict[str, tuple[float | None, float | None]] = {
-    **dict.fromkeys(("test_accuracy", "test_balanced_accuracy", "test_sequence_accuracy", "best_val_accuracy",
-                     "last_val_accuracy", "last_train_accuracy"), ACCURACY),
-    **dict.fromkeys(("test_loss", "best_epoch", "epochs_to_stability", "epochs", "seconds"), POSITIVE),
-}
+@dataclass
+class PerClass:
+    kind: str  # "class", or "position" for CAPTCHAs
+    arms: dict[str, dict[str, float]]  # arm -> class -> accuracy, mean over seeds
 
 
-def arm_results(experiment: ExperimentRuns, arm: str, fraction: float | None = None) -> dict:
-    """Mean and interval over seeds of every per-run number of one arm (at one share, default the main)."""
-    arm_runs = experiment.by_arm(arm, fraction)
-    entry: dict[str, Any] = {"runs": [r.name for r in arm_runs], "n": len(arm_runs),
-                             "seeds": [r.seed for r in arm_runs], "setting": experiment.setting(arm),
-                             "loss_definition": sorted({str(r.metrics["loss_definition"]) for r in arm_runs
-                                                        if "loss_definition" in r.metrics})}
-    if arm_runs:
-        per_run = [r.values() for r in arm_runs]
-        for key in dict.fromkeys(k for v in per_run for k in v):
-            entry[key] = mean_interval([v[key] for v in per_run if key in v], BOUNDS.get(key, (None, None)))
-        entry["epochs_to_stability"] = stability_stat(arm_runs)
-        entry["best_phase"] = sorted({str(r.metrics["best_phase"]) for r in arm_runs if "best_phase" in r.metrics})
-        entry["labels"] = {r.name: r.label for r in arm_runs if r.label}
-    return entry
+@dataclass
+class ShareArm:
+    n: int
+    metric: Stat | None  # the verdict metric over seeds
+    train_images: list[int]
+    setting: str
 
 
-def summarise(experiment: ExperimentRuns) -> dict:
-    """Per arm: mean/std/n of every number; pretrained minus random; missing runs; the seed's figures."""
-    results = {arm: arm_results(experiment, arm) for arm in experiment.arms}
-    comparisons = {arm: comparison(experiment, arm) for arm in experiment.arms if arm != RANDOM}
-    differences = {}
-    for arm in experiment.arms:
-        if arm != RANDOM and results[arm]["n"] and RANDOM in results and results[RANDOM]["n"]:
-            differences[f"{arm} - {RANDOM}"] = {
-                key: results[arm][key]["mean"] - results[RANDOM][key]["mean"]
-                for key in results[arm] if isinstance(results[arm][key], dict) and key in results[RANDOM]
-                and results[arm][key].get("mean") is not None and results[RANDOM][key].get("mean") is not None}
-    published = PUBLISHED.get(experiment.name)
-    # A params override (`-S experiments.captcha.model=cnn`) keeps the name but not the seed's recipe.
-    not_comparable = published.differs(experiment.dataset, experiment.model) if published else None
-    if not_comparable:
-        published = None
-    published_figures = [] if published is None else [
-        {"weights": f.weights, "metric": f.metric, "values": list(f.values), "note": f.note,
-         "ours": results.get(f.weights, {}).get(f.metric)} for f in published.figures]
-    return {
-        "dataset": experiment.dataset,
-        "model": experiment.model,
-        "arms": experiment.arms,
-        "settings": experiment.settings,
-        "planned_seeds": experiment.seeds,
-        "train_fractions": experiment.fractions,
-        "main_fraction": experiment.main_fraction,
-        "task": {"n_classes": experiment.n_classes, "n_outputs": experiment.n_outputs, "chance": experiment.chance,
-                 "chance_margin": experiment.margin, "validation_images": experiment.validation_images,
-                 "class_weight": experiment.class_weight, "captcha": experiment.captcha},
-        "verdict_metric": experiment.verdict_metric,
-        "pretrained_arm": pretrained_arm(experiment.settings),
-        "results": results,
-        "difference": differences,
-        "no_result": {which: reason for which in ("pretrained", "random")
-                      if (reason := missing_arm_reason(experiment, which))},
-        "missing": experiment.missing,
-        "ignored_run_folders": experiment.ignored,
-        "published_not_comparable": not_comparable,
-        "published": None if published is None else {
-            "source": published.source, "recipe": published.recipe, "figures": published_figures},
-        "comparisons": comparisons,
-        "time_to_accuracy": time_to_accuracy(
-            {arm: mean_curve(experiment.by_arm(arm)) for arm in experiment.arms if experiment.by_arm(arm)},
-            published_figures, published.source if published else None,
-            {arm: results[arm]["best_val_accuracy"]["mean"] for arm in experiment.arms if results[arm]["n"]}),
-        "per_class": per_class(experiment),
-        "budget": {arm: arm_budget(experiment.plan[arm], [r.metrics for r in experiment.by_arm(arm)],
-                                   [r.seed for r in experiment.by_arm(arm)]) for arm in experiment.arms},
-        "data_size": data_size_rows(experiment, comparisons),
-    }
+@dataclass
+class Share:
+    """The answer at one share of the training split."""
+
+    train_fraction: float
+    arms: dict[str, ShareArm]
+    comparisons: dict[str, Comparison]
 
 
-def comparison(experiment: ExperimentRuns, arm: str, fraction: float | None = None, also: bool = True) -> dict:
-    """``arm`` against random initialisation on the verdict metric (points), with a paired interval over
-    seeds and test images; with ``also``, the other metrics' intervals under ``also``."""
-    mine, random = experiment.by_arm(arm, fraction), experiment.by_arm(RANDOM, fraction)
-    out: dict[str, Any] = {"setting": experiment.setting(arm), "against": RANDOM}
-    if not mine or not random:
-        absent = arm if not mine else RANDOM
-        why = "not planned in params.yaml" if absent not in experiment.arms else "every run is missing"
-        return {**out, "metric": experiment.verdict_metric, "no_result": f"no {absent} run ({why})"}
-    both = [*mine, *random]
-    lacking = [r.name for r in both if r.predictions is None]
-    metrics = interval_metrics(experiment.verdict_metric, experiment.n_outputs)[:None if also else 1]
-    means = {m: (arm_mean(mine, m), arm_mean(random, m)) for m in metrics}
-    target = None if lacking else both[0].predictions[0]  # type: ignore[index]
-    result = compare(target, [r.predictions[1] for r in mine if r.predictions is not None],
-                     [r.predictions[1] for r in random if r.predictions is not None], metrics, means)
-    return {**out, **result, **({"no_predictions": lacking} if lacking else {})}
+@dataclass
+class ExperimentSummary:
+    dataset: str
+    model: str
+    arms: list[str]
+    settings: dict[str, str]
+    planned_seeds: list[int]
+    train_fractions: list[float]
+    main_fraction: float
+    task: Task
+    verdict_metric: str
+    pretrained_arm: str | None
+    results: dict[str, ArmResult]
+    difference: dict[str, dict[str, float]]  # "<arm> - none" -> number -> pretrained mean minus random
+    no_result: dict[str, str]  # "pretrained" / "random" -> why there is none
+    missing: list[Missing]
+    ignored_run_folders: list[str]
+    published_not_comparable: str | None
+    published: Published | None
+    comparisons: dict[str, Comparison]  # pretrained arm -> against random, at the main share
+    time_to_accuracy: dict[str, list[dict]]
+    per_class: PerClass | None
+    budget: dict[str, dict]  # arm -> budget.arm_budget
+    data_size: list[Share]
 
 
-def arm_mean(arm_runs: Sequence[Run], metric: str) -> float:
-    """The runs' mean test ``metric`` (nan where a run does not have it)."""
-    values = [r.values().get(RESULT_KEYS[metric], math.nan) for r in arm_runs]
-    return float(np.mean(values))
+@dataclass
+class OverallRow:
+    experiment: str
+    dataset: str
+    model: str
+    pretrained_arm: str | None
+    pretrained: dict[str, Any]  # a few of the arm's stats and n, or {"n": 0, "no_result"}
+    random: dict[str, Any]
+    difference: dict[str, float]
 
 
-def data_size_rows(experiment: ExperimentRuns, main: Mapping[str, dict]) -> list[dict]:
-    """Per share of the training split: each arm's verdict metric over seeds, and each pretrained arm minus
-    random with its two-level interval (descriptive: no verdict, not in the Holm family); ``main``: the
-    main share's comparisons, already made."""
-    key = RESULT_KEYS[experiment.verdict_metric]
-    rows = []
-    for fraction in experiment.fractions:
-        arms = {}
-        for arm in experiment.arms:
-            result = arm_results(experiment, arm, fraction)
-            images = distinct(r.metrics.get("train_images") for r in experiment.by_arm(arm, fraction))
-            arms[arm] = {"n": result["n"], "metric": result.get(key), "train_images": images,
-                         "setting": result["setting"]}
-        versus = main if fraction == experiment.main_fraction else {
-            arm: comparison(experiment, arm, fraction, also=False) for arm in experiment.arms if arm != RANDOM}
-        rows.append({"train_fraction": fraction, "arms": arms, "comparisons": versus})
-    return rows
+@dataclass
+class MissingRun:
+    experiment: str
+    run: str
+    reason: str
 
 
-def mean_curve(arm_runs: Sequence[Run]) -> pd.DataFrame:
-    """Validation accuracy per epoch averaged over the runs (and cumulative seconds, when every run has them)."""
-    columns = ["epoch", "val_accuracy"] + (["seconds"] if all("seconds" in r.history for r in arm_runs) else [])
-    joined = pd.concat([r.history[columns] for r in arm_runs], ignore_index=True)
-    return joined.groupby("epoch", as_index=False).mean().sort_values("epoch")
+@dataclass
+class Summary:
+    """summary.json: definitions, the overall rows, every experiment, missing runs, figure links."""
+
+    definitions: dict[str, Any]
+    overall: list[OverallRow]
+    experiments: dict[str, ExperimentSummary]
+    missing: list[MissingRun]
+    figures: dict[str, dict[str, str]]  # experiment -> label -> path relative to reports/
 
 
-def per_class(experiment: ExperimentRuns) -> dict | None:
-    """Per arm, each class's (CAPTCHA: each position's) test accuracy averaged over seeds; None if none known."""
-    arms: dict[str, dict[str, float]] = {}
-    kind = "class"
-    for arm in experiment.arms:
-        tables = []
-        for run in experiment.by_arm(arm):
-            test = run.metrics["test"]
-            if "position_accuracy" in test:
-                kind = "position"
-                tables.append(test["position_accuracy"])
-            elif "per_class_accuracy" in run.metrics:
-                tables.append(run.metrics["per_class_accuracy"])
-            elif run.confusion is not None:  # runs evaluated before per-class accuracy was kept
-                counts = run.confusion.to_numpy(dtype=float)
-                tables.append(dict(zip(run.confusion.index, np.diag(counts) / np.maximum(counts.sum(axis=1), 1),
-                                       strict=True)))
-        if tables:
-            names = list(dict.fromkeys(k for t in tables for k in t))
-            arms[arm] = {k: float(np.mean([t[k] for t in tables if k in t])) for k in names}
-    return {"kind": kind, "arms": arms} if arms else None
-
-
-def overall_rows(summaries: Mapping[str, Mapping[str, Any]]) -> list[dict]:
-    """One row per experiment: pretrained and random test accuracy, loss, stability, and the differences."""
-    rows = []
-    for name, s in summaries.items():
-        pretrained = s["pretrained_arm"]
-        row: dict[str, Any] = {"experiment": name, "dataset": s["dataset"], "model": s["model"],
-                               "pretrained_arm": pretrained}
-        for which, arm in (("pretrained", pretrained), ("random", RANDOM)):
-            result = s["results"].get(arm) if arm else None
-            if result and result["n"]:
-                row[which] = {key: result[key] for key in ("test_accuracy", "test_sequence_accuracy", "test_loss",
-                                                           "epochs_to_stability", "seconds", "n") if key in result}
-            else:
-                row[which] = {"n": 0, "no_result": s["no_result"].get(which, "no run")}
-        row["difference"] = {k: v for k, v in s["difference"].get(f"{pretrained} - {RANDOM}", {}).items()
-                             if k in ("test_accuracy", "test_sequence_accuracy", "test_loss", "epochs_to_stability",
-                                      "seconds")}
-        rows.append(row)
-    return rows
-
-
-def definitions(params: Params, family: int) -> dict:
-    """What the report's words mean, for summary.json and the README."""
-    captcha = getattr(params, "captcha", None)
-    return {
-        "epochs_to_stability": STABILITY_DEFINITION,
-        "stability_tolerance": STABILITY_TOLERANCE,
-        "curve_labels": CHANCE_DEFINITION,
-        "chance_margin": {"floor": CHANCE_MARGIN[0], "standard_errors": CHANCE_MARGIN[1]},
-        "std": "sample standard deviation over seeds (n - 1); null for one seed",
-        "difference": "pretrained arm's mean minus random initialisation's (none) mean",
-        "interval": "95% percentile interval of a bootstrap resampling each arm's seeds, then the test images "
-                    "(paired)",
-        "best_val_accuracy": "each run's maximum validation accuracy, averaged over seeds",
-        "holm_family": FAMILY,
-        "holm_family_size": family,
-        "alpha": ALPHA,
-        "tuning": params.tuning.model_dump(),
-        "random_schedule": params.random_schedule,
-        "budget_rule": budget_rule(params.tuning.model_dump(), params.random_schedule),
-        "captcha": None if captcha is None else {"length": captcha.length, "style": getattr(captcha, "style", "plain")},
-    }
+def to_json(value: Any) -> Any:
+    """Dataclasses as dicts (``to_json`` where one is defined), containers recursively."""
+    if hasattr(value, "to_json"):
+        return to_json(value.to_json())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return value
 
 
 def rounded(value: Any, digits: int = 6) -> Any:
-    """Floats rounded for summary.json, so float noise in the last bits cannot change its bytes."""
+    """Floats rounded, so float noise in the last bits cannot change summary.json's bytes or the README."""
     if isinstance(value, float):
         return round(value, digits)
-    if isinstance(value, Mapping):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: rounded(getattr(value, f.name), digits)
+                                             for f in dataclasses.fields(value)})
+    if isinstance(value, dict):
         return {k: rounded(v, digits) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [rounded(v, digits) for v in value]
