@@ -29,7 +29,7 @@ def fetch_dataset(args: argparse.Namespace) -> None:
     raw_dir = paths.RAW / args.dataset
     check_writable(raw_dir, paths.REPORTS / args.dataset)
     started = time.perf_counter()
-    report = fetch(args.dataset, values, raw_dir, params.seed)
+    report = fetch(args.dataset, values, raw_dir, params.seed, params.extraction)
     write_json(paths.REPORTS / args.dataset / "fetch.json", report)
     log.info("%s: done in %.1f s -> %s", args.dataset, time.perf_counter() - started, shown(raw_dir))
 

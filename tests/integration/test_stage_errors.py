@@ -9,6 +9,7 @@ import re
 import resource
 import signal
 import subprocess
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -262,3 +263,18 @@ def test_an_experiment_name_that_is_no_safe_folder_stops_its_own_stage_before_it
     assert len(line) < 400, line
     assert not (root / "models").exists() and not (tmp_path / "x").exists()
     assert not Path("/transferbench-outside").exists()
+
+
+def test_a_zip_bomb_stops_the_fetch_in_one_line_naming_the_limit_and_how_to_raise_it(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bomb:  # 8 MB of zeros in 8 KB
+        bomb.writestr("cats_and_dogs_filtered/train/cats/cat.0.jpg", bytes(8 << 20))
+
+    def served_from_file(params: dict) -> None:
+        params["cats_and_dogs_filtered"]["source"].update(urls=[archive.as_uri()], sha256=None)
+
+    root = copy_code(tmp_path / "repo", served_from_file)
+    error_line(run_stage(root, "fetch", "cats_and_dogs_filtered"), "fetch@cats_and_dogs_filtered",
+               "entry 'cats_and_dogs_filtered/train/cats/cat.0.jpg' unpacks to", "over extraction.max_ratio 100",
+               "`dvc exp run -S extraction.max_ratio=")
+    assert not (root / "data" / "raw" / "cats_and_dogs_filtered" / "extracted").exists()

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from transferbench.config.extraction import Extraction
 from transferbench.core.errors import UserError
 from transferbench.core.files import read_json
 from transferbench.data.raw import record_path
+from transferbench.data.sources import archives
 from transferbench.data.sources.archives import (
+    ArchiveTooLarge,
     CorruptArchive,
     UnsafeArchive,
     check_archive,
@@ -23,6 +26,7 @@ from transferbench.data.sources.archives import (
     extract,
     extract_member,
 )
+from transferbench.study.params import load_params
 
 
 def make_zip(path: Path, entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:
@@ -191,3 +195,76 @@ def test_extract_member_copies_one_inner_zip(tmp_path):
     with pytest.raises(ValueError, match="0 entries named 'missing.zip'"):
         extract_member(bundle, "missing.zip", tmp_path / "raw" / "missing.zip")
     assert not (tmp_path / "raw" / "missing.zip").exists()
+
+
+# ---- extraction limits: checked from the archive's directory before anything is written ---------
+
+def zip_bomb(path: Path, megabytes: int = 4) -> Path:
+    """A few MB of zeros: a few kilobytes compressed, about 1,000 times smaller."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("top/zeros.bin", bytes(megabytes << 20))
+    return path
+
+
+def nothing_written(target: Path) -> bool:
+    return not target.exists() and not list(target.parent.glob(f".{target.name}*"))
+
+
+def test_a_zip_bomb_is_refused_by_its_ratio_before_anything_is_written(tmp_path):
+    bomb = zip_bomb(tmp_path / "bomb.zip")
+    assert bomb.stat().st_size < 50_000
+    with pytest.raises(ArchiveTooLarge) as err:
+        ensure_extracted(bomb, tmp_path / "out", "sha")
+    message = str(err.value)
+    assert "bomb.zip: entry 'top/zeros.bin' unpacks to " in message and "over extraction.max_ratio 100" in message
+    assert "`dvc exp run -S extraction.max_ratio=" in message and "\n" not in message, message
+    assert nothing_written(tmp_path / "out") and bomb.is_file(), "kept: raising the limit needs no new download"
+    ensure_extracted(bomb, tmp_path / "out", "sha", Extraction(max_ratio=5000))
+    assert (tmp_path / "out" / "top" / "zeros.bin").stat().st_size == 4 << 20
+
+
+def test_an_archive_over_max_bytes_is_refused_naming_the_limit_and_how_to_raise_it(tmp_path):
+    bomb = zip_bomb(tmp_path / "big.zip", megabytes=3)
+    with pytest.raises(ArchiveTooLarge, match=r"big.zip unpacks to 3.0 MiB \(3,145,728 bytes\), over "
+                                              r"extraction.max_bytes 1,000,000; .*`dvc exp run -S "
+                                              r"extraction.max_bytes=3145728`"):
+        extract(bomb, tmp_path / "out", limits=Extraction(max_bytes=1_000_000, max_ratio=5000))
+    assert nothing_written(tmp_path / "out")
+
+
+def test_an_archive_larger_than_the_free_disk_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(archives, "free_bytes", lambda path: 1 << 20)
+    with pytest.raises(ArchiveTooLarge, match=r"unpacks to 4.0 MiB but the disk under .*out has 1.0 MiB free"):
+        extract(zip_bomb(tmp_path / "big.zip"), tmp_path / "out", limits=Extraction(max_ratio=5000))
+    assert nothing_written(tmp_path / "out")
+
+
+def test_a_zip_with_too_many_entries_is_refused(tmp_path):
+    many = make_zip(tmp_path / "many.zip", {f"top/{i}.txt": b"x" for i in range(300)})
+    with pytest.raises(ArchiveTooLarge, match=r"many.zip has 300 entries \(files and folders\), over "
+                                              r"extraction.max_entries 100; .*extraction.max_entries=300`"):
+        extract(many, tmp_path / "out", limits=Extraction(max_entries=100))
+    assert nothing_written(tmp_path / "out")
+    extract(many, tmp_path / "out", limits=Extraction(max_entries=300))
+
+
+def test_a_tar_is_held_to_the_limits_by_its_headers(tmp_path):
+    files = [(tarfile.TarInfo(f"top/{i}.bin"), bytes(1 << 20)) for i in range(3)]
+    bomb = make_tar(tmp_path / "zeros.tar.gz", files)
+    with pytest.raises(ArchiveTooLarge, match=r"zeros.tar.gz: its content unpacks to .* over extraction.max_ratio"):
+        extract(bomb, tmp_path / "out")
+    with pytest.raises(ArchiveTooLarge, match=r"zeros.tar.gz has more than 2 entries"):
+        extract(bomb, tmp_path / "out", limits=Extraction(max_entries=2, max_ratio=5000))
+    assert nothing_written(tmp_path / "out")
+    extract(bomb, tmp_path / "out", limits=Extraction(max_ratio=5000))
+
+
+def test_one_member_taken_from_a_bundle_is_held_to_the_limits(tmp_path):
+    with pytest.raises(ArchiveTooLarge, match=r"entry 'top/zeros.bin' unpacks to"):
+        extract_member(zip_bomb(tmp_path / "bundle.zip"), "zeros.bin", tmp_path / "zeros.bin")
+    assert not (tmp_path / "zeros.bin").exists()
+
+
+def test_the_real_archives_fit_the_default_limits():
+    limits = load_params().extraction
+    assert limits == Extraction() and limits.max_entries > 25_000 and limits.max_bytes > 600_000_000

@@ -11,6 +11,7 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
+from transferbench.config.extraction import Extraction
 from transferbench.core.errors import ConfigError
 from transferbench.core.redact import redact_data
 from transferbench.data.datasets import DATASETS, DatasetParams
@@ -30,11 +31,12 @@ def fetched_datasets() -> list[str]:
     return [n for n in DATASETS.names() if DATASETS.get(n).source]
 
 
-def fetch(dataset: str, values: DatasetParams, raw_dir: Path, seed: int) -> dict:
-    """Fetch ``dataset`` (its params section ``values``) into ``raw_dir``; return the fetch report.
+def fetch(dataset: str, values: DatasetParams, raw_dir: Path, seed: int, limits: Extraction) -> dict:
+    """Fetch ``dataset`` (its params section ``values``) into ``raw_dir``, unpacking archives within ``limits``;
+    return the fetch report.
 
     The report is redacted here, once for every source: it names addresses, which may carry credentials.
     """
     raw_dir.mkdir(parents=True, exist_ok=True)
-    report = source_module(dataset).fetch(values, raw_dir, seed)
+    report = source_module(dataset).fetch(values, raw_dir, seed, limits)
     return redact_data({"dataset": dataset, "source": DATASETS.get(dataset).source, **report})

@@ -2,8 +2,9 @@
 
 A source is a module ``transferbench.data.sources.<name>`` (named by its dataset's registry entry) with
 
-    fetch(values, raw_dir, seed) -> dict
-        Download (or find already present and verified) everything into ``raw_dir``; write
+    fetch(values, raw_dir, seed, limits) -> dict
+        Download (or find already present and verified) everything into ``raw_dir``, unpacking archives
+        within ``limits`` (params' ``extraction``, transferbench.config.extraction); write
         ``raw_dir/manifest.csv`` atomically; return counts for the fetch report. Resumable: a file
         already present with the recorded size and sha256 is never fetched again. An unreachable
         source raises :class:`SourceUnavailable` within seconds, saying what was tried and how to

@@ -19,6 +19,7 @@ import yaml
 from pydantic import Field, ValidationInfo, create_model, field_serializer, field_validator
 
 from transferbench.config.experiment import STRATEGIES, ExperimentSection, require_tag, root_of
+from transferbench.config.extraction import Extraction
 from transferbench.config.sections import Section, parse, problem
 from transferbench.config.weights import IMAGENET, RANDOM, Arm, parse_arms
 from transferbench.core import paths
@@ -82,6 +83,8 @@ class Params(Section):
     # The random arm's epochs, as a multiple of the recipe's (He et al. 2019: given time, random
     # initialisation catches up); 1 = the same schedule as the pretrained arms.
     random_schedule: Annotated[float, Field(ge=1, le=10, allow_inf_nan=False)] = 1.0
+    # What one downloaded archive may unpack to (transferbench.config.extraction); read by fetch@.
+    extraction: Extraction = Extraction()
 
     @field_validator("weights", mode="before")
     @classmethod

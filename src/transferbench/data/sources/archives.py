@@ -1,7 +1,9 @@
 """Safe extraction of zip and tar(.gz) archives.
 
 Every entry is checked before anything is written: none may land outside the target (absolute names, ``..``,
-links pointing out, writing through a link) and only files, folders and (tar) links inside are accepted.
+links pointing out, writing through a link) and only files, folders and (tar) links inside are accepted. The
+archive's directory (a zip's central directory, a tar's headers) is held to params' ``extraction`` limits
+first: total size (and the disk's free space), each entry's compression ratio, and the number of entries.
 Extraction goes to a temporary sibling that is renamed into place, so a killed run never looks finished.
 Reading a zip entry to its end checks its CRC, which is how zips without a published checksum are verified.
 :func:`check_archive` runs every check without writing, so a download can refuse an unsafe archive and try
@@ -10,6 +12,7 @@ the next address; one found unsafe only at extraction is moved to ``refused/`` s
 
 from __future__ import annotations
 
+import math
 import posixpath
 import shutil
 import stat
@@ -18,14 +21,18 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from transferbench.core.errors import BadInput
-from transferbench.core.files import atomic_path, read_json, replace_dir, write_json
+from transferbench.config.extraction import Extraction
+from transferbench.core.errors import BadInput, UserError
+from transferbench.core.files import atomic_path, free_bytes, read_json, replace_dir, size_text, write_json
 from transferbench.core.inputs import shown
 from transferbench.data.raw import record_path, refuse
 
 # Written inside a finished extraction: which archive (by sha256) it came from.
 STAMP = ".archive.json"
 BLOCK = 1 << 20
+# Entries smaller than this may compress any amount (a text file of spaces): only a large one is a bomb.
+RATIO_FROM = 1 << 20
+DEFAULT_LIMITS = Extraction()
 
 
 class UnsafeArchive(BadInput):
@@ -34,6 +41,76 @@ class UnsafeArchive(BadInput):
 
 class CorruptArchive(BadInput):
     """Not a readable zip or tar, or an entry fails its CRC."""
+
+
+class ArchiveTooLarge(UserError):
+    """The archive would unpack to more than params' ``extraction`` allows, or than the disk has free.
+
+    Not bad content: the archive stays where it is, so raising the limit needs no second download.
+    """
+
+
+def check_limits(path: Path | str, limits: Extraction = DEFAULT_LIMITS, target: Path | str | None = None) -> int:
+    """ArchiveTooLarge unless ``path``'s content fits ``limits`` (and the disk under ``target``, if given);
+    read from the archive's directory alone. Returns the bytes it unpacks to."""
+    path = Path(path)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as bundle:
+            infos = bundle.infolist()
+        _check_count(path, len(infos), limits)
+        for info in infos:
+            _check_ratio(path, f"entry {info.filename!r}", info.file_size, info.compress_size, limits)
+        total = sum(info.file_size for info in infos)
+    elif tarfile.is_tarfile(path):
+        total, count = 0, 0
+        try:
+            with tarfile.open(path) as bundle:
+                for member in bundle:  # headers only: file bodies are skipped, nothing is kept
+                    count += 1
+                    if count > limits.max_entries:
+                        _check_count(path, count, limits, more=True)
+                    total += member.size if member.isfile() else 0
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise CorruptArchive(f"{path} is not a readable tar: {err}") from err
+        # A compressed tar is one stream: its ratio is the whole archive's.
+        _check_ratio(path, "its content", total, path.stat().st_size, limits)
+    else:
+        raise CorruptArchive(f"{path} is neither a zip nor a tar archive")
+    _check_total(path, total, limits, target)
+    return total
+
+
+def _raise_it(key: str, value: int | float) -> str:
+    return (f"if the archive is the one you expect, raise the limit: `dvc exp run -S extraction.{key}={value}` "
+            f"(or set it in params.yaml)")
+
+
+def _check_count(path: Path, count: int, limits: Extraction, more: bool = False) -> None:
+    if count > limits.max_entries:
+        found = f"more than {limits.max_entries:,}" if more else f"{count:,}"
+        raise ArchiveTooLarge(f"{shown(path)} has {found} entries (files and folders), over extraction.max_entries "
+                              f"{limits.max_entries:,}; " + _raise_it("max_entries", count if not more else
+                                                                         limits.max_entries * 10))
+
+
+def _check_ratio(path: Path, what: str, size: int, compressed: int, limits: Extraction) -> None:
+    ratio = size / max(compressed, 1)
+    if size >= RATIO_FROM and ratio > limits.max_ratio:
+        raise ArchiveTooLarge(f"{shown(path)}: {what} unpacks to {ratio:,.0f} times its compressed size "
+                              f"({size_text(size)} from {size_text(compressed)}), over extraction.max_ratio "
+                              f"{limits.max_ratio:g}, as a zip bomb does; " + _raise_it("max_ratio", math.ceil(ratio)))
+
+
+def _check_total(path: Path, total: int, limits: Extraction, target: Path | str | None) -> None:
+    if total > limits.max_bytes:
+        raise ArchiveTooLarge(f"{shown(path)} unpacks to {size_text(total)} ({total:,} bytes), over "
+                              f"extraction.max_bytes {limits.max_bytes:,}; " + _raise_it("max_bytes", total))
+    if target is None:
+        return
+    free = free_bytes(Path(target).parent)
+    if total > free:
+        raise ArchiveTooLarge(f"{shown(path)} unpacks to {size_text(total)} but the disk under {shown(target)} "
+                              f"has {size_text(free)} free; free some space there and run again")
 
 
 def check_zip(path: Path | str) -> None:
@@ -68,14 +145,15 @@ def check_archive(path: Path | str) -> None:
         raise CorruptArchive(f"{path} is neither a zip nor a tar archive")
 
 
-def ensure_extracted(archive: Path | str, target: Path | str, archive_sha256: str) -> Path:
+def ensure_extracted(archive: Path | str, target: Path | str, archive_sha256: str,
+                     limits: Extraction = DEFAULT_LIMITS) -> Path:
     """``target`` holding ``archive``'s content; extracted again only if it came from other bytes (or not at all)."""
     archive, target = Path(archive), Path(target)
     stamp = target / STAMP
     if stamp.is_file() and read_json(stamp).get("sha256") == archive_sha256:
         return target
     try:
-        return extract(archive, target, {"archive": archive.name, "sha256": archive_sha256})
+        return extract(archive, target, {"archive": archive.name, "sha256": archive_sha256}, limits)
     except (UnsafeArchive, CorruptArchive) as err:
         # Left in place it would be found "present" and refused again on every run.
         record_path(archive).unlink(missing_ok=True)
@@ -83,9 +161,12 @@ def ensure_extracted(archive: Path | str, target: Path | str, archive_sha256: st
         raise type(err)(f"{err}; the archive is moved to {shown(where)}, the next run fetches it again") from None
 
 
-def extract(archive: Path | str, target: Path | str, stamp: dict[str, Any] | None = None) -> Path:
-    """Extract ``archive`` into ``target`` (replacing it) through a temporary sibling renamed into place."""
+def extract(archive: Path | str, target: Path | str, stamp: dict[str, Any] | None = None,
+            limits: Extraction = DEFAULT_LIMITS) -> Path:
+    """Extract ``archive`` into ``target`` (replacing it) through a temporary sibling renamed into place,
+    once its directory is within ``limits``."""
     archive, target = Path(archive), Path(target)
+    check_limits(archive, limits, target)
     tmp = target.with_name(f".{target.name}.extracting")
     if tmp.exists():
         shutil.rmtree(tmp)  # left by a killed run
@@ -106,13 +187,17 @@ def extract(archive: Path | str, target: Path | str, stamp: dict[str, Any] | Non
     return target
 
 
-def extract_member(archive: Path | str, basename: str, dest: Path | str) -> Path:
-    """Copy the one zip entry named ``basename`` (in any folder) to ``dest`` atomically, its CRC checked."""
+def extract_member(archive: Path | str, basename: str, dest: Path | str, limits: Extraction = DEFAULT_LIMITS) -> Path:
+    """Copy the one zip entry named ``basename`` (in any folder) to ``dest`` atomically, its CRC checked, once
+    its size and ratio are within ``limits``."""
     with zipfile.ZipFile(archive) as bundle:
         matches = [i for i in bundle.infolist() if PurePosixPath(i.filename).name == basename and not i.is_dir()]
         if len(matches) != 1:
             names = ", ".join(i.filename for i in bundle.infolist()[:20])
             raise ValueError(f"{archive} has {len(matches)} entries named {basename!r}, expected 1; entries: {names}")
+        info = matches[0]
+        _check_ratio(Path(archive), f"entry {info.filename!r}", info.file_size, info.compress_size, limits)
+        _check_total(Path(archive), info.file_size, limits, dest)
         with atomic_path(dest) as tmp:
             _copy_entry(bundle, matches[0], tmp)
     return Path(dest)

@@ -10,8 +10,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from transferbench.config.extraction import Extraction
 from transferbench.data.raw import SourceUnavailable, sha256_file, write_raw_manifest
-from transferbench.data.sources.archives import check_archive, ensure_extracted
+from transferbench.data.sources.archives import DEFAULT_LIMITS, check_archive, ensure_extracted
 from transferbench.data.sources.http import download, download_record
 from transferbench.data.sources.unpacked import file_row, is_image, summary
 
@@ -24,7 +25,7 @@ PARAM = "cats_and_dogs_filtered.source"
 log = logging.getLogger(__name__)
 
 
-def fetch(values: Any, raw_dir: Path | str, seed: int) -> dict:
+def fetch(values: Any, raw_dir: Path | str, seed: int, limits: Extraction = DEFAULT_LIMITS) -> dict:
     """Download (or find) the zip, unpack it safely, and write one manifest row per photo."""
     from transferbench.config.sections import parse
     from transferbench.data.datasets import CatsAndDogsFilteredParams
@@ -38,7 +39,7 @@ def fetch(values: Any, raw_dir: Path | str, seed: int) -> dict:
     if source.sha256 is None:
         log.info("%s: every entry's CRC checked; its sha256 is %s (set %s.sha256 to it to pin this exact file)",
                  ARCHIVE, archive_sha256, PARAM)
-    extracted = ensure_extracted(archive, raw_dir / "extracted", archive_sha256)
+    extracted = ensure_extracted(archive, raw_dir / "extracted", archive_sha256, limits)
     rows = image_rows(raw_dir, extracted / TOP)
     write_raw_manifest(raw_dir, rows)
     return summary(rows, archive, archive_sha256)

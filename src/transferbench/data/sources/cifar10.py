@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from transferbench.config.extraction import Extraction
 from transferbench.data.raw import sha256_file, write_raw_manifest
-from transferbench.data.sources.archives import check_archive, ensure_extracted
+from transferbench.data.sources.archives import DEFAULT_LIMITS, check_archive, ensure_extracted
 from transferbench.data.sources.http import download
 from transferbench.data.sources.unpacked import summary
 
@@ -42,7 +43,7 @@ class _BatchUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def fetch(values: Any, raw_dir: Path | str, seed: int) -> dict:
+def fetch(values: Any, raw_dir: Path | str, seed: int, limits: Extraction = DEFAULT_LIMITS) -> dict:
     """Download (or find) the archive, unpack it safely, and write one manifest row per image."""
     from transferbench.config.sections import parse
     from transferbench.data.datasets import Cifar10Params
@@ -51,7 +52,7 @@ def fetch(values: Any, raw_dir: Path | str, seed: int) -> dict:
     archive = download(source.urls, raw_dir / ARCHIVE, sha256=source.sha256, check=check_archive,
                        param=f"{PARAM}.urls")
     archive_sha256 = source.sha256 or sha256_file(archive)
-    ensure_extracted(archive, raw_dir / "extracted", archive_sha256)
+    ensure_extracted(archive, raw_dir / "extracted", archive_sha256, limits)
     names = label_names(raw_dir / FOLDER / "batches.meta")
     rows = [row for batch, split in BATCHES.items() for row in batch_rows(raw_dir, batch, split, names)]
     write_raw_manifest(raw_dir, rows)

@@ -27,8 +27,9 @@ from typing import Any
 
 import requests
 
+from transferbench.config.extraction import Extraction
 from transferbench.data.raw import SourceUnavailable, refuse, sha256_file, write_raw_manifest
-from transferbench.data.sources.archives import check_zip, ensure_extracted, extract_member
+from transferbench.data.sources.archives import DEFAULT_LIMITS, check_zip, ensure_extracted, extract_member
 from transferbench.data.sources.unpacked import file_row, is_image, summary
 
 # kagglesdk knows fixed endpoints only (api.kaggle.com, localhost, localhost:7777): this variable points
@@ -44,31 +45,31 @@ log = logging.getLogger(__name__)
 
 
 
-def fetch(values: Any, raw_dir: Path | str, seed: int) -> dict:
+def fetch(values: Any, raw_dir: Path | str, seed: int, limits: Extraction = DEFAULT_LIMITS) -> dict:
     """Find or download train.zip, unpack it safely, and write one manifest row per labelled photo."""
     from transferbench.config.sections import parse
     from transferbench.data.datasets import DogsVsCatsParams
 
     competition, raw_dir = parse(DogsVsCatsParams, values, "dogs_vs_cats").source.competition, Path(raw_dir)
-    train_zip = train_archive(raw_dir, competition)
+    train_zip = train_archive(raw_dir, competition, limits)
     train_sha256 = sha256_file(train_zip)
-    extracted = ensure_extracted(train_zip, raw_dir / "extracted", train_sha256)
+    extracted = ensure_extracted(train_zip, raw_dir / "extracted", train_sha256, limits)
     rows = image_rows(raw_dir, extracted)
     write_raw_manifest(raw_dir, rows)
     return summary(rows, train_zip, train_sha256)
 
 
-def train_archive(raw_dir: Path, competition: str) -> Path:
+def train_archive(raw_dir: Path, competition: str, limits: Extraction = DEFAULT_LIMITS) -> Path:
     """raw_dir/train.zip with every CRC checked: as placed, else taken from the bundle (placed or downloaded)."""
     train_zip = raw_dir / TRAIN_ZIP
     if _good_zip(train_zip):
         return train_zip
     bundle = raw_dir / f"{competition}.zip"
     if _good_zip(bundle):
-        return extract_member(bundle, TRAIN_ZIP, train_zip)
+        return extract_member(bundle, TRAIN_ZIP, train_zip, limits)
     staging = raw_dir / ".kaggle-download"
     downloaded = download_bundle(competition, staging, raw_dir)
-    extract_member(downloaded, TRAIN_ZIP, train_zip)
+    extract_member(downloaded, TRAIN_ZIP, train_zip, limits)
     shutil.rmtree(staging)  # the unlabelled test1.zip is not worth keeping
     return train_zip
 

@@ -367,8 +367,9 @@ def fetch_images(items: list[dict], source: OpenImagesSource, raw_dir: Path) -> 
     return rows, time.perf_counter() - started
 
 
-def fetch(values: Any, raw_dir: Path, seed: int) -> dict:
-    """Fetch labels and images into ``raw_dir``, write its manifest, return the fetch report."""
+def fetch(values: Any, raw_dir: Path, seed: int, limits: Any = None) -> dict:
+    """Fetch labels and images into ``raw_dir``, write its manifest, return the fetch report (``limits``: the
+    extraction limits every source is given; Open Images has no archive)."""
     from transferbench.config.sections import parse
     from transferbench.data.datasets import PetsParams
 
