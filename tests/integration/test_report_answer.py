@@ -28,7 +28,7 @@ from transferbench.config.weights import Arm
 from transferbench.core import paths
 from transferbench.core.errors import BadInput
 from transferbench.reporting import figures, report
-from transferbench.reporting.formatting import setting_of
+from transferbench.reporting.settings import setting_of
 from transferbench.study import experiments, runs
 from transferbench.study.params import Params, check_params
 

@@ -1,15 +1,10 @@
-"""The answer per experiment: did pretraining help, by how much, how sure; how fast each arm got there.
-
-Pure functions of arrays and summaries: reporting.read reads the runs, reporting.summary calls these.
-"""
+"""The answer per experiment as markdown: did pretraining help, by how much, how sure; how fast each arm got
+there. Pure functions of the summary (reporting.summarise computes it)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import numpy as np
-import pandas as pd
 
 from transferbench.config.weights import RANDOM
 from transferbench.reporting.formatting import (
@@ -20,36 +15,8 @@ from transferbench.reporting.formatting import (
     markdown_table,
 )
 from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
-from transferbench.reporting.stats import first_reaching
 from transferbench.reporting.summary import ExperimentSummary, PerClass, Published
 from transferbench.reporting.verdict import METRIC_TITLES, RESULT_KEYS, helped
-
-# Published figures a validation curve can be held against (the seeds' test figures were measured on
-# held-out data of the same distribution; their train figures and losses are not comparable).
-COMPARABLE_METRICS = ("test_accuracy", "last_val_accuracy")
-
-
-def time_to_accuracy(curves: Mapping[str, pd.DataFrame], published: Sequence[Mapping[str, Any]],
-                     source: str | None, best: Mapping[str, float]) -> dict[str, list[dict]]:
-    """Per arm, the first epoch (and seconds) its mean validation curve reaches each target: every comparable
-    published figure of the seed, and every other arm's best validation accuracy; None = not reached.
-
-    ``curves``: arm -> mean over seeds (epoch, val_accuracy, and seconds when every run recorded it).
-    ``best``: arm -> its runs' best validation accuracy (each run's maximum), averaged over seeds.
-    """
-    targets = [(f"{source}'s {figure['weights']} {PUBLISHED_METRICS[figure['metric']]}",
-                float(np.mean(figure["values"])))
-               for figure in published if figure["metric"] in COMPARABLE_METRICS]
-    out: dict[str, list[dict]] = {}
-    for arm, curve in curves.items():
-        rows = list(targets) + [(f"best validation accuracy of {other}", float(best[other]))
-                                for other in curves if other != arm and other in best]
-        seconds = curve["seconds"].tolist() if "seconds" in curve else None
-        out[arm] = [{"target": label, "accuracy": value,
-                     "reached": first_reaching(curve["epoch"].tolist(), curve["val_accuracy"].tolist(), value,
-                                               seconds)}
-                    for label, value in rows]
-    return out
 
 
 def answer_rows(name: str, summary: ExperimentSummary) -> list[list[str]]:

@@ -1,4 +1,5 @@
-"""What each arm was given: the rate it trained at, its tuning budget, epochs, training images, seeds.
+"""What each arm was given: the rate it trained at, its tuning budget, epochs, training images, seeds
+(reporting.readme's budget_table shows it).
 
 A comparison is only as fair as its budgets (Kornblith et al. 2019 tuned every setting; VTAB fixed one
 sweep for all before seeing a result), so the report shows them beside the answer. Runs' metrics.json
@@ -10,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from transferbench.reporting.formatting import SETTING_TITLES, arm_title, markdown_table
 from transferbench.study.experiments import Experiment, trial_epochs
 from transferbench.study.params import Tuning
 
@@ -43,35 +43,6 @@ def arm_budget(plan: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]], se
 def distinct(values: Any) -> list:
     """The values that are not None, each once, in order (seeds of one arm normally agree)."""
     return list(dict.fromkeys(v for v in values if v is not None))
-
-
-def tuning_cell(tuning: Mapping[str, Any], source: str) -> str:
-    """e.g. ``grid x0.1, x1, x10 (trials of 2 epochs); chose x1 (validation 0.81, 0.85, 0.60)``."""
-    if tuning["kind"] == "none":
-        return "none (the reference study's rate)"
-    text = "grid " + ", ".join(f"x{f:g}" for f in tuning["factors"])
-    if tuning.get("trial_epochs"):
-        text += f" (trials of {tuning['trial_epochs']} epochs)"
-    if tuning.get("chosen_factor") is not None:
-        text += f"; chose x{tuning['chosen_factor']:g}"
-    if tuning.get("scores"):
-        text += " (validation " + ", ".join(f"{s:.4f}" for s in tuning["scores"]) + ")"
-    return text + (" (planned; not in the runs' metrics.json)" if source == "params" else "")
-
-
-def budget_table(budgets: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Markdown: one row per arm."""
-    rows = []
-    for arm, b in budgets.items():
-        rate = " / ".join(f"{r:g}" for r in b["learning_rate"])
-        rows.append([arm_title(arm, b["setting"]), SETTING_TITLES[b["setting"]],
-                     rate + (" (recipe; planned)" if b["learning_rate_source"] == "params" else ""),
-                     tuning_cell(b["tuning"], b["tuning_source"]),
-                     " / ".join(str(e) for e in b["epochs_planned"]),
-                     " / ".join(f"{n:,}" for n in b["train_images"]) or "not recorded",
-                     ", ".join(map(str, b["seeds"])) or "—"])
-    return markdown_table(["arm", "setting", "learning rate trained at", "tuning", "epochs (planned)",
-                           "train images", "seeds"], rows)
 
 
 def budget_rule(tuning: Mapping[str, Any], random_schedule: float) -> str:

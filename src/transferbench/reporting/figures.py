@@ -9,9 +9,6 @@ import numpy as np
 import pandas as pd
 
 from transferbench.plots import comparison_curves, confusion_matrices, data_size_curves
-from transferbench.reporting.answer import (
-    COMPARABLE_METRICS,
-)
 from transferbench.reporting.data_size import DATA_SIZE_FIGURE
 from transferbench.reporting.formatting import (
     arm_title,
@@ -20,6 +17,7 @@ from transferbench.reporting.read import (
     ExperimentRuns,
 )
 from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
+from transferbench.reporting.summarise import COMPARABLE_METRICS
 from transferbench.reporting.summary import ExperimentSummary
 from transferbench.reporting.verdict import (
     METRIC_TITLES,

@@ -16,10 +16,7 @@ from transferbench.core import paths
 from transferbench.core.errors import BadInput
 from transferbench.core.files import read_json
 from transferbench.reporting.budget import planned_budget
-from transferbench.reporting.formatting import (
-    SETTING_TITLES,
-    setting_of,
-)
+from transferbench.reporting.settings import SETTING_TITLES, setting_of
 from transferbench.reporting.stability import (
     DID_NOT_LEARN,
     STILL_IMPROVING,

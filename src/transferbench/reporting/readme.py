@@ -12,7 +12,6 @@ from transferbench.reporting.answer import (
     per_class_table,
     time_table,
 )
-from transferbench.reporting.budget import budget_table
 from transferbench.reporting.data_size import DATA_SIZE_FIGURE, data_size_lines
 from transferbench.reporting.formatting import (
     arm_title,
@@ -22,6 +21,7 @@ from transferbench.reporting.formatting import (
     markdown_table,
 )
 from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
+from transferbench.reporting.settings import SETTING_TITLES
 from transferbench.reporting.stability import (
     CHANCE_DEFINITION,
     DID_NOT_LEARN,
@@ -58,6 +58,35 @@ ROWS = (  # (summary key, label, kind); {n}: the CAPTCHA's characters
 
 KINDS = {key: kind for key, _, kind in ROWS}
 FEW_SEEDS = "fewer than 3 seeds: the interval is wide and rough"
+
+
+def tuning_cell(tuning: Mapping[str, Any], source: str) -> str:
+    """e.g. ``grid x0.1, x1, x10 (trials of 2 epochs); chose x1 (validation 0.81, 0.85, 0.60)``."""
+    if tuning["kind"] == "none":
+        return "none (the reference study's rate)"
+    text = "grid " + ", ".join(f"x{f:g}" for f in tuning["factors"])
+    if tuning.get("trial_epochs"):
+        text += f" (trials of {tuning['trial_epochs']} epochs)"
+    if tuning.get("chosen_factor") is not None:
+        text += f"; chose x{tuning['chosen_factor']:g}"
+    if tuning.get("scores"):
+        text += " (validation " + ", ".join(f"{s:.4f}" for s in tuning["scores"]) + ")"
+    return text + (" (planned; not in the runs' metrics.json)" if source == "params" else "")
+
+
+def budget_table(budgets: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Markdown: one row per arm."""
+    rows = []
+    for arm, b in budgets.items():
+        rate = " / ".join(f"{r:g}" for r in b["learning_rate"])
+        rows.append([arm_title(arm, b["setting"]), SETTING_TITLES[b["setting"]],
+                     rate + (" (recipe; planned)" if b["learning_rate_source"] == "params" else ""),
+                     tuning_cell(b["tuning"], b["tuning_source"]),
+                     " / ".join(str(e) for e in b["epochs_planned"]),
+                     " / ".join(f"{n:,}" for n in b["train_images"]) or "not recorded",
+                     ", ".join(map(str, b["seeds"])) or "—"])
+    return markdown_table(["arm", "setting", "learning rate trained at", "tuning", "epochs (planned)",
+                           "train images", "seeds"], rows)
 
 
 def verdicts(summary: ExperimentSummary) -> list[str]:

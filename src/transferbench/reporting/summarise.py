@@ -13,18 +13,14 @@ import pandas as pd
 
 from transferbench.config.weights import RANDOM  # every other arm counts as pretrained
 from transferbench.core.errors import ConfigError
-from transferbench.reporting.answer import (
-    time_to_accuracy,
-)
 from transferbench.reporting.budget import arm_budget, budget_rule, distinct
-from transferbench.reporting.formatting import (
-    FINE_TUNED,
-)
 from transferbench.reporting.read import (
     ExperimentRuns,
     Run,
 )
+from transferbench.reporting.reference_studies import METRICS as PUBLISHED_METRICS
 from transferbench.reporting.reference_studies import PUBLISHED
+from transferbench.reporting.settings import FINE_TUNED
 from transferbench.reporting.stability import (
     CHANCE_DEFINITION,
     CHANCE_MARGIN,
@@ -33,7 +29,7 @@ from transferbench.reporting.stability import (
     STABILITY_TOLERANCE,
     STILL_IMPROVING,
 )
-from transferbench.reporting.stats import mean_interval
+from transferbench.reporting.stats import first_reaching, mean_interval
 from transferbench.reporting.summary import (
     ArmResult,
     Comparison,
@@ -54,6 +50,33 @@ from transferbench.reporting.verdict import (
     interval_metrics,
 )
 from transferbench.study.params import Params
+
+# Published figures a validation curve can be held against (the seeds' test figures were measured on
+# held-out data of the same distribution; their train figures and losses are not comparable).
+COMPARABLE_METRICS = ("test_accuracy", "last_val_accuracy")
+
+
+def time_to_accuracy(curves: Mapping[str, pd.DataFrame], published: Sequence[Mapping[str, Any]],
+                     source: str | None, best: Mapping[str, float]) -> dict[str, list[dict]]:
+    """Per arm, the first epoch (and seconds) its mean validation curve reaches each target: every comparable
+    published figure of the seed, and every other arm's best validation accuracy; None = not reached.
+
+    ``curves``: arm -> mean over seeds (epoch, val_accuracy, and seconds when every run recorded it).
+    ``best``: arm -> its runs' best validation accuracy (each run's maximum), averaged over seeds.
+    """
+    targets = [(f"{source}'s {figure['weights']} {PUBLISHED_METRICS[figure['metric']]}",
+                float(np.mean(figure["values"])))
+               for figure in published if figure["metric"] in COMPARABLE_METRICS]
+    out: dict[str, list[dict]] = {}
+    for arm, curve in curves.items():
+        rows = list(targets) + [(f"best validation accuracy of {other}", float(best[other]))
+                                for other in curves if other != arm and other in best]
+        seconds = curve["seconds"].tolist() if "seconds" in curve else None
+        out[arm] = [{"target": label, "accuracy": value,
+                     "reached": first_reaching(curve["epoch"].tolist(), curve["val_accuracy"].tolist(), value,
+                                               seconds)}
+                    for label, value in rows]
+    return out
 
 
 def pretrained_arm(settings: Mapping[str, str]) -> str | None:
