@@ -95,6 +95,7 @@ def closed_port_url(path: str = "/file") -> str:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_owner: LoopbackServer
+    head_only = False  # answering a HEAD: the GET's status and headers, no body
 
     def log_message(self, format, *args) -> None:  # keep test output quiet
         pass
@@ -114,6 +115,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(404, {}, b"no such route")
         status, headers, payload = route(request)
         self._reply(status, headers, payload)
+
+    def do_HEAD(self) -> None:
+        self.head_only = True
+        self.do_GET()
 
     def do_GET(self) -> None:
         owner = self.server_owner
@@ -139,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
                 status = 206
                 headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         body = data[start:]
-        cut = owner.drop_after.pop(request.path, None)
+        cut = None if self.head_only else owner.drop_after.pop(request.path, None)
         self._reply(status, headers, body, cut=cut)
 
     def _reply(self, status: int, headers: dict[str, str], body: bytes, cut: int | None = None) -> None:
@@ -148,6 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if self.head_only:
+            return
         sent = body if cut is None else body[:cut]
         # Counted before writing: once the last byte is out the client may return and a test read the
         # counter before this thread gets to run again (a race CI once lost).

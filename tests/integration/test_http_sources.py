@@ -179,9 +179,10 @@ def test_cats_and_dogs_filtered_fetch_writes_the_manifest_and_pins_the_zip(serve
     assert summary["archive_sha256"] in caplog.text  # reported so it can be pinned
     assert summary["by_split"]["train"] == {"cat": 4, "dog": 3}
 
-    requests_before = server.total_requests()
+    requests_before = len(server.log)
     cats_and_dogs_filtered.fetch(values, raw_dir, seed=0)
-    assert server.total_requests() == requests_before  # present and verified: no network
+    # Present and verified: no download, one HEAD asking whether the mirror's zip changed (no pinned sha256).
+    assert [r.method for r in server.log[requests_before:]] == ["HEAD"]
     assert read_raw_manifest(raw_dir).equals(manifest)
 
 
@@ -285,7 +286,9 @@ def test_the_record_names_the_address_the_file_came_from(server, tmp_path):
     assert record["etag"] and record["last_modified"]
     assert not (tmp_path / "f.bin.partial.json").exists()
     download(urls, tmp_path / "f.bin", param="x.source.urls", **FAST)
-    assert server.requests["/mirror/f.bin"] == 1, "the same request again: the recorded file is reused"
+    methods = [r.method for r in server.log if r.path == "/mirror/f.bin"]
+    assert methods == ["GET", "HEAD"], "the same request again: the recorded file is reused once the server says " \
+                                       "it is unchanged"
 
 
 def test_a_file_nobody_recorded_is_not_trusted_without_a_pinned_sha256(server, tmp_path):
@@ -362,3 +365,20 @@ def test_a_mirror_login_comes_from_netrc_and_is_recorded_nowhere(server, tmp_pat
     got = download([server.url("/private/f.bin")], tmp_path / "raw" / "f.bin", param="x.urls", **FAST)
     assert got.read_bytes() == data and download_record(got)["sha256"] == sha
     assert not [p for p in (tmp_path / "raw").rglob("*") if p.is_file() and b"s3cr3t" in p.read_bytes()]
+
+
+def test_a_file_changed_on_the_server_is_fetched_again_and_an_unreachable_one_reused(server, tmp_path, caplog):
+    old, _ = blob(20_000, seed=1)
+    new, new_sha = blob(20_000, seed=2)  # the same size: only the ETag tells them apart
+    server.files["/f.bin"] = old
+    download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", **FAST)
+    server.files["/f.bin"] = new
+    with caplog.at_level(logging.INFO, logger="transferbench.data.sources.http"):
+        download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", **FAST)
+    assert (tmp_path / "f.bin").read_bytes() == new and download_record(tmp_path / "f.bin")["sha256"] == new_sha
+    assert "changed on" in caplog.text and "etag" in caplog.text
+    server.close()  # offline: the recorded file is used, with a word
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="transferbench.data.sources.http"):
+        download([server.url("/f.bin")], tmp_path / "f.bin", param="x.source.urls", **FAST)
+    assert (tmp_path / "f.bin").read_bytes() == new and "could not ask whether the file changed" in caplog.text

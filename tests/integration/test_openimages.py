@@ -13,9 +13,10 @@ import pytest
 import urllib3
 
 from tests.fake_sources import open_images
-from tests.loopback import free_port
+from tests.loopback import LoopbackServer, free_port
 from transferbench.data.raw import SourceUnavailable, read_raw_manifest, sha256_file
 from transferbench.data.sources import openimages
+from transferbench.data.sources.http import download_record
 
 CAT, DOG, BIRD, CAR = "/m/01yrx", "/m/0bt9lr", "/m/015p6", "/m/0k4j"
 # (ImageID, LabelName, Confidence) per split, in the real CSV's column meaning.
@@ -189,16 +190,17 @@ def test_same_inputs_same_manifest_bytes_from_any_bucket(values, tmp_path):
     assert first == (tmp_path / "a/manifest.csv").read_bytes()
 
 
-def test_everything_present_needs_no_network(values, tmp_path, gets):
+def test_everything_present_downloads_nothing_again(values, tmp_path, gets):
     values["source"]["limit"] = 2  # leaves out tdogmissing, whose fetch is tried again on every run
     openimages.fetch(values, tmp_path, seed=0)
     first = (tmp_path / "manifest.csv").read_bytes()
+    csvs = {path: path.stat().st_ino for path in (tmp_path / "csv").glob("*.csv")}
     gets.clear()
     (tmp_path / "images/train/tcat1.jpg").unlink()  # one file to fetch: S3 must be probed
-    dead = f"http://127.0.0.1:{free_port()}"
-    values["source"].update(csv_base=dead + "/")
-    openimages.fetch(values, tmp_path, seed=0)  # CSVs are in raw_dir/csv: no CSV request at all
+    openimages.fetch(values, tmp_path, seed=0)  # the CSVs' server says they are unchanged: not downloaded
     assert list(gets) == ["train/tcat1.jpg"]
+    assert {path: path.stat().st_ino for path in (tmp_path / "csv").glob("*.csv")} == csvs
+    dead = f"http://127.0.0.1:{free_port()}"
     values["source"].update(s3_endpoint=dead)
     summary = openimages.fetch(values, tmp_path, seed=0)
     assert (tmp_path / "manifest.csv").read_bytes() == first and summary["reused"] == 12
@@ -242,7 +244,61 @@ def test_silent_server_times_out_within_seconds(values, tmp_path, monkeypatch):
 ])
 def test_bad_csv_is_named_with_what_was_expected(values, tmp_path, text, error):
     (tmp_path / "csv").mkdir()
-    for split in openimages.SPLITS:
+    for split in openimages.SPLITS:  # placed by hand, and csv_base down: they are used as they are
         (tmp_path / "csv" / openimages.csv_name(split)).write_text(text)
-    with pytest.raises(SourceUnavailable, match="train-annotations-human-imagelabels.csv:? " + error):
+    values["source"].update(csv_base=f"http://127.0.0.1:{free_port()}/")
+    with pytest.raises(SourceUnavailable, match="train-annotations-human-imagelabels.csv:? " + error +
+                       ".*the file is moved to .*csv/refused/train-annotations-human-imagelabels.csv.[0-9a-f]{12} "
+                       "and the next run downloads it again from pets.source.csv_base"):
         openimages.fetch(values, tmp_path, seed=0)
+
+
+# ---- the label CSVs carry their provenance, as every download does -----------------------------
+
+def labels_csv(rows: list[tuple[str, str, int]]) -> bytes:
+    frame = pd.DataFrame(rows, columns=["ImageID", "LabelName", "Confidence"])
+    frame.insert(1, "Source", "verification")
+    return frame.to_csv(index=False).encode()
+
+
+def serve_labels(server: LoopbackServer, labels: dict) -> str:
+    """The labels' CSVs on ``server`` under /m/; returns the csv_base that points there."""
+    for split, rows in labels.items():
+        server.files[f"/m/{split}/{openimages.csv_name(split)}"] = labels_csv(rows)
+    return server.url("/m/")
+
+
+def test_a_new_csv_base_or_a_changed_csv_is_fetched_again_never_reused_stale(values, tmp_path):
+    openimages.fetch(values, tmp_path, seed=0)
+    assert ok_ids(read_raw_manifest(tmp_path))[("train", "cat")] == ["tcat1", "tcat2", "tcat3", "tcatonly"]
+    fewer = {**LABELS, "train": [row for row in LABELS["train"] if row[0] != "tcat3"]}
+    with LoopbackServer() as mirror:
+        values["source"].update(csv_base=serve_labels(mirror, fewer))  # a new mirror, other labels
+        openimages.fetch(values, tmp_path, seed=0)
+        assert ok_ids(read_raw_manifest(tmp_path))[("train", "cat")] == ["tcat1", "tcat2", "tcatonly"]
+        record = download_record(tmp_path / "csv" / openimages.csv_name("train"))
+        assert record["url"] == mirror.url("/m/train/train-annotations-human-imagelabels.csv")
+        assert {"size", "etag", "last_modified", "sha256"} <= set(record)
+
+        serve_labels(mirror, LABELS)  # the mirror's CSV changes: its ETag says so
+        openimages.fetch(values, tmp_path, seed=0)
+        assert ok_ids(read_raw_manifest(tmp_path))[("train", "cat")] == ["tcat1", "tcat2", "tcat3", "tcatonly"]
+    # Moved to an address that cannot be reached: the labels from elsewhere are not used in its place.
+    values["source"].update(csv_base=f"http://127.0.0.1:{free_port()}/other/")
+    with pytest.raises(SourceUnavailable, match="labels CSV http://127.0.0.1:[0-9]+/other/train/"):
+        openimages.fetch(values, tmp_path, seed=0)
+
+
+def test_a_csv_refused_for_a_bad_image_id_is_moved_aside_and_the_next_run_proceeds(values, tmp_path):
+    bad = {**LABELS, "train": LABELS["train"] + [("../../x", CAT, 1)]}
+    with LoopbackServer() as mirror:
+        values["source"].update(csv_base=serve_labels(mirror, bad))
+        with pytest.raises(SourceUnavailable, match="ImageID '../../x' is not a plain ID.*moved to") as err:
+            openimages.fetch(values, tmp_path, seed=0)
+        refused = next((tmp_path / "csv" / "refused").glob("train-annotations-human-imagelabels.csv.*[0-9a-f]"))
+        assert refused.name in str(err.value) and b"../../x" in refused.read_bytes()
+        assert not (tmp_path / "csv" / openimages.csv_name("train")).exists()
+
+        serve_labels(mirror, LABELS)  # the mirror is fixed
+        openimages.fetch(values, tmp_path, seed=0)
+        assert ok_ids(read_raw_manifest(tmp_path)) == EXPECTED_OK

@@ -7,10 +7,12 @@ verified file is renamed to the final name, so a file under that name is always 
 Every download is keyed on what was asked for. Beside the final file, ``<name>.source.json`` records the
 address it came from, what the server said of it (size, ETag, Last-Modified) and its sha256; a file is
 reused only when its address is still among those asked for (or its sha256 is the one pinned in params),
-so pointing a source at another archive fetches that archive. The partial file has its own key
-(``<name>.partial.json``): it is continued only from the same address and the same version (ETag,
-Last-Modified, size) of the file. A file that fails verification is moved to ``refused/`` (raw.refuse),
-never deleted and never left where the next run would trip over it.
+so pointing a source at another archive fetches that archive, and, without a pinned sha256, only while the
+server still describes the same file (a HEAD request: size, ETag, Last-Modified), so a file changed on the
+mirror is fetched again. A server that cannot be asked leaves the recorded file in use, so offline runs work.
+The partial file has its own key (``<name>.partial.json``): it is continued only from the same address and
+the same version (ETag, Last-Modified, size) of the file. A file that fails verification is moved to
+``refused/`` (raw.refuse), never deleted and never left where the next run would trip over it.
 
 Resuming is hand-written: urllib3's ``Retry`` repeats a request that failed to start, but a body that breaks
 off half-way is neither retried nor continued by requests or urllib3. Each try of a transfer goes through
@@ -72,6 +74,12 @@ def download_record(dest: Path | str) -> dict | None:
     return _read_key(record_path(Path(dest)))
 
 
+def recorded_from(dest: Path | str, url: str, missing: bool = False) -> bool:
+    """True when :func:`download` recorded ``dest`` as downloaded from ``url``; ``missing`` when it has no record."""
+    record = download_record(dest)
+    return missing if record is None else record.get("url_sha256") == _url_id(url)
+
+
 def _read_key(path: Path) -> dict | None:
     try:
         key = read_json(path)
@@ -97,14 +105,15 @@ def _discard_partial(partial: Path) -> None:
 def download(urls: Sequence[str], dest: Path | str, *, param: str, sha256: str | None = None,
              size: int | None = None, check: Callable[[Path], None] | None = None,
              attempts: int = ATTEMPTS, base_delay: float = 1.0, connect_timeout: float = CONNECT_TIMEOUT_S,
-             read_timeout: float = READ_TIMEOUT_S) -> Path:
+             read_timeout: float = READ_TIMEOUT_S, advice: str | None = None) -> Path:
     """``dest``, verified (size, sha256, then ``check``, each if given), downloaded from the first address that works.
 
     ``check(path)`` raises ValueError for bad content. ``param`` names the setting that lists the addresses,
-    for the error that says how to use a mirror. Raises SourceUnavailable naming every address tried.
+    for the error that says how to use a mirror. Raises SourceUnavailable naming every address tried, then
+    ``advice`` (default: how to place the file by hand or list a mirror in ``param``).
     """
     dest = Path(dest)
-    if _present(dest, urls, size, sha256, check):
+    if _present(dest, urls, size, sha256, check, connect_timeout):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     errors: list[tuple[str, str]] = []
@@ -116,15 +125,16 @@ def download(urls: Sequence[str], dest: Path | str, *, param: str, sha256: str |
         except (AddressRefused, Transient) as err:
             errors.append((url, str(err)))
             log.warning("%s: %s", url, err)
-    raise SourceUnavailable(_unavailable_message(dest, errors, param, size, sha256))
+    raise SourceUnavailable(_unavailable_message(dest, errors, param, size, sha256, advice))
 
 
 def _present(dest: Path, urls: Sequence[str], size: int | None, sha256: str | None,
-             check: Callable[[Path], None] | None) -> bool:
+             check: Callable[[Path], None] | None, timeout: float = CONNECT_TIMEOUT_S) -> bool:
     """True when ``dest`` is there, is what is asked for now, and verifies; a bad one is moved to refused/.
 
     What is asked for: the sha256 when params pin one (it names the bytes, wherever they came from), else
-    a file downloaded from one of ``urls`` and unchanged since (its recorded sha256).
+    a file downloaded from one of ``urls``, unchanged there since (as far as the server says) and here (its
+    recorded sha256).
     """
     if not dest.is_file():
         return False
@@ -133,6 +143,12 @@ def _present(dest: Path, urls: Sequence[str], size: int | None, sha256: str | No
         came_from = f"from {record['url']}" if record.get("url") else "without a record of its address"
         log.info("%s was downloaded %s, not from the addresses now given: downloading it again", dest, came_from)
         return False
+    if sha256 is None:
+        url = next(url for url in urls if _url_id(url) == record["url_sha256"])
+        changed = _changed_since(url, record, timeout)
+        if changed:
+            log.info("%s changed on %s since it was downloaded (%s): downloading it again", dest, redact(url), changed)
+            return False
     problem = verify(dest, size=size, sha256=sha256 or record.get("sha256"), check=check)
     if problem is None:
         return True
@@ -140,6 +156,39 @@ def _present(dest: Path, urls: Sequence[str], size: int | None, sha256: str | No
     where = refuse(dest, dest.name, problem, record.get("url"))
     log.warning("%s: %s; moved to %s and downloading it again", dest, problem, where)
     return False
+
+
+def _changed_since(url: str, record: dict, timeout: float) -> str | None:
+    """What the server now says differs from ``record`` (size, ETag, Last-Modified), or None: the same file,
+    or a server that cannot be asked (offline: the recorded file stays in use)."""
+    try:
+        version = _current_version(url, timeout)
+    except (requests.RequestException, OSError) as err:
+        version = None
+        log.info("%s: could not ask whether the file changed (%s): using the one downloaded before",
+                 redact(url), type(err).__name__)
+    if version is None:
+        return None
+    changed = [f"{name} {record.get(name)!r} -> {value!r}" for name, value in version.items()
+               if value is not None and record.get(name) is not None and record.get(name) != value]
+    return ", ".join(changed) or None
+
+
+def _current_version(url: str, timeout: float) -> dict | None:
+    """Size, ETag and Last-Modified of the file at ``url`` now, as a download records them; None if not given."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":
+        source = Path(urllib.request.url2pathname(parts.path))
+        if not source.is_file():
+            return None
+        return {"size": source.stat().st_size, "etag": None, "last_modified": str(source.stat().st_mtime_ns)}
+    with requests.head(url, headers={"Accept-Encoding": "identity"}, allow_redirects=True,
+                       timeout=(timeout, timeout)) as response:
+        if response.status_code != 200:
+            return None
+        length = response.headers.get("Content-Length")
+        return {"size": int(length) if length is not None else None, "etag": response.headers.get("ETag"),
+                "last_modified": response.headers.get("Last-Modified")}
 
 
 def verify(path: Path, *, size: int | None = None, sha256: str | None = None,
@@ -325,8 +374,10 @@ def _progress(name: str, total: int | None, initial: int) -> tqdm:
 
 
 def _unavailable_message(dest: Path, errors: list[tuple[str, str]], param: str, size: int | None,
-                         sha256: str | None) -> str:
+                         sha256: str | None, advice: str | None = None) -> str:
     tried = "\n".join(f"  - {url}: {error}" for url, error in errors) or "  (no addresses given)"
+    if advice is not None:
+        return f"could not get a verified {dest.name} from any address; tried:\n{tried}\n{advice}"
     expect = ", ".join(part for part in (f"{size} bytes" if size is not None else "",
                                          f"sha256 {sha256}" if sha256 else "") if part)
     # Without a pinned sha256 a file nobody downloaded could be any archive: pinning it says which.

@@ -2,7 +2,11 @@
 
 Labels: the human-verified image-level labels ``{csv_base}{split}/{split}-annotations-human-imagelabels.csv``
 (ImageID,Source,LabelName,Confidence), rows with Confidence 1 for the MIDs in ``MIDS``. They are
-streamed to raw_dir/csv/ and filtered in chunks (the train file is about 1 GB). Unlike the seed, an
+downloaded to raw_dir/csv/ as every source's files are (transferbench.data.sources.http: resumable, with
+their address, size, ETag, Last-Modified and sha256 recorded beside them), so a CSV is fetched again when
+``csv_base`` points elsewhere or the mirror's file changed, and filtered in chunks (the train file is about
+1 GB). A CSV with bad content is moved to raw_dir/csv/refused/, so the next run downloads it again. A CSV
+placed by hand (no record beside it) is used only when ``csv_base`` cannot give one. Unlike the seed, an
 image carrying two of the labels is left out (status ``excluded``), and train / validation / test stay
 the official splits (the openimages package merges them into one folder per label).
 
@@ -47,14 +51,19 @@ from s3transfer.exceptions import RetriesExceededError
 from tqdm import tqdm
 
 from transferbench.core.files import atomic_path
+from transferbench.core.inputs import shown
+from transferbench.core.redact import redact
 from transferbench.data.raw import (
     SourceUnavailable,
     read_raw_manifest,
+    record_path,
+    refuse,
     retry,
     sha256_file,
     verified,
     write_raw_manifest,
 )
+from transferbench.data.sources.http import download, download_record, recorded_from
 
 if TYPE_CHECKING:
     from transferbench.data.datasets import OpenImagesSource
@@ -69,6 +78,9 @@ RETRY_DELAY = 0.5                  # first back-off, doubled per retry
 PERMANENT = {"404", "NoSuchKey", "NoSuchBucket", "403", "AccessDenied"}  # S3 codes a retry cannot fix
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
 IMAGE_ID = r"[0-9A-Za-z_-]{1,64}"  # an ID becomes a file name: no separators, no '..'
+CSV_PARAM = "pets.source.csv_base"
+
+log = logging.getLogger(__name__)
 
 
 class _Transient(Exception):
@@ -89,30 +101,30 @@ def csv_url(base: str, split: str) -> str:
     return f"{base.rstrip('/')}/{split}/{csv_name(split)}"
 
 
-def download_csv(url: str, dest: Path, attempts: int) -> None:
-    """Stream ``url`` into ``dest`` atomically, with retries; a present ``dest`` is complete by construction."""
-    if dest.is_file():
-        return
+def download_csv(url: str, dest: Path, attempts: int, advice: str = "") -> None:
+    """``dest`` from ``url`` through http.download (resumed, recorded, fetched again when the address or the
+    server's file changed); a CSV placed by hand (no record) is used when ``url`` cannot give one."""
+    placed_by_hand = dest.is_file() and download_record(dest) is None
     try:
-        retry(lambda: _stream(url, dest), what=url, attempts=attempts, base_delay=RETRY_DELAY)
-    except OSError as err:
-        raise SourceUnavailable(f"{url}: {type(err).__name__}: {err} (after {attempts} tries)") from err
+        download([url], dest, param=CSV_PARAM, attempts=attempts, base_delay=RETRY_DELAY,
+                 connect_timeout=PROBE_TIMEOUT, advice=advice)
+    except SourceUnavailable:
+        if not (placed_by_hand and dest.is_file()):
+            raise
+        log.warning("%s: %s cannot be reached; using the file placed by hand", shown(dest), redact(url))
 
 
-def _stream(url: str, dest: Path) -> None:
-    with requests.get(url, stream=True, timeout=(PROBE_TIMEOUT, 60)) as response:
-        if response.status_code >= 500:
-            raise OSError(f"HTTP {response.status_code}")
-        if response.status_code != 200:
-            raise SourceUnavailable(f"{url}: HTTP {response.status_code}; expected the labels CSV")
-        # Content-Length counts encoded bytes; only a plain body can be checked against it.
-        expected = None if response.headers.get("Content-Encoding") else response.headers.get("Content-Length")
-        with atomic_path(dest) as tmp:
-            with open(tmp, "wb") as f:
-                for block in response.iter_content(1 << 20):
-                    f.write(block)
-            if expected is not None and tmp.stat().st_size != int(expected):
-                raise OSError(f"got {tmp.stat().st_size} of {expected} bytes")
+def checked_labels(path: Path, mids: Mapping[str, str]) -> pd.DataFrame:
+    """read_labels, but a CSV with bad content is moved to refused/ (the message says where): the next run
+    downloads it again instead of failing on the same file after the mirror is fixed."""
+    try:
+        return read_labels(path, mids)
+    except SourceUnavailable as err:
+        record_path(path).unlink(missing_ok=True)
+        record = download_record(path) or {}
+        where = refuse(path, path.name, str(err), record.get("url"))
+        raise SourceUnavailable(f"{err}; the file is moved to {shown(where)} and the next run downloads it "
+                                f"again from {CSV_PARAM}") from None
 
 
 def read_labels(path: Path, mids: Mapping[str, str]) -> pd.DataFrame:
@@ -126,7 +138,7 @@ def read_labels(path: Path, mids: Mapping[str, str]) -> pd.DataFrame:
             kept.append(pd.DataFrame({"image_id": hit["ImageID"], "label": hit["LabelName"].map(label_of)}))
     except ValueError as err:
         raise SourceUnavailable(f"{path} is not an Open Images labels CSV ({err}); expected columns "
-                                "ImageID,Source,LabelName,Confidence; delete it to download it again") from None
+                                "ImageID,Source,LabelName,Confidence") from None
     frame = (pd.concat(kept, ignore_index=True).drop_duplicates() if kept
              else pd.DataFrame(columns=["image_id", "label"]))
     bad = frame.loc[~frame["image_id"].str.fullmatch(IMAGE_ID, na=False), "image_id"]
@@ -301,9 +313,12 @@ def probe_s3(endpoint: str, bucket: str) -> list[str]:
 def require(problems: list[str], raw_dir: Path) -> None:
     """Raise SourceUnavailable listing what failed and how to provide the data instead."""
     if problems:
-        raise SourceUnavailable(
-            "pets: Open Images cannot be reached:\n  " + "\n  ".join(problems) +
-            "\nTo use a mirror set params pets.source.csv_base (a folder with {split}/{split}-annotations-"
+        raise SourceUnavailable("pets: Open Images cannot be reached:\n  " + "\n  ".join(problems) + "\n" +
+                                _by_hand(raw_dir))
+
+
+def _by_hand(raw_dir: Path) -> str:
+    return ("To use a mirror set params pets.source.csv_base (a folder with {split}/{split}-annotations-"
             "human-imagelabels.csv), pets.source.s3_endpoint and pets.source.bucket (objects {split}/{ImageID}.jpg), "
             "e.g. `dvc exp run -S pets.source.s3_endpoint=http://mirror:9000`; or put "
             f"{', '.join(csv_name(s) for s in SPLITS)} in {raw_dir / 'csv'} and the images in "
@@ -338,16 +353,19 @@ def summarise(rows: list[dict], seconds: float, workers: int, limit: int) -> dic
 
 
 def fetch_labels(source: OpenImagesSource, raw_dir: Path) -> list[dict]:
-    """Every candidate image of the three splits, from CSVs in raw_dir/csv/ (downloaded if missing)."""
-    missing = [s for s in SPLITS if not (raw_dir / "csv" / csv_name(s)).is_file()]
-    if missing:  # both sources will be needed: check both before a 1 GB download
-        require(probe_csv([csv_url(source.csv_base, s) for s in missing])
+    """Every candidate image of the three splits, from CSVs in raw_dir/csv/ (downloaded unless current)."""
+    paths = {s: raw_dir / "csv" / csv_name(s) for s in SPLITS}
+    # Missing, or recorded from another address: both sources will be needed, checked before a 1 GB download.
+    # (A CSV placed by hand is tried against csv_base without this check, and used if csv_base is down.)
+    wanted = [s for s, path in paths.items()
+              if not path.is_file() or not recorded_from(path, csv_url(source.csv_base, s), missing=True)]
+    if wanted:
+        require(probe_csv([csv_url(source.csv_base, s) for s in wanted])
                 + probe_s3(source.s3_endpoint, source.bucket), raw_dir)
     items = []
-    for split in SPLITS:
-        path = raw_dir / "csv" / csv_name(split)
-        download_csv(csv_url(source.csv_base, split), path, source.retries)
-        items += candidates(read_labels(path, MIDS), split, list(MIDS), source.limit)
+    for split, path in paths.items():
+        download_csv(csv_url(source.csv_base, split), path, source.retries, advice=_by_hand(raw_dir))
+        items += candidates(checked_labels(path, MIDS), split, list(MIDS), source.limit)
     return items
 
 
