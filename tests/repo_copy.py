@@ -25,8 +25,10 @@ def run(cmd: list[str], repo: Path, env: dict, stdout_only: bool = False) -> str
 
 
 def copy_repository(repo: Path, edit_params: Callable[[dict], None],
-                    before_commit: Callable[[Path], None] = lambda repo: None) -> tuple[Path, dict]:
-    """Copy tracked and unignored files to ``repo``, shrink params.yaml (one_untuned_run, then ``edit_params``), commit.
+                    before_commit: Callable[[Path], None] = lambda repo: None,
+                    one_run: bool = True) -> tuple[Path, dict]:
+    """Copy tracked and unignored files to ``repo``, shrink params.yaml (one_untuned_run unless ``one_run`` is
+    False, then ``edit_params``), commit.
 
     ``before_commit(repo)`` may add files the params refer to (weights files, say).
 
@@ -40,7 +42,9 @@ def copy_repository(repo: Path, edit_params: Callable[[dict], None],
         if source.is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, repo / name)
-    params = one_untuned_run(yaml.safe_load((repo / "params.yaml").read_text()))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    if one_run:
+        one_untuned_run(params)
     edit_params(params)
     before_commit(repo)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -139,7 +139,9 @@ def data_size_curves(table: pd.DataFrame, title: str, ylabel: str, out: Path) ->
         if rows.empty:
             continue
         x = rows[x_column].astype(float)
-        ax.plot(x, rows["mean"], "o-", color=colors[arm], label=arm)
+        setting = rows["setting"].iloc[0] if "setting" in rows else None
+        label = f"{str(setting).replace('_', ' ')} ({arm})" if isinstance(setting, str) else arm
+        ax.plot(x, rows["mean"], "o-", color=colors[arm], label=label)
         band = rows["low"].notna()
         if band.any():
             ax.fill_between(x[band], rows["low"][band], rows["high"][band], color=colors[arm], alpha=0.15,

@@ -25,6 +25,8 @@ from tests.repo_copy import copy_repository
 pytestmark = pytest.mark.slow
 
 TINY = {"captcha.train": "64", "captcha.validation": "32", "captcha.test": "32", "experiments.captcha.epochs": "2"}
+# The transfer step's budget, shrunk: two seeds (still a verdict on training chance) and two shares.
+TINY_TRANSFER = {"seeds": "2", "train_fraction": "[0.5,1.0]"}
 
 
 def free_port() -> int:
@@ -56,13 +58,13 @@ def mlflow_ui_experiments(repo: Path, env: dict, command: str) -> list[dict]:
 
 
 def test_the_newcomer_path(tmp_path):
-    repo, env = copy_repository(tmp_path / "repo", lambda params: None)
+    repo, env = copy_repository(tmp_path / "repo", lambda params: None, one_run=False)  # params.yaml as shipped
     out = repo_copy.dvc(repo, env, *small_run(TINY)[1:])
     assert "'report'" in out and not re.search(r"^(ERROR|[\w@]+: error):", out, re.M), out[-3000:]
-    copy, transfer = transfer_commands()  # the workspace keeps the small run's (shrunk) sizes
-    assert copy.startswith("cp ") and transfer.startswith("dvc exp run")
-    repo_copy.run(shlex.split(copy), repo, env)
-    out = repo_copy.dvc(repo, env, *shlex.split(transfer)[1:])
+    copy, transfer = transfer_commands(TINY_TRANSFER)  # the workspace keeps the small run's (shrunk) sizes
+    assert copy[0] == "cp" and transfer[:3] == ["dvc", "exp", "run"] and "tuning.kind=grid" in transfer
+    repo_copy.run(copy, repo, env)
+    out = repo_copy.dvc(repo, env, *transfer[1:])
     assert "'report'" in out and not re.search(r"^(ERROR|[\w@]+: error):", out, re.M), out[-3000:]
 
     for command in look_commands():
@@ -74,7 +76,8 @@ def test_the_newcomer_path(tmp_path):
             shown = repo_copy.dvc(repo, {**env, "COLUMNS": "120"}, *shlex.split(command)[1:], *extra)
             assert "failed to load" not in shown.lower() and shown.strip(), (command, shown)
             if command.startswith("dvc exp show"):
-                assert "captcha.none." in shown and "-fixed." in shown and "…" not in shown, (command, shown)
+                assert "captcha.none." in shown and "captcha.file-cnn.keras." in shown and "…" not in shown, \
+                    (command, shown)
                 assert max(len(line) for line in shown.splitlines()) <= 120, (command, shown)
         else:
             experiments = mlflow_ui_experiments(repo, env, command)
@@ -83,9 +86,14 @@ def test_the_newcomer_path(tmp_path):
             assert tags["mlflow.experimentKind"] == "custom_model_development"
 
     metrics = json.loads((repo / "reports/captcha/metrics.json").read_text())
-    assert set(metrics) == {"captcha"} and set(metrics["captcha"]) == {"none", "file-cnn.keras", "file-cnn.keras-fixed"}
-    answer = (repo / "reports/README.md").read_text().split("## The answer")[1].split("\n\n")[1]
-    assert "| fine-tuned (file-cnn.keras) " in answer and "| fixed features (file-cnn.keras-fixed) " in answer
+    assert set(metrics) == {"captcha"}
+    assert set(metrics["captcha"]) == {"none", "none-f0.5", "file-cnn.keras", "file-cnn.keras-f0.5"}
+    report = (repo / "reports/README.md").read_text()
+    answer = report.split("## The answer")[1].split("\n\n")[1]
+    assert "| fine-tuned (file-cnn.keras) " in answer and "one run: no verdict" not in answer, answer
+    assert (repo / "reports/figures/captcha-data-size.png").is_file()
+    budget = json.loads((repo / "reports/runs/captcha/none-s7/metrics.json").read_text())["tuning"]
+    assert budget["kind"] == "grid" and len(budget["scores"]) == 3, budget
     page = (repo / "dvc_plots/index.html").read_text()
     assert "learning curves (accuracy)" in page and '"experiment": "captcha"' in page
     assert (repo / "reports/curves.csv").stat().st_size > 100
