@@ -13,11 +13,15 @@ from transferbench.cli import load_keras, stage_main
 from transferbench.core import paths
 from transferbench.core.devices import claim_gpu
 from transferbench.core.files import check_writable
+from transferbench.core.inputs import read_json_input
+from transferbench.data.datasets import prepared_by
 from transferbench.study.params import Params
+from transferbench.study.runs import check_batch_fits
 
 
 def train(params: Params, name: str) -> None:
     check_writable(paths.experiment_model_dir(name), paths.tmp_dir("train", name))
+    check_batch(params, name)
     # One GPU per process (DVC's queue workers get none), before the backend starts and sees them all;
     # a run spread over every GPU (params' `distribution`, when set to data_parallel) claims none.
     claim_gpu(params.distribution)
@@ -26,6 +30,14 @@ def train(params: Params, name: str) -> None:
     from transferbench.training.train import run
 
     run(params, name)
+
+
+def check_batch(params: Params, name: str) -> None:
+    """The batch against the prepared training split's size, before Keras starts."""
+    dataset = params.experiments[name].dataset
+    meta = paths.prepared(dataset) / "meta.json"
+    if meta.is_file():  # missing: training says which stage makes the prepared data
+        check_batch_fits(params, name, int(read_json_input(meta, prepared_by(dataset))["splits"]["train"]))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

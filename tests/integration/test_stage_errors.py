@@ -278,3 +278,14 @@ def test_a_zip_bomb_stops_the_fetch_in_one_line_naming_the_limit_and_how_to_rais
                "entry 'cats_and_dogs_filtered/train/cats/cat.0.jpg' unpacks to", "over extraction.max_ratio 100",
                "`dvc exp run -S extraction.max_ratio=")
     assert not (root / "data" / "raw" / "cats_and_dogs_filtered" / "extracted").exists()
+
+
+def test_a_batch_larger_than_the_training_split_stops_training_in_one_line_before_keras(tmp_path):
+    root = copy_code(tmp_path, lambda params: params.update(train_fraction=[0.5, 1.0]))
+    meta = root / "data/prepared/captcha/meta.json"  # training reads the split sizes the generator recorded
+    meta.parent.mkdir(parents=True)
+    meta.write_text('{"dataset": "captcha", "splits": {"train": 20, "validation": 4, "test": 4}}')
+    error_line(run_stage(root, "train", "captcha"), "train@captcha",
+               "experiments.captcha.batch_size is 16, more than the 10 images its runs train on (captcha's training "
+               "split of 20 x train_fraction 0.5); accepted: batch_size <= 10")
+    assert not (root / "models/captcha/runs").exists()

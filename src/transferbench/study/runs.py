@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from transferbench.core import paths
+from transferbench.core.errors import ConfigError
 from transferbench.study.experiments import Experiment, at_arm
 from transferbench.study.params import Params
 
@@ -70,4 +71,21 @@ def train_subset(n: int, fraction: float, seed: int) -> np.ndarray | None:
     if fraction == 1:
         return None
     order = np.random.default_rng([seed, n]).permutation(n)
-    return np.sort(order[:max(1, round(n * fraction))])
+    return np.sort(order[:training_images(n, fraction)])
+
+
+def training_images(n: int, fraction: float) -> int:
+    """How many of an ``n``-image training split a run on ``fraction`` of it trains on (train_subset's count)."""
+    return n if fraction == 1 else max(1, round(n * fraction))
+
+
+def check_batch_fits(params: Params, name: str, n_train: int) -> None:
+    """ConfigError unless experiment ``name``'s batch fits its smallest training set (``n_train`` images in the
+    prepared training split, times the smallest train_fraction): a larger batch never fills one step."""
+    settings, smallest = params.experiments[name], min(params.train_fraction)
+    images = training_images(n_train, smallest)
+    if settings.batch_size > images:
+        share = f" x train_fraction {smallest:g}" if smallest < 1 else ""
+        raise ConfigError(f"experiments.{name}.batch_size is {settings.batch_size}, more than the {images:,} images "
+                          f"its runs train on ({settings.dataset}'s training split of {n_train:,}{share}); "
+                          f"accepted: batch_size <= {images}, or more training images")
