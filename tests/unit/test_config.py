@@ -494,3 +494,32 @@ def test_an_address_with_credentials_in_params_is_one_line_saying_where_they_go(
     assert "\n" not in message and "s3cr3t" not in message, message
     assert message.startswith(f"{'.'.join(where)} has an address with credentials in it (") and advice in message
     assert "dvc.lock" in message, message
+
+
+# ---- lesser bounds: image sides, long values --------------------------------------------------
+
+@pytest.mark.parametrize("key, value", [("height", 100_000), ("width", 1025)])
+def test_a_captcha_side_over_the_limit_names_it(params, key, value):
+    params["captcha"][key] = value
+    check_fails(params, f"captcha.{key} must be <= 1024, got {value}")
+    params["captcha"].update(height=1024, width=1024)
+    check_params(params)
+
+
+@pytest.mark.parametrize("where", [("experiments", "captcha", "model"), ("weights",), ("captcha", "alphabet"),
+                                   ("experiments", "captcha", "batch_size"), ("cifar10", "source", "sha256")])
+def test_a_long_bad_value_is_quoted_by_its_start_and_length(params, where):
+    section = params
+    for key in where[:-1]:
+        section = section[key]
+    section[where[-1]] = "\u00e9" * 30_000
+    with pytest.raises(ConfigError) as err:
+        check_params(params)
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 400 and "… (30,002 characters)" in message, message
+
+
+def test_a_long_unknown_key_is_named_by_its_start_and_length(params):
+    params["experiments"]["captcha"]["k" * 10_000] = 1
+    with pytest.raises(ConfigError, match=r"^unknown key experiments\.captcha\.k{60}… \(10,000 characters\); "):
+        check_params(params)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from transferbench.core import paths
-from transferbench.core.errors import ConfigError
+from transferbench.core.errors import ConfigError, quoted, shortened
 from transferbench.study.params import check_params
 
 # No example database in the work tree; PROPERTY_EXAMPLES=3000 searches harder.
@@ -69,7 +69,7 @@ def test_an_unknown_key_anywhere_is_named(section, key):
     target[key] = 1
     message = checked(params)
     # A key that would not read as one (a newline, a dot, edge spaces) is quoted.
-    named = key if key.isprintable() and key.strip() == key and "." not in key else repr(key)
+    named = shortened(key) if key.isprintable() and key.strip() == key and "." not in key else quoted(key)
     assert ".".join((*section, named)) in message, message  # 'unknown key ...', or which strategy takes it
 
 
@@ -96,7 +96,7 @@ def test_a_negative_or_non_numeric_value_is_named_with_its_key(path, value):
     params = copy.deepcopy(REPOSITORY)
     at(params, path[:-1])[path[-1]] = value
     message = checked(params)
-    assert ".".join(path) in message and repr(value) in message, message
+    assert ".".join(path) in message and quoted(value) in message, message
 
 
 @PROPERTIES
@@ -104,7 +104,7 @@ def test_a_negative_or_non_numeric_value_is_named_with_its_key(path, value):
 def test_any_number_either_passes_or_is_named_with_its_key(path, value):
     message = refusal(path, value)
     if message is not None:
-        assert ".".join(path) in message and repr(value) in message, message
+        assert ".".join(path) in message and quoted(value) in message, message
 
 
 TEXTS = [p for p, v in walk(REPOSITORY) if isinstance(v, str)]
@@ -117,6 +117,6 @@ def test_any_value_for_a_named_choice_or_text_either_passes_or_is_named_with_its
     message = refusal(path, value)
     if message is not None:
         # A valid choice that does not fit the rest ('strategy two_phase needs ...') may stand unquoted.
-        named = repr(value) in message or (isinstance(value, str) and value.isidentifier() and value in message)
+        named = quoted(value) in message or (isinstance(value, str) and value.isidentifier() and value in message)
         assert "\n" not in message and named, message
         assert ".".join(path) in message or ".".join(path[:-1]) in message, message

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationInfo, field_serializer, field_validator, m
 from transferbench.config.sections import Section, problem
 from transferbench.config.weights import Arm, parse_arms
 from transferbench.core import paths
+from transferbench.core.errors import quoted
 
 Count = Annotated[int, Field(ge=1)]
 Rate = Annotated[float, Field(gt=0)]
@@ -57,7 +58,7 @@ def require_tag(value: Any, tag: str, accepted: tuple[str, ...], key: str | None
     """A discriminated section must be a mapping that names its kind; say which kinds there are."""
     if not isinstance(value, Mapping) or tag not in value:
         raise problem(f"{{where}} must be a mapping with `{tag}` ({', '.join(accepted)}) and the keys that "
-                      f"{tag} takes, got {value!r}", key=key)
+                      f"{tag} takes, got {quoted(value)}", key=key)
     return value
 
 
@@ -137,9 +138,9 @@ def _freeze(value: Any, lowest: int) -> int | float:
     """``freeze``: a layer count >= ``lowest``, or a fraction 0 < f < 1 of the core's layers."""
     accepted = f"a layer count >= {lowest} (an integer), or a fraction 0 < f < 1 of the core's layers"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise problem(f"{{where}} must be {accepted}, got {value!r}")
+        raise problem(f"{{where}} must be {accepted}, got {quoted(value)}")
     if (isinstance(value, float) and not 0 < value < 1) or (isinstance(value, int) and value < lowest):
-        raise problem(f"{{where}} is {value!r}; accepted: {accepted}")
+        raise problem(f"{{where}} is {quoted(value)}; accepted: {accepted}")
     return value
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from transferbench.core.errors import ConfigError
+from transferbench.core.errors import ConfigError, quoted, shortened
 
 S = TypeVar("S", bound="Section")
 
@@ -73,26 +73,27 @@ def message(error: ErrorDetails, values: Any, where: str = "") -> str:
     if kind == "extra_forbidden":
         return f"unknown key {at}"
     if kind in ("literal_error", "enum"):
-        return f"{at} is {value!r}; accepted: {_listed(ctx['expected'])}"
+        return f"{at} is {quoted(value)}; accepted: {_listed(ctx['expected'])}"
     if kind == "union_tag_invalid":
-        return f"{at}.{_listed(ctx['discriminator'])} is {ctx['tag']!r}; accepted: {_listed(ctx['expected_tags'])}"
+        tag, accepted = quoted(ctx["tag"]), _listed(ctx["expected_tags"])
+        return f"{at}.{_listed(ctx['discriminator'])} is {tag}; accepted: {accepted}"
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
         limit = next(iter(ctx.values()))
         limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit  # `< 1`, not `< 1.0`
-        return f"{at} must be {bounds[kind]} {limit}, got {value!r}"
+        return f"{at} must be {bounds[kind]} {limit}, got {quoted(value)}"
     if kind == "finite_number":
-        return f"{at} must be a finite number, got {value!r}"
+        return f"{at} must be a finite number, got {quoted(value)}"
     wanted = {"int_type": "an integer", "float_type": "a number", "string_type": "a string",
               "bool_type": "true or false", "list_type": "a list", "dict_type": "a mapping",
               "model_type": "a mapping", "model_attributes_type": "a mapping"}
     if kind in wanted:
-        return f"{at} must be {wanted[kind]}, got {value!r}"
+        return f"{at} must be {wanted[kind]}, got {quoted(value)}"
     if kind == "string_too_short":
-        return f"{at} must be a non-empty string, got {value!r}"
+        return f"{at} must be a non-empty string, got {quoted(value)}"
     if kind == "too_short":
-        return f"{at} must have at least {ctx.get('min_length', 1)} entries, got {value!r}"
-    return f"{at} is {value!r}: {error['msg']}"
+        return f"{at} must have at least {ctx.get('min_length', 1)} entries, got {quoted(value)}"
+    return f"{at} is {quoted(value)}: {error['msg']}"
 
 
 def _keys(loc: tuple[int | str, ...], values: Any) -> list[str]:
@@ -119,7 +120,7 @@ def _keys(loc: tuple[int | str, ...], values: Any) -> list[str]:
 def _key_text(key: str) -> str:
     """A key as written, or quoted where it would not read as one key on one line (a newline, a dot, spaces)."""
     plain = key and key.isprintable() and key.strip() == key and "." not in key
-    return key if plain else repr(key)
+    return shortened(key) if plain else quoted(key)
 
 
 def _tags(value: Mapping) -> set[str]:
@@ -135,8 +136,8 @@ def _listed(expected: str) -> str:
 def integer(where: str, value: object, minimum: int, maximum: int | None = None) -> int:
     """A function argument that must be an integer in range (params keys are checked by their models)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
+        raise ConfigError(f"{where} must be an integer, got {quoted(value)}")
     if value < minimum or (maximum is not None and value > maximum):
         bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-        raise ConfigError(f"{where} must be {bound}, got {value!r}")
+        raise ConfigError(f"{where} must be {bound}, got {quoted(value)}")
     return value

@@ -66,31 +66,31 @@ def parse_arm(value: Any, root: Path) -> Arm:
     if isinstance(value, Arm):
         return value
     if not isinstance(value, str) or not value:
-        raise problem(f"{{where}} is {value!r}; accepted: {ACCEPTED}")
+        raise problem(f"{{where}} is {quoted(value)}; accepted: {ACCEPTED}")
     if value in (IMAGENET, RANDOM):
         return Arm(value)
     path = Path(value) if Path(value).is_absolute() else root / value
     if not path.name.endswith((".h5", ".keras")):
-        raise problem(f"{{where}} is {value!r}; accepted: imagenet, none, or a path to a Keras weights file "
+        raise problem(f"{{where}} is {quoted(value)}; accepted: imagenet, none, or a path to a Keras weights file "
                       "ending in .h5 or a trained model ending in .keras")
     if not re.fullmatch(FILE_NAME, path.name, flags=re.ASCII):
         raise problem(f"{{where}} file {quoted(value)}: its name cannot be an arm's label; accepted: a file name "
                       f"matching {FILE_NAME} (at most 100 ASCII letters, digits, '.', '_' or '-'), as it becomes "
                       "the label file-<name>, folders and run names: rename the file")
     if not path.is_file():
-        raise problem(f"{{where}} file {value!r} does not exist (looked at {path}); accepted: imagenet, none, "
+        raise problem(f"{{where}} file {quoted(value)} does not exist (looked at {path}); accepted: imagenet, none, "
                       "or a path to an existing .h5 weights file or .keras model")
     keras_model = path.name.endswith(".keras")
     with open(path, "rb") as f:
         head = f.read(8)
     if keras_model and not head.startswith(ZIP_SIGNATURE):
-        raise problem(f"{{where}} file {value!r} is not a Keras model (a .keras file is a zip archive); "
+        raise problem(f"{{where}} file {quoted(value)} is not a Keras model (a .keras file is a zip archive); "
                       f"accepted: {KERAS_MODEL}")
     if keras_model and not zipfile.is_zipfile(path):  # the zip's directory is at its end: a cut file has none
-        raise problem(f"{{where}} file {value!r} is truncated (a zip without its directory at the end); "
+        raise problem(f"{{where}} file {quoted(value)} is truncated (a zip without its directory at the end); "
                       f"accepted: {KERAS_MODEL}")
     if not keras_model and head != HDF5_SIGNATURE:
-        raise problem(f"{{where}} file {value!r} is not an HDF5 file (corrupt or another format); "
+        raise problem(f"{{where}} file {quoted(value)} is not an HDF5 file (corrupt or another format); "
                       "save one with `model.save_weights('name.weights.h5')`")
     return Arm(value, path)
 

@@ -31,15 +31,17 @@ class NotWritable(UserError):
 
 
 
-SHOWN_CHARACTERS = 60  # of a quoted value in a message: the start says which value, the length says the rest
+# A value in a message is shown whole up to LONG characters (a path, an address); a longer one (a pasted
+# file, a runaway string) by its first SHOWN characters, which say which value it is, and its length.
+LONG, SHOWN = 200, 60
 
 
-def shortened(text: str, limit: int = SHOWN_CHARACTERS) -> str:
-    """``text`` cut to its first ``limit`` characters, then ``…`` and its length, when it is longer."""
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+def shortened(text: str, limit: int = LONG) -> str:
+    """``text``, or when it is longer than ``limit`` its first SHOWN characters, ``…`` and its length."""
+    return text if len(text) <= limit else f"{text[:min(SHOWN, limit)]}… ({len(text):,} characters)"
 
 
-def quoted(value: object, limit: int = SHOWN_CHARACTERS) -> str:
+def quoted(value: object, limit: int = LONG) -> str:
     """``repr(value)`` for a message, shortened (see :func:`shortened`): one bad value of thousands of
     characters still leaves a readable line."""
     return shortened(repr(value), limit)

@@ -105,9 +105,16 @@ def load_split(dataset: str, split: str,
 
 # ---- captcha (seed 000) ---------------------------------------------------------------------
 
+# The captcha package draws about 240 images a second at 160x80 and 1.4 at 100,000 pixels high: a side past
+# this would take days to generate and fill the disk, and no model here needs one.
+MAX_CAPTCHA_SIDE = 1024
+
+
 class CaptchaParams(DatasetParams):
     """Generated CAPTCHAs: split sizes, image size, ``length`` characters drawn from ``alphabet``, drawing style."""
 
+    height: Annotated[int, Field(ge=1, le=MAX_CAPTCHA_SIDE)]
+    width: Annotated[int, Field(ge=1, le=MAX_CAPTCHA_SIDE)]
     train: Count
     validation: Count
     test: Count
@@ -123,9 +130,9 @@ class CaptchaParams(DatasetParams):
     @classmethod
     def _printable_and_distinct(cls, value: str) -> str:
         if len(set(value)) != len(value):
-            raise problem(f"{{where}} has a repeated character: {value!r}; accepted: each character once")
+            raise problem(f"{{where}} has a repeated character: {quoted(value)}; accepted: each character once")
         if not value.isascii() or not value.isprintable() or " " in value:
-            raise problem(f"{{where}} is {value!r}; accepted: printable ASCII without spaces")
+            raise problem(f"{{where}} is {quoted(value)}; accepted: printable ASCII without spaces")
         return value
 
     @model_validator(mode="after")
@@ -210,7 +217,7 @@ class UrlSource(Section):
     @classmethod
     def _hex(cls, value: str | None) -> str | None:
         if value is not None and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
-            raise problem(f"{{where}} is {value!r}; accepted: 64 lowercase hex digits, or null for a source "
+            raise problem(f"{{where}} is {quoted(value)}; accepted: 64 lowercase hex digits, or null for a source "
                           "that publishes none")
         return value
 

@@ -190,7 +190,7 @@ def _keras_reason(err: Exception) -> str:
     text = " ".join(str(err).split())
     if "Lambda" in text or "safe_mode" in text:
         return "it holds a Lambda layer, Python code that Keras' safe mode refuses to run"
-    return shortened(f"{type(err).__name__}: {text}", 160)
+    return shortened(f"{type(err).__name__}: {text}")
 
 
 def init_weights_file(init_dir: Path) -> Path | None:

@@ -197,7 +197,7 @@ def check_experiment(params: Params, name: str) -> None:
 
 def _registered(registry: Registry, where: str, name: str) -> str:
     if name not in registry:
-        raise ConfigError(f"{where} is {name!r}; accepted: {', '.join(registry.names())}")
+        raise ConfigError(f"{where} is {quoted(name)}; accepted: {', '.join(registry.names())}")
     return name
 
 
@@ -215,8 +215,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: PyYAML's own error says so
                 continue
             if first is not None:
-                raise ConfigError(f"{shown(key_node.start_mark.name)}: key {key!r} appears twice, on lines {first} "
-                                  f"and {line}; accepted: each key once in a mapping (remove one)")
+                raise ConfigError(f"{shown(key_node.start_mark.name)}: key {quoted(key)} appears twice, on lines "
+                                  f"{first} and {line}; accepted: each key once in a mapping (remove one)")
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
