@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from transferbench import cli
 from transferbench.core import paths
 from transferbench.core.files import check_writable
-from transferbench.core.inputs import shown
 from transferbench.core.parallel import cpu_count
-from transferbench.data.generation import DATASET, fingerprint, generate, remove_other_work_dirs
+from transferbench.data.generation import DATASET, fingerprint, generate, kept_work, remove_other_work_dirs
 from transferbench.study.params import load_params
 
 log = logging.getLogger("stages.generate_captcha")  # not __name__: that is __main__ under `python -m`
@@ -32,7 +31,8 @@ def generate_captcha(args: argparse.Namespace) -> None:
     try:
         generate(paths.prepared(DATASET), work_root / key, values, seed, values.workers or cpu_count())
     except KeyboardInterrupt:
-        log.warning("finished chunks are kept in %s; rerun to resume", shown(work_root / key))
+        log.warning("finished chunks are kept in %s; rerun with the same params to resume (a run with other "
+                    "params deletes them)", kept_work(work_root / key))
         raise
 
 

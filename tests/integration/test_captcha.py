@@ -17,6 +17,7 @@ from captcha import image as captcha_image
 
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError
+from transferbench.core.files import size_text
 from transferbench.data import captcha
 from transferbench.data import generation as generate_captcha
 from transferbench.data.datasets import DATASETS, CaptchaParams, captcha_targets, read_manifest
@@ -298,3 +299,21 @@ def test_weighted_draw_tops_up_repeats_and_checks_its_weights():
 def test_style_names_agree_between_the_params_and_the_drawing():
     assert typing.get_args(CaptchaParams.model_fields["style"].annotation) == captcha.STYLES
     assert DATASETS.get("captcha").section(VALUES).style == "seed000"
+
+
+def test_a_stopped_run_is_kept_for_the_same_params_and_freed_with_a_word_for_others(tmp_path, monkeypatch, caplog):
+    root = tmp_path / "tmp" / "generate_captcha"
+    stopped = root / generate_captcha.fingerprint(VALUES, 42)
+    monkeypatch.setattr(captcha, "render_chunk", CountingWorker(fail_on=3))
+    with pytest.raises(RuntimeError):
+        generate_captcha.generate(tmp_path / "out", stopped, VALUES, 42, 1, chunk_size=CHUNK)
+    monkeypatch.undo()
+    size = sum(p.stat().st_blocks * 512 for p in stopped.rglob("*") if p.is_file())
+    assert size > 0 and generate_captcha.kept_work(stopped).endswith(f"({size_text(size)})")
+
+    assert generate_captcha.remove_other_work_dirs(root, keep=stopped.name) == 0  # the same params: reused
+    assert stopped.is_dir()
+    with caplog.at_level("INFO", logger="transferbench.data.generation"):
+        freed = generate_captcha.remove_other_work_dirs(root, keep=generate_captcha.fingerprint(VALUES, 7))
+    assert freed == size and not stopped.exists()
+    assert f"{stopped.name} (freed {size_text(size)})" in caplog.text, caplog.text

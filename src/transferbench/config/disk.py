@@ -28,7 +28,7 @@ def check_fits(where: str, counts: Mapping[str, int], shape: tuple[int, int, int
     folder = Path(folder)
     needed = array_bytes(counts, shape)
     if free is None:
-        free = free_bytes(folder) + _allocated(folder)
+        free = free_bytes(folder) + allocated(folder)
     if needed + MARGIN > free:
         splits = ", ".join(f"{split} {n:,}" for split, n in counts.items())
         raise ConfigError(
@@ -39,8 +39,9 @@ def check_fits(where: str, counts: Mapping[str, int], shape: tuple[int, int, int
     return needed
 
 
-def _allocated(folder: Path) -> int:
-    # Blocks, not sizes: prepared arrays start sparse and reserve their rows as the work goes on.
+def allocated(folder: Path) -> int:
+    """Bytes the files under ``folder`` take on disk: blocks, not sizes, as arrays start sparse and reserve
+    their rows as the work goes on."""
     if not folder.is_dir():
         return 0
     return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file() and not p.is_symlink())

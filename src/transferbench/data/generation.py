@@ -1,7 +1,9 @@
 """Rendering the seeded CAPTCHA dataset into a prepared folder, on every core, resumably (stage `generate_captcha`).
 
 Work happens in tmp/generate_captcha/<fingerprint>/: each finished chunk leaves a marker there, so
-a killed run resumes where it stopped. The finished folder replaces the output in one move.
+a killed run resumes where it stopped. The finished folder replaces the output in one move. A stopped
+run's folder is reused by the next run with the same params; the next run with other params deletes it,
+saying how much that frees (it holds gigabytes at full size).
 """
 
 from __future__ import annotations
@@ -19,9 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from transferbench.config.disk import check_fits
+from transferbench.config.disk import allocated, check_fits
 from transferbench.config.sections import integer
-from transferbench.core.files import create_zeros_npy, open_work_dir, read_json, replace_dir, write_json, write_text
+from transferbench.core.files import (
+    create_zeros_npy,
+    open_work_dir,
+    read_json,
+    replace_dir,
+    size_text,
+    write_json,
+    write_text,
+)
 from transferbench.core.inputs import shown
 from transferbench.core.parallel import cpu_count, map_chunks
 from transferbench.data import captcha
@@ -161,10 +171,20 @@ def _manifest(labels: list[str], hashes: list[str]) -> str:
     return buffer.getvalue()
 
 
-def remove_other_work_dirs(root: Path, keep: str) -> None:
+def remove_other_work_dirs(root: Path, keep: str) -> int:
     """Delete every work folder under ``root`` but ``keep``: partial runs of other params can never be
-    resumed by this one, and may hold gigabytes."""
+    resumed by this one, and may hold gigabytes. Returns the bytes freed; each folder is logged with its size."""
+    freed = 0
     if root.exists():
         for stale in sorted(p for p in root.iterdir() if p.is_dir() and p.name != keep):
-            log.info("removing partial run of other params: %s", shown(stale))
+            size = allocated(stale)
             shutil.rmtree(stale)
+            freed += size
+            log.info("removed a stopped run's partial work for other params: %s (freed %s)", shown(stale),
+                     size_text(size))
+    return freed
+
+
+def kept_work(work_dir: Path) -> str:
+    """What a stopped run leaves: the folder and its size, for the line that says so."""
+    return f"{shown(work_dir)} ({size_text(allocated(work_dir))})"
