@@ -192,9 +192,9 @@ def test_images_that_would_not_fit_on_the_disk_are_refused_before_work(tmp_path,
     with pytest.raises(ConfigError, match=r"captcha: 30 images of 160x80x3 \(train 20, validation 5, test 5\) "
                                           r"need 1\.1 MiB under .*work, but that disk has 1\.0 KiB free"):
         generate_captcha.generate(tmp_path / "out", tmp_path / "work", VALUES, 42, 1, free_bytes=1024)
-    # The default asks the disk itself: 200,000 images of 8000x8000 would need 35 TiB.
-    huge = {**VALUES, "train": 200_000, "height": 8000, "width": 8000}
-    with pytest.raises(ConfigError, match=r"200,010 images of 8000x8000x3 .* need 3\d\.\d TiB"):
+    # The default asks the disk itself: 2,000,000 images of 1024x1024 (the largest side) would need 5.7 TiB.
+    huge = {**VALUES, "train": 2_000_000, "height": 1024, "width": 1024}
+    with pytest.raises(ConfigError, match=r"2,000,010 images of 1024x1024x3 .* need 5\.7 TiB"):
         generate_captcha.generate(tmp_path / "out", tmp_path / "work", huge, 42, 1)
     assert not (tmp_path / "work").exists() and not (tmp_path / "out").exists()
 

@@ -157,8 +157,9 @@ def test_full_disk_during_generation_is_one_line_not_a_signal_with_two_workers(t
 
 
 def test_arrays_that_cannot_fit_are_refused_before_generation_in_one_line(tmp_path):
-    root = copy_code(tmp_path, lambda params: params["captcha"].update(height=4000, width=4000))
-    error_line(run_stage(root, "generate_captcha"), "generate_captcha", "captcha: 210,000 images of 4000x4000x3",
+    # The largest side params accept, and ten times the images: 6 TiB.
+    root = copy_code(tmp_path, lambda params: params["captcha"].update(height=1024, width=1024, train=2_000_000))
+    error_line(run_stage(root, "generate_captcha"), "generate_captcha", "captcha: 2,010,000 images of 1024x1024x3",
                "free (keeping 256.0 MiB spare); accepted: fewer images or a smaller captcha.height / captcha.width")
     assert not (root / "tmp").exists()
 
