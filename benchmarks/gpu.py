@@ -26,11 +26,11 @@ compiles the train step), fed three ways:
   many in one call, what the train stage feeds on JAX with a GPU.
 
 From the train stage's feed at mixed precision (device on JAX, host on TensorFlow) it projects the
-wall time of the seeds' ``dvc repro`` on one GPU: training images x epochs x runs (arms x seeds) /
-images per second, per experiment. It leaves out data download, CAPTCHA generation, preparation and
-validation, weight downloads, validation and test passes, model compilation, and that fixed-feature
-arms (frozen base) train faster than a whole model: a figure for the training work alone, at the
-whole model's rate.
+wall time of the seeds' ``dvc repro`` on one GPU: training images x epochs x runs (arms x seeds, and
+the tuning trials: arms x factors x their share of the epochs) / images per second, per experiment.
+It leaves out data download, CAPTCHA generation, preparation and validation, weight downloads,
+validation and test passes, model compilation, and that fixed-feature arms (frozen base) train faster
+than a whole model: a figure for the training work alone, at the whole model's rate.
 
 Prints two markdown tables and writes the figures to ``--json`` (default ``tmp/gpu_benchmark.json``) after
 each part of each experiment, so a run stopped by a time limit keeps what it measured; a figure not
@@ -93,6 +93,8 @@ class Recipe:
     train_images: int  # the seeds' training split (pets: seed 000's counts; ours may differ a little)
     runs: int  # arms x seeds: every run trains the whole recipe
     class_weight: str = "none"  # balanced: each batch carries sample weights, as the train stage feeds them
+    # params' tuning grid in whole runs: arms x factors x the share of the epochs each trial trains
+    tuning_runs: float = 0.0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -101,17 +103,17 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "pets": Recipe("xception", 100, 100, Task("multiclass", 3), "max", "dense", 0, 0.0, "flip", "adam", 0.001,
-                   16, 30, 248_468, 3, "balanced"),
+                   16, 30, 248_468, 9, "balanced", 2.25),
     "captcha": Recipe("xception", 80, 160, Task("multihead", 36, 6), "max", "dense", 0, 0.0, "none", "adam", 0.001,
-                      16, 30, 200_000, 3),
+                      16, 30, 200_000, 9, tuning_runs=2.25),
     "dogs_vs_cats": Recipe("vgg16", 224, 224, Task("binary", 2), "flatten", "dense", 256, 0.6, "none", "sgd", 0.0001,
-                           25, 50, 2_000, 3),
+                           25, 50, 2_000, 9, tuning_runs=2.25),
     "cats_and_dogs_filtered_cnn": Recipe("cnn", 150, 150, Task("binary", 2), "flatten", "dense", 512, 0.0, "none",
-                                         "rmsprop", 0.001, 20, 15, 2_000, 1),
+                                         "rmsprop", 0.001, 20, 15, 2_000, 3, tuning_runs=0.75),
     "cats_and_dogs_filtered": Recipe("xception", 150, 150, Task("binary", 2), "avg", "dense", 0, 0.2, "flip", "adam",
-                                     0.001, 20, 15, 2_000, 3),
+                                     0.001, 20, 15, 2_000, 9, tuning_runs=2.25),
     "cifar10": Recipe("googlenet", 224, 224, Task("multiclass", 10), "avg", "dense", 0, 0.4, "none", "sgd", 0.01,
-                      256, 25, 45_000, 1),
+                      256, 25, 45_000, 3, tuning_runs=0.75),
 }
 
 TINY_BATCH = 2  # --tiny: the smallest input each model takes, two images a batch: a CPU check of the code path
@@ -295,7 +297,7 @@ def measure(name: str, recipe: Recipe, steps: int, epochs: int, folder: Path, re
         return ArrayBatches(images, targets, batch, n_outputs=recipe.task.n_outputs, shuffle=True,
                             seed=0).weighted(weights)
 
-    work = recipe.train_images * recipe.epochs * recipe.runs
+    work = recipe.train_images * recipe.epochs * (recipe.runs + recipe.tuning_runs)
     figures: dict[str, dict[str, float]] = {}
     row = {"experiment": name, **{k: v for k, v in asdict(recipe).items() if k != "task"},
            "task": asdict(recipe.task), "steps": steps, "images_per_second": figures, "stage_feed": stage_feed(),

@@ -61,7 +61,9 @@ def recipe_from_params(params: Params, name: str) -> gpu.Recipe:
         head_units=section.head_units, head_dropout=section.head_dropout, augment=section.augment,
         optimizer=section.optimizer, learning_rate=section.learning_rate, batch_size=section.batch_size,
         epochs=section.epochs, train_images=TRAIN_IMAGES[section.dataset](params),
-        runs=len(params.arms(name)) * params.seeds, class_weight=section.class_weight)
+        runs=len(params.arms(name)) * params.seeds * len(params.train_fraction), class_weight=section.class_weight,
+        tuning_runs=0.0 if params.tuning.kind == "none" else
+        len(params.arms(name)) * len(params.train_fraction) * len(params.tuning.factors) * params.tuning.epochs)
 
 
 def test_the_recipe_table_is_params_yaml():
@@ -182,7 +184,7 @@ def test_a_tiny_run_on_cpu_prints_the_table_and_writes_the_json(tmp_path):
     assert figures["tiny"] is True
     (experiment,) = figures["experiments"]
     recipe = gpu.RECIPES["cats_and_dogs_filtered_cnn"]
-    assert experiment["training_images"] == recipe.train_images * recipe.epochs * recipe.runs
+    assert experiment["training_images"] == recipe.train_images * recipe.epochs * (recipe.runs + recipe.tuning_runs)
     rate = experiment["images_per_second"]["mixed_float16"][experiment["stage_feed"]]
     assert experiment["projected_seconds"] == pytest.approx(experiment["training_images"] / rate)
     assert "| cats_and_dogs_filtered_cnn | 32x32, 2 |" in done.stdout  # the feeder-alone table
