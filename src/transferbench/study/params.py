@@ -31,6 +31,13 @@ from transferbench.models.backbones import MODELS
 from transferbench.models.heads import HEADS, HeadOptions, check_head
 
 
+def each_once(value: list[float], what: str) -> list[float]:
+    """A list of numbers that names each once (a repeat would train the same runs twice)."""
+    if len(set(value)) != len(value):
+        raise problem(f"{{where}} {value} names {what} twice; accepted: each once")
+    return value
+
+
 class Tuning(Section):
     """The learning-rate budget every arm gets alike, each choosing on the validation split only.
 
@@ -47,9 +54,7 @@ class Tuning(Section):
     @field_validator("factors")
     @classmethod
     def _distinct(cls, value: list[float]) -> list[float]:
-        if len(set(value)) != len(value):
-            raise problem(f"{{where}} {value} names a factor twice; accepted: each factor once")
-        return value
+        return each_once(value, "a factor")
 
 
 # An experiment's name becomes folders (models/<name>/, reports/<name>/), DVC stage names (train@<name>) and
@@ -98,9 +103,7 @@ class Params(Section):
     @field_validator("train_fraction")
     @classmethod
     def _fractions_distinct(cls, value: list[float]) -> list[float]:
-        if len(set(value)) != len(value):
-            raise problem(f"{{where}} {value} names a share twice; accepted: each share once, 0 < share <= 1")
-        return value
+        return each_once(value, "a share")
 
     @field_validator("experiments", mode="before")
     @classmethod
