@@ -239,3 +239,23 @@ def test_a_resumed_run_is_tagged_with_where_it_goes_on(mlflow_db, params, monkey
     run = MlflowClient(f"sqlite:///{mlflow_db}").get_run(run_id)
     assert run.info.status == "RUNNING"
     assert {key: run.data.tags[key] for key in later} == later
+
+
+def test_evaluating_a_run_again_logs_its_test_metrics_once(mlflow_db, params, monkeypatch, tmp_path):
+    """A re-evaluation (dvc repro -f evaluate@...) must not show each test figure twice in the run's history."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_db}")
+    from transferbench.study.experiments import resolve
+    from transferbench.study.params import check_params
+    from transferbench.tracking import mlflow_runs as tracking
+
+    run_id = tracking.start_run(resolve(check_params(params), "captcha"))
+    for _ in range(2):
+        tracking.log_results(run_id, {"test.accuracy": 0.75, "test.loss": 1.5})
+    tracking.log_results(run_id, {"test.accuracy": 0.75, "test.loss": 1.25})  # another model: the new loss only
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{mlflow_db}")
+    assert [m.value for m in client.get_metric_history(run_id, "test.accuracy")] == [0.75]
+    assert [m.value for m in client.get_metric_history(run_id, "test.loss")] == [1.5, 1.25]

@@ -240,6 +240,19 @@ def log_metrics(run_id: str, metrics: Mapping[str, float], step: int | None = No
         client.log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
 
 
+def log_results(run_id: str, metrics: Mapping[str, float]) -> None:
+    """Log a run's final figures (test metrics) once: a re-evaluation logs only those that changed.
+
+    MLflow appends every logged value to the metric's history, so evaluating a run again would show
+    each test figure twice at step 0, as if it had been measured twice.
+    """
+    with _store() as client:
+        logged = client.get_run(run_id).data.metrics
+    changed = {k: float(v) for k, v in metrics.items() if logged.get(k) != float(v)}
+    if changed:
+        log_metrics(run_id, changed)
+
+
 def log_artifacts(run_id: str, files: Iterable[Path]) -> None:
     with _store() as client:
         for file in files:

@@ -229,7 +229,7 @@ def evaluate_run(experiment: Experiment) -> dict:
 
     run_id = trained["mlflow_run_id"]
     flat = tracking.flatten("test", {k: v for k, v in test.items() if k != "n"})
-    tracking.log_metrics(run_id, {**{k: float(v) for k, v in flat.items()},
+    tracking.log_results(run_id, {**{k: float(v) for k, v in flat.items()},
                                   "best_val_accuracy": metrics["best_val_accuracy"]})
     tracking.log_artifacts(run_id, files)
     tracking.end_run(run_id)
