@@ -83,7 +83,7 @@ def pipeline(tmp_path_factory):
                 params[name].update(height=71, width=71)
             params["captcha"].update(train=24, validation=12, test=12, workers=2)
             for values in params["experiments"].values():
-                values.update(epochs=1, batch_size=8)
+                values.update(epochs=1, batch_size=4)  # the smallest training split (dogs_vs_cats) has 4
                 if values["strategy"] == "two_phase":
                     values.update(epochs=2, head_epochs=1)
                 if values["model"] in PRETRAINED:
