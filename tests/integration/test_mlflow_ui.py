@@ -1,8 +1,11 @@
-"""What `mlflow ui` opens on: experiments marked as model training, no empty Default, runs saying what they are."""
+"""What `mlflow ui` opens on: experiments marked as model training, no empty Default, runs saying what they are,
+and the README's link to the training runs."""
 
 from __future__ import annotations
 
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +65,19 @@ def test_artifacts_go_to_mlartifacts_also_after_mlflow_exported_its_uri(local_st
     tracking.start_run(resolve(check_params(params), "pets"))
     for name in ("captcha", "pets"):
         assert local_store.get_experiment_by_name(name).artifact_location == (tmp_path / "mlartifacts" / name).as_uri()
+
+
+def test_the_readme_link_opens_the_training_runs_of_the_first_experiment(local_store, params):
+    """README: `http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning`. Our store's first
+    experiment is 1 (Default, 0, is deleted), and the UI that `mlflow ui` serves reads ``workflowType`` from
+    the page's address, ``machine_learning`` being the training runs' view."""
+    tracking.start_run(resolve(check_params(params), "captcha"))
+    assert local_store.get_experiment_by_name("captcha").experiment_id == "1"
+
+    import mlflow
+
+    bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    reads = [f.name for f in bundle.glob("main.*.js")
+             if re.search(r'\.get\("workflowType"\)', text := f.read_text(encoding="utf-8"))
+             and 'MACHINE_LEARNING="machine_learning"' in text]
+    assert reads, f"MLflow {mlflow.__version__}'s UI no longer reads ?workflowType=machine_learning: update README"

@@ -1,1 +1,2 @@
-"""MLflow: one experiment per dataset, one run per training, one store for every DVC run."""
+"""MLflow: one experiment per dataset, one parent run per pipeline and DVC experiment, one child run per training;
+one store for every DVC run."""

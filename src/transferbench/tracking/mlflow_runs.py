@@ -1,4 +1,9 @@
-"""MLflow: one MLflow experiment per dataset, one run per training, one store for every DVC run.
+"""MLflow: one MLflow experiment per dataset; in it one parent run per pipeline experiment and DVC experiment,
+whose child runs are the trainings (``fine-tuned s42``, ``random s42``); one store for every DVC run.
+
+The parent is found by its tags (``role=parent``, ``experiment``, ``dvc_experiment``: DVC_EXP_NAME, or
+``workspace`` outside ``dvc exp run``), so the train stage of a later attempt reuses it; the report
+stage logs the answer to it (transferbench.reporting.mlflow_log).
 
 The store defaults to ``sqlite:///<repo>/mlflow.db`` with artifacts in ``<repo>/mlartifacts``, where
 <repo> is the main repository even for ``dvc exp run --temp`` / ``--queue`` (DVC_ROOT points there),
@@ -20,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from transferbench.config.weights import FINE_TUNED, FIXED_FEATURES, RANDOM_INIT
 from transferbench.core import paths
 from transferbench.core.errors import UserError
 from transferbench.core.redact import redact
@@ -152,9 +158,38 @@ def flatten(prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_name(experiment: Experiment) -> str:
-    """``<dataset>-<model>-<run>``, e.g. ``pets-xception-imagenet-s42`` or ``pets-xception-none-f0.05-s42``."""
-    return f"{experiment.dataset}-{experiment.settings.model}-{runs.run_name(experiment)}"
+# A child run's name starts with its setting in the words people say.
+SETTING_WORDS = {FINE_TUNED: "fine-tuned", FIXED_FEATURES: "fixed", RANDOM_INIT: "random"}
+
+
+def run_name(experiment: Experiment, with_source: bool = False) -> str:
+    """A training run's name under its parent: setting, share below the whole split, seed, e.g. ``fine-tuned s42``,
+    ``random f0.1 s42``; ``with_source`` adds the pretrained source (``fine-tuned imagenet s42``)."""
+    parts = [SETTING_WORDS[experiment.setting]]
+    if with_source and experiment.setting != RANDOM_INIT:
+        parts.append(experiment.arm.source_label)
+    share = runs.fraction_label(experiment.train_fraction)
+    return " ".join([*parts, *([f"f{share}"] if share else []), f"s{experiment.seed}"])
+
+
+def names_need_source(experiments: Iterable[Experiment]) -> bool:
+    """Whether two pretrained sources train in one setting (imagenet and a file), so names must say which."""
+    sources: dict[str, set[str]] = {}
+    for e in experiments:
+        sources.setdefault(e.setting, set()).add(e.arm.source_label)
+    return any(len(labels) > 1 for setting, labels in sources.items() if setting != RANDOM_INIT)
+
+
+def dvc_experiment() -> str:
+    """The DVC experiment this process runs in (DVC sets DVC_EXP_NAME in `dvc exp run`), else ``workspace``."""
+    return os.environ.get("DVC_EXP_NAME") or "workspace"
+
+
+PARENT_ROLE = {"role": "parent"}
+
+
+def parent_name(experiment: str, dvc_exp: str) -> str:
+    return f"{experiment} ({dvc_exp})"
 
 
 def experiment_id(client, dataset: str) -> str:
@@ -181,23 +216,67 @@ def describe(run_id: str, text: str) -> None:
         client.set_tag(run_id, "mlflow.note.content", text)
 
 
+def parent_run(experiment: Experiment) -> str:
+    """The parent run of ``experiment``'s pipeline experiment in this DVC experiment: found by its tags, else
+    created; marked RUNNING while its runs train."""
+    with _store() as client:
+        exp_id = experiment_id(client, experiment.dataset)
+        found = find_parent(client, exp_id, experiment.name, dvc_experiment())
+        if found is not None:
+            client.update_run(found, status="RUNNING")
+            return found
+        dvc_exp, commit = dvc_experiment(), git_commit()
+        tags = {**PARENT_ROLE, "experiment": experiment.name, "dvc_experiment": dvc_exp,
+                "dataset": experiment.dataset, "model": experiment.settings.model, "git_commit": commit,
+                "mlflow.source.git.commit": commit, "mlflow.runName": parent_name(experiment.name, dvc_exp)}
+        tags = {k: redact(v) for k, v in tags.items()}
+        return client.create_run(exp_id, tags=tags, run_name=tags["mlflow.runName"]).info.run_id
+
+
+def find_parent(client, exp_id: str, experiment: str, dvc_exp: str) -> str | None:
+    """The oldest live parent run of pipeline experiment ``experiment`` in DVC experiment ``dvc_exp``, or None."""
+    # Names are compared here, not in the filter: MLflow's filter grammar cannot quote every character.
+    found = client.search_runs([exp_id], filter_string="tags.role = 'parent'", order_by=["attributes.start_time ASC"])
+    return next((run.info.run_id for run in found
+                 if (run.data.tags.get("experiment"), run.data.tags.get("dvc_experiment")) == (experiment, dvc_exp)),
+                None)
+
+
+def parent_of(run_id: str) -> str | None:
+    """The parent run id of training run ``run_id`` (None for runs logged before parents existed)."""
+    with _store() as client:
+        return client.get_run(run_id).data.tags.get("mlflow.parentRunId")
+
+
+def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    with _store() as client:
+        client.log_batch(run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()])
+
+
 def start_run(experiment: Experiment, run_id: str | None = None, runtime: Mapping[str, str] | None = None,
-              tuning: Mapping[str, Any] | None = None) -> str:
-    """Create the training run (or reopen ``run_id`` when resuming); return its id.
+              tuning: Mapping[str, Any] | None = None, parent_id: str | None = None, with_source: bool = False) -> str:
+    """Create the training run (or reopen ``run_id`` when resuming: the same id); return its id.
+
+    ``parent_id`` (:func:`parent_run`) makes it a child run, named by :func:`run_name`; a resumed run joins
+    the parent of the DVC experiment that finishes it.
 
     ``runtime`` (backend, devices, precision, batch per device) becomes tags, not params: a resumed run
     may go on on another machine, and its tags then say where it finished. ``tuning`` (how the arm's
     learning rate was chosen, transferbench.training.tuning) becomes params beside the rate itself.
     """
     with _store() as client:
-        return _start_run(client, experiment, run_id, dict(runtime or {}), dict(tuning or {}))
+        # Tags a resumed run takes again, like runtime: the DVC experiment that finishes it, and its parent.
+        links = {} if parent_id is None else {"mlflow.parentRunId": parent_id, "dvc_experiment": dvc_experiment()}
+        return _start_run(client, experiment, run_id, {**(runtime or {}), **links}, dict(tuning or {}), with_source)
 
 
-def _start_run(client, experiment: Experiment, run_id: str | None, runtime: dict[str, str],
-               tuning: dict[str, Any]) -> str:
+def _start_run(client, experiment: Experiment, run_id: str | None, current: dict[str, str],
+               tuning: dict[str, Any], with_source: bool) -> str:
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
-        for key, value in runtime.items():
+        for key, value in current.items():
             client.set_tag(run_id, key, value)
         return run_id
     exp_id = experiment_id(client, experiment.dataset)
@@ -213,15 +292,15 @@ def _start_run(client, experiment: Experiment, run_id: str | None, runtime: dict
         "experiment": experiment.name,
         "git_commit": commit,
         "mlflow.source.git.commit": commit,
-        "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
-        "mlflow.runName": run_name(experiment),
-        **runtime,
+        "dvc_experiment": dvc_experiment(),
+        "mlflow.runName": run_name(experiment, with_source),
+        **current,
     }
     if "CUDA_VISIBLE_DEVICES" in os.environ:  # the GPU a queue worker claimed (core.devices), or the user's choice
         tags["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     # A source's URLs (a mirror with its credentials) are params: MLflow keeps them, so never with secrets.
     tags = {k: redact(v) for k, v in tags.items()}
-    run = client.create_run(exp_id, tags=tags, run_name=run_name(experiment))
+    run = client.create_run(exp_id, tags=tags, run_name=tags["mlflow.runName"])
     params = {"weights": experiment.weights, "seed": str(experiment.seed),
               "train_fraction": str(experiment.train_fraction), **flatten("tuning", tuning),
               **flatten("experiment", experiment.settings.model_dump(mode="json", exclude_unset=True)),
@@ -253,10 +332,10 @@ def log_results(run_id: str, metrics: Mapping[str, float]) -> None:
         log_metrics(run_id, changed)
 
 
-def log_artifacts(run_id: str, files: Iterable[Path]) -> None:
+def log_artifacts(run_id: str, files: Iterable[Path], artifact_path: str | None = None) -> None:
     with _store() as client:
         for file in files:
-            client.log_artifact(run_id, str(file))
+            client.log_artifact(run_id, str(file), artifact_path)
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:

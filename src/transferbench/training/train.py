@@ -146,8 +146,12 @@ def tune_arm(experiment: Experiment, params: Params, work_root: Path) -> Tuned:
                 init_weights_file(init_dir))
 
 
-def train_run(experiment: Experiment, work_root: Path, policy: str, tuned: Tuned) -> Path:
+def train_run(experiment: Experiment, work_root: Path, policy: str, tuned: Tuned,
+              parent: tuple[str, bool] | None = None) -> Path:
     """Train one run (or resume it) and leave model.keras, history.csv and train.json in a finished folder.
+
+    ``parent``: the MLflow parent run's id, and whether child names say their pretrained source
+    (tracking.names_need_source).
 
     A finished folder survives a kill of a later run in the same stage, so no run is trained twice.
     """
@@ -170,8 +174,9 @@ def train_run(experiment: Experiment, work_root: Path, policy: str, tuned: Tuned
              on["batch_per_device"], on["feed"])
 
     run_file = work_dir / "mlflow_run_id"
+    parent_id, with_source = parent or (None, False)
     run_id = tracking.start_run(experiment, run_file.read_text() if run_file.exists() else None, runtime=on,
-                                tuning=tuned.record())
+                                tuning=tuned.record(), parent_id=parent_id, with_source=with_source)
     work_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_file, run_id)
     try:
@@ -218,14 +223,13 @@ def run(params: Params, name: str, work_root: Path | None = None) -> None:
              len(experiments), ", ".join(runs.run_name(e) for e in experiments), policy, placed["distribution"],
              placed["device_count"], placed["devices"], placed["batch_per_device"])
     work_root = work_root or paths.tmp_dir("train", name)
-    tuned: dict[tuple[str, float], Tuned] = {}
-    finished = {}
-    for e in experiments:
-        arm = (e.weights_label, e.train_fraction)
-        if arm not in tuned:  # an arm's first run at each share is at its first seed: it tunes for the others
-            tuned[arm] = tune_arm(e, params, work_root)
-        trained = dataclasses.replace(e, settings=with_rate(e.settings, tuned[arm].chosen_factor))
-        finished[runs.run_name(e)] = train_run(trained, work_root, policy, tuned[arm])
+    parent = (tracking.parent_run(experiments[0]), tracking.names_need_source(experiments))
+    try:
+        finished = train_all(experiments, params, work_root, policy, parent)
+    except BaseException:
+        tracking.end_run(parent[0], status="KILLED")
+        raise
+    tracking.end_run(parent[0])
     out = paths.experiment_model_dir(name) / "runs"
     staging = out.with_name("runs.partial")
     if staging.exists():
@@ -235,3 +239,17 @@ def run(params: Params, name: str, work_root: Path | None = None) -> None:
         shutil.copytree(folder, staging / run_name)
     replace_dir(staging, out)
     shutil.rmtree(work_root)
+
+
+def train_all(experiments: list[Experiment], params: Params, work_root: Path, policy: str,
+              parent: tuple[str, bool]) -> dict[str, Path]:
+    """Train (or find finished) every run, each arm tuned first; run folder name -> finished folder."""
+    tuned: dict[tuple[str, float], Tuned] = {}
+    finished = {}
+    for e in experiments:
+        arm = (e.weights_label, e.train_fraction)
+        if arm not in tuned:  # an arm's first run at each share is at its first seed: it tunes for the others
+            tuned[arm] = tune_arm(e, params, work_root)
+        trained = dataclasses.replace(e, settings=with_rate(e.settings, tuned[arm].chosen_factor))
+        finished[runs.run_name(e)] = train_run(trained, work_root, policy, tuned[arm], parent)
+    return finished
