@@ -3,7 +3,8 @@
     python -m stages.report
 
 Reads every planned run's results under reports/runs/ and writes reports/README.md, summary.json, curves.csv
-and figures/; the work is transferbench.reporting's (report.build, then mlflow_log.log_figures).
+and figures/; the work is transferbench.reporting's (report.build, then mlflow_log.log_figures and
+log_answers: the answer on each experiment's MLflow parent run).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from transferbench import cli
 from transferbench.core import paths
 from transferbench.core.files import check_writable
 from transferbench.core.inputs import shown
-from transferbench.reporting.mlflow_log import log_figures
+from transferbench.reporting.mlflow_log import log_answers, log_figures
 from transferbench.reporting.report import build, print_answer
 from transferbench.study.params import load_params
 
@@ -27,7 +28,7 @@ def report(args: argparse.Namespace) -> None:
     params = load_params()
     check_writable(paths.REPORTS)
     built = build(params, paths.REPORTS)
-    for warning in log_figures(built):
+    for warning in log_figures(built) + log_answers(built, paths.REPORTS):
         log.warning("%s", warning)
     print_answer(built.typed.experiments)
     for item in built.typed.missing:
