@@ -57,7 +57,7 @@ from benchmarks import common  # noqa: E402
 from benchmarks.common import A100_RESNET50, H100_OVER_A100, macs_per_image  # noqa: E402
 from benchmarks.gpu import SameBatch  # noqa: E402
 from transferbench.core import backend  # noqa: E402
-from transferbench.models.backbones import MODELS  # noqa: E402
+from transferbench.models.catalog import MODELS  # noqa: E402
 from transferbench.models.heads import aux_output_names, output_names  # noqa: E402
 from transferbench.study.experiments import Experiment, resolve  # noqa: E402
 from transferbench.study.params import load_params  # noqa: E402

@@ -61,8 +61,8 @@ import numpy as np  # noqa: E402
 from benchmarks.common import A100_RESNET50, H100_OVER_A100, machine, macs_per_image  # noqa: E402
 from transferbench.data.task import Task  # noqa: E402
 from transferbench.models.assembly import assemble_model, compile_outputs, make_optimizer  # noqa: E402
-from transferbench.models.backbones import MODELS, build_core  # noqa: E402
-from transferbench.models.heads import HeadOptions  # noqa: E402
+from transferbench.models.backbones import build_core  # noqa: E402
+from transferbench.models.catalog import MODELS, HeadOptions  # noqa: E402
 from transferbench.training.batches import ArrayBatches, DeviceBatches, class_weights, fit_input  # noqa: E402
 from transferbench.training.feed import feed_for  # noqa: E402
 

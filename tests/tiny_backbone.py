@@ -1,10 +1,10 @@
 """Tiny registered backbones that stand in for Xception and GoogLeNet where a test checks a mechanism.
 
-They go through the real model registry, so strategy, training, resume and tracking tests run the
-code paths users run, in a fraction of a second instead of the many seconds a real core costs to
-build and trace. ``tiny`` stands in for Xception: it has BatchNormalization (what the frozen-part
-and two-phase rules act on) and Xception's preprocessing. ``tiny_aux`` stands in for GoogLeNet: two
-auxiliary classifiers, GoogLeNet's preprocessing.
+They go through the real model registries (models.catalog's entry, models.backbones' builder), so
+strategy, training, resume and tracking tests run the code paths users run, in a fraction of a second
+instead of the many seconds a real core costs to build and trace. ``tiny`` stands in for Xception: it
+has BatchNormalization (what the frozen-part and two-phase rules act on) and Xception's preprocessing.
+``tiny_aux`` stands in for GoogLeNet: two auxiliary classifiers, GoogLeNet's preprocessing.
 
 Keras is imported inside the builders only, so registering these costs nothing where a test never
 builds a model.
@@ -12,7 +12,8 @@ builds a model.
 
 from __future__ import annotations
 
-from transferbench.models.backbones import MODELS, ModelSpec
+from transferbench.models.backbones import CORES, Core
+from transferbench.models.catalog import MODELS, ModelEntry
 
 # Keras' order of the core's layers; `freeze: 4` freezes the first block.
 TINY_LAYERS = ("input", "conv1", "bn1", "relu1", "conv2", "bn2", "relu2")
@@ -56,14 +57,14 @@ def _aux_trunk(feature_map, name: str):
     return layers.Dense(4, activation="relu", name=f"{name}_fc")(x)
 
 
-TINY = MODELS.register("tiny")(ModelSpec(
-    build_core=_tiny, preprocess=MODELS.get("xception").preprocess, min_size=TINY_MIN_SIZE,
-))
+TINY = MODELS.register("tiny")(ModelEntry(min_size=TINY_MIN_SIZE))
+CORES.register("tiny")(Core(build_core=_tiny, preprocess=CORES.get("xception").preprocess))
 
-TINY_AUX = MODELS.register("tiny_aux")(ModelSpec(
-    build_core=_tiny_with_aux, preprocess=MODELS.get("googlenet").preprocess, min_size=TINY_MIN_SIZE,
-    aux_loss_weights=TINY_AUX_LOSS_WEIGHTS, aux_trunk=_aux_trunk,
+TINY_AUX = MODELS.register("tiny_aux")(ModelEntry(
+    min_size=TINY_MIN_SIZE, aux_loss_weights=TINY_AUX_LOSS_WEIGHTS,
 ))
+CORES.register("tiny_aux")(Core(build_core=_tiny_with_aux, preprocess=CORES.get("googlenet").preprocess,
+                                aux_trunk=_aux_trunk))
 
 
 def each_model() -> list:
@@ -72,4 +73,4 @@ def each_model() -> list:
     import pytest
 
     return [pytest.param(name, marks=pytest.mark.jax if name in FAST_MODELS else pytest.mark.slow)
-            for name in MODELS.names()]
+            for name in MODELS.names(private=True)]

@@ -13,8 +13,9 @@ from tests.fixture_data import write_prepared_captcha
 from transferbench.core.files import read_json
 from transferbench.data.datasets import Task, read_manifest
 from transferbench.models.assembly import assemble_model
-from transferbench.models.backbones import MODELS, build_core, load_model
-from transferbench.models.heads import HEADS, HeadOptions, task_outputs
+from transferbench.models.backbones import build_core, load_model
+from transferbench.models.catalog import MODELS, HeadOptions
+from transferbench.models.heads import head_spec, task_outputs
 from transferbench.study.experiments import resolve
 from transferbench.study.params import check_params
 from transferbench.training.batches import ArrayBatches
@@ -63,7 +64,7 @@ def test_task_metrics_for_captcha_heads():
     targets = np.array([[0, 1], [1, 1], [0, 0]])
     one_hot = lambda idx: np.eye(3)[idx] * 0.9 + 0.1 / 3  # noqa: E731 - confident, never zero
     predictions = [one_hot(np.array([0, 1, 1])), one_hot(np.array([1, 1, 0]))]
-    task, head = Task("multihead", 3, 2), HEADS.get("dense")
+    task, head = Task("multihead", 3, 2), head_spec("dense")
     metrics = task_metrics(task, targets, head.predicted_classes(task, predictions))
     assert metrics["accuracy"] == pytest.approx(5 / 6)
     assert metrics["sequence_accuracy"] == pytest.approx(2 / 3)
@@ -78,7 +79,7 @@ def test_task_metrics_for_captcha_heads():
 def test_task_metrics_for_a_binary_head(head, scores, decided):
     targets = np.array([1, 0, 0, 0])
     predictions = [np.array(scores, dtype="float32").reshape(-1, 1)]  # one unit: (n, 1)
-    task, spec = Task("binary", 2), HEADS.get(head)
+    task, spec = Task("binary", 2), head_spec(head)
     metrics = task_metrics(task, targets, spec.predicted_classes(task, predictions))
     assert metrics["accuracy"] == pytest.approx(np.mean(np.array(decided) == targets)) and metrics["n"] == 4
 
@@ -210,7 +211,7 @@ def test_svm_head_loss_is_squared_hinge_and_it_trains(params, dataset, size, n_c
     expected = squared_hinge(margins, y) + 0.01 * float(np.sum(kernel ** 2))
     scores = model.evaluate(x, y, verbose=0, return_dict=True)
     assert scores["loss"] == pytest.approx(expected, rel=1e-4)
-    rule = HEADS.get("svm").predicted_classes(task, [margins])[:, 0]
+    rule = head_spec("svm").predicted_classes(task, [margins])[:, 0]
     assert scores["accuracy"] == pytest.approx(np.mean(rule == y)), "accuracy follows the margin's sign"
 
     before = kernel.copy()

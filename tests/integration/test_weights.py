@@ -18,6 +18,7 @@ from transferbench import cli
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError
 from transferbench.models import backbones as models
+from transferbench.models import catalog
 from transferbench.models import pretrained as weights
 from transferbench.study.experiments import resolve
 from transferbench.study.params import check_params
@@ -40,9 +41,9 @@ def mirror(monkeypatch):
 
 def serve_imagenet_file(monkeypatch, mirror, content: bytes, published_md5: str | None = None) -> str:
     """Serve ``content`` as xception's no-top weights; make the registry expect its md5 (or the one given)."""
-    spec = models.MODELS.get("xception")
+    spec = catalog.MODELS.get("xception")
     md5 = published_md5 or hashlib.md5(content).hexdigest()
-    monkeypatch.setitem(models.MODELS._entries, "xception",
+    monkeypatch.setitem(catalog.MODELS._entries, "xception",
                         dataclasses.replace(spec, imagenet=dataclasses.replace(spec.imagenet, md5=md5)))
     mirror.files["/keras/" + spec.imagenet.path] = content
     return spec.imagenet.filename
@@ -170,13 +171,13 @@ def test_a_download_killed_midway_leaves_nothing_half_written_and_the_rerun_comp
                                                                                      monkeypatch):
     content = np.random.default_rng(0).integers(0, 256, 2_000_000, dtype=np.uint8).tobytes()
     filename = serve_imagenet_file(monkeypatch, mirror, content)
-    served = "/keras/" + models.MODELS.get("xception").imagenet.path
+    served = "/keras/" + catalog.MODELS.get("xception").imagenet.path
     mirror.pace[served] = (50_000, 0.1)  # 4 s for the whole file: time to be killed half-way
     # The weights stage's download in a process of its own, against the registry entry this test serves.
     script = ("import dataclasses\n"
-              "from transferbench.models import backbones, pretrained\n"
-              "spec = backbones.MODELS.get('xception')\n"
-              "backbones.MODELS._entries['xception'] = dataclasses.replace(\n"
+              "from transferbench.models import catalog, pretrained\n"
+              "spec = catalog.MODELS.get('xception')\n"
+              "catalog.MODELS._entries['xception'] = dataclasses.replace(\n"
               f"    spec, imagenet=dataclasses.replace(spec.imagenet, md5={hashlib.md5(content).hexdigest()!r}))\n"
               "print(pretrained.fetch_imagenet('xception'))\n")
     env = {**os.environ, "PYTHONPATH": f"{paths.ROOT / 'src'}{os.pathsep}{paths.ROOT}"}

@@ -18,7 +18,7 @@ from transferbench.data.datasets import Task
 from transferbench.models import heads
 from transferbench.models.assembly import assemble_model
 from transferbench.models.backbones import (
-    MODELS,
+    CORES,
     POOLINGS,
     build_core,
     core_layer_count,
@@ -27,8 +27,9 @@ from transferbench.models.backbones import (
     load_model,
     pooling_layer,
 )
+from transferbench.models.catalog import HEADS, MODELS, HeadOptions, check_head
 from transferbench.models.custom_objects import CaffePreprocess
-from transferbench.models.heads import HEADS, HeadOptions, check_head, task_outputs
+from transferbench.models.heads import head_spec, task_outputs
 
 TASKS = [Task("binary", 2), Task("multiclass", 3), Task("multihead", 36, 6)]
 HEAD_SETTINGS = {  # a pooling and settings each head fits; between them every pooling is used
@@ -58,6 +59,19 @@ def test_every_head_has_settings_here_and_poolings_match_the_schema():
     assert sorted(HEAD_SETTINGS) == HEADS.names()
     assert sorted({pooling for pooling, _ in HEAD_SETTINGS.values()}) == sorted(POOLINGS)
     assert tuple(POOLINGS) == accepted
+
+
+def test_every_catalog_entry_has_a_builder_and_every_builder_an_entry(monkeypatch):
+    """models.catalog lists the names once: a builder for a name it lacks is refused, a missing one named."""
+    assert CORES.names(private=True) == MODELS.names(private=True)
+    assert heads.CLASSIFIERS.names(private=True) == HEADS.names(private=True)
+    with pytest.raises(ValueError, match="no model 'resnet9000'"):
+        CORES.register("resnet9000")(CORES.get("cnn"))
+    monkeypatch.setitem(MODELS._entries, "unbuilt", MODELS.get("cnn"))
+    with pytest.raises(LookupError, match="model 'unbuilt' has no Keras builder"):
+        build_core("unbuilt", (32, 32, 3))
+    with pytest.raises(ConfigError, match="unknown model 'resnet9000'; valid: cnn, googlenet"):
+        build_core("resnet9000", (32, 32, 3))
 
 
 @pytest.mark.parametrize("name", each_model())
@@ -169,10 +183,10 @@ def test_task_outputs_drop_aux_and_keep_order():
 @pytest.mark.jax
 def test_decision_rules_per_head():
     margins = [np.array([[-0.2], [0.1], [0.7]])]
-    assert HEADS.get("svm").predicted_classes(Task("binary", 2), margins)[:, 0].tolist() == [0, 1, 1]
-    assert HEADS.get("dense").predicted_classes(Task("binary", 2), margins)[:, 0].tolist() == [0, 0, 1]
+    assert head_spec("svm").predicted_classes(Task("binary", 2), margins)[:, 0].tolist() == [0, 1, 1]
+    assert head_spec("dense").predicted_classes(Task("binary", 2), margins)[:, 0].tolist() == [0, 0, 1]
     scores = [np.array([[0.1, 0.9, 0.0], [2.0, -1.0, 0.5]])]
-    assert HEADS.get("svm").predicted_classes(Task("multiclass", 3), scores)[:, 0].tolist() == [1, 0]
+    assert head_spec("svm").predicted_classes(Task("multiclass", 3), scores)[:, 0].tolist() == [1, 0]
 
 
 @pytest.mark.jax
@@ -194,7 +208,7 @@ def test_image_under_minimum_is_refused():
 
 @pytest.mark.jax
 def test_xception_preprocessing_maps_pixels_to_minus_one_one():
-    layer = MODELS.get("xception").preprocess()
+    layer = CORES.get("xception").preprocess()
     out = np.asarray(layer(np.array([[0.0, 127.5, 255.0]])))
     np.testing.assert_allclose(out, [[-1.0, 0.0, 1.0]], atol=1e-6)
 
@@ -226,8 +240,8 @@ def test_weights_file_round_trip_and_mismatch(tmp_path):
 @pytest.mark.jax
 def test_model_with_custom_layer_survives_save_and_load(tmp_path, monkeypatch):
     # VGG16's preprocessing is a layer of ours; the tiny backbone takes it, standing in for VGG16.
-    monkeypatch.setitem(MODELS._entries, "tiny",
-                        dataclasses.replace(MODELS.get("tiny"), preprocess=MODELS.get("vgg16").preprocess))
+    monkeypatch.setitem(CORES._entries, "tiny",
+                        dataclasses.replace(CORES.get("tiny"), preprocess=CORES.get("vgg16").preprocess))
     base = create_base("tiny", (32, 32, 3), "avg")
     base.save(tmp_path / "m.keras")
     again = load_model(tmp_path / "m.keras")

@@ -11,8 +11,9 @@ from typing import Any
 import keras
 
 from transferbench.data.task import Task
-from transferbench.models.backbones import MODELS, base_outputs
-from transferbench.models.heads import HEADS, HeadOptions, aux_output_names, output_names
+from transferbench.models.backbones import CORES, base_outputs
+from transferbench.models.catalog import MODELS, HeadOptions
+from transferbench.models.heads import aux_output_names, head_spec, output_names
 
 
 def augmentation(name: str) -> keras.layers.Layer | None:
@@ -28,19 +29,19 @@ def assemble_model(model_name: str, core: keras.Model, image_shape: tuple[int, i
     """Pixels -> [augmentation] -> preprocessing -> ``core`` -> pooling -> head (+ auxiliary classifiers).
 
     Outputs are named ``output_names(task)``, then ``aux1``, ``aux2``.. for a model with auxiliary
-    classifiers (see ModelSpec.aux_trunk); each aux output has the head's classifier and loss.
+    classifiers (see backbones.Core.aux_trunk); each aux output has the head's classifier and loss.
     """
-    spec, head_spec = MODELS.get(model_name), HEADS.get(head)
+    core_spec, spec = CORES.get(model_name), head_spec(head)
     inputs = keras.Input(tuple(image_shape), name="image")
     layer = augmentation(augment)
     pixels = layer(inputs) if layer is not None else inputs
     features, aux_maps = base_outputs(model_name, core, pixels, pooling)
-    outputs = head_spec.build(features, task, head_options)
+    outputs = spec.build(features, task, head_options)
     for index, aux_map in enumerate(aux_maps, start=1):
-        # Only a core with auxiliary classifiers (GoogLeNet) has extra outputs, and its spec has their trunk.
-        assert spec.aux_trunk is not None, f"model {model_name!r}: extra core outputs but no aux_trunk"
-        trunk = spec.aux_trunk(aux_map, f"aux{index}")
-        outputs += [head_spec.classifier(trunk, task, head_options, n) for n in aux_output_names(task, index)]
+        # Only a core with auxiliary classifiers (GoogLeNet) has extra outputs, and its builder has their trunk.
+        assert core_spec.aux_trunk is not None, f"model {model_name!r}: extra core outputs but no aux_trunk"
+        trunk = core_spec.aux_trunk(aux_map, f"aux{index}")
+        outputs += [spec.classifier.layer(trunk, task, head_options, n) for n in aux_output_names(task, index)]
     return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=name)
 
 
@@ -64,15 +65,15 @@ def compile_outputs(model: keras.Model, model_name: str, head: str, task: Task,
                     optimizer: keras.optimizers.Optimizer, balanced: bool = False, **compile_args: Any) -> None:
     """Loss, loss weights and accuracy per output of a model built by :func:`assemble_model`; with
     ``balanced`` (one output), balanced accuracy too."""
-    head_spec = HEADS.get(head)
+    spec = head_spec(head)
     names = list(model.output_names)
     if len(names) > 1:
         weights = loss_weights(model_name, task)
         if sorted(weights) != sorted(names):
             raise ValueError(f"model outputs {names} do not match the expected {sorted(weights)}")
-        model.compile(optimizer=optimizer, loss={n: head_spec.loss(task) for n in names},
+        model.compile(optimizer=optimizer, loss={n: spec.loss(task) for n in names},
                       loss_weights={n: weights[n] for n in names},
-                      metrics={n: [head_spec.metric(task)] for n in names}, **compile_args)
+                      metrics={n: [spec.metric(task)] for n in names}, **compile_args)
     else:
-        metrics = [head_spec.metric(task), *([head_spec.balanced_metric(task)] if balanced else [])]
-        model.compile(optimizer=optimizer, loss=head_spec.loss(task), metrics=metrics, **compile_args)
+        metrics = [spec.metric(task), *([spec.balanced_metric(task)] if balanced else [])]
+        model.compile(optimizer=optimizer, loss=spec.loss(task), metrics=metrics, **compile_args)

@@ -1,4 +1,5 @@
-"""The model registry: each entry builds a base (preprocessing + convolutional core -> feature map).
+"""Each model's Keras side: preprocessing + convolutional core -> feature map, registered by the name
+``models.catalog`` declares it under (with its minimum size, ImageNet weights and auxiliary classifiers).
 
 The base pools the core's map (``pooling``: max, avg or flatten) into the vector a head reads. A
 model may also name auxiliary classifiers (GoogLeNet): the core exposes the feature maps they
@@ -7,7 +8,7 @@ read, and ``models.assembly.assemble_model`` gives them outputs ``aux1``, ``aux2
 Every base takes raw uint8-range RGB pixels and does its own preprocessing, so training, evaluation
 and serving cannot disagree about it. Only ``keras`` and ``keras.ops`` are used, so the same code
 runs on TensorFlow (the default backend) and on JAX. Keras is imported by the functions that build
-something, never at import: checking params reads this registry (``min_size``, ``imagenet``) without it.
+something, never at import.
 """
 
 from __future__ import annotations
@@ -22,45 +23,27 @@ from typing import TYPE_CHECKING, Any
 from transferbench.config.choices import POOLINGS
 from transferbench.core.errors import ConfigError
 from transferbench.core.registry import Registry
+from transferbench.models.catalog import MODELS, check_input_shape
 
 if TYPE_CHECKING:
     import keras
 
-KERAS_WEIGHTS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
-
 
 @dataclass(frozen=True)
-class ImagenetWeights:
-    """Keras' published no-top ImageNet weights for a core (file name, md5 from Keras' own source)."""
-
-    path: str  # relative to KERAS_WEIGHTS_BASE
-    md5: str
-
-    @property
-    def filename(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registered model. Checking params reads only ``min_size`` and ``imagenet``: Keras loads when a
-    builder runs, so every builder imports it itself."""
+class Core:
+    """How to build a catalog model: its core and its preprocessing (and its auxiliary classifiers' trunk)."""
 
     # input_shape -> the core whose weights a weights file holds. A core returns spatial feature
     # maps, never pooled: the base pools (see create_base), so a core's weights and layer list do
     # not depend on the experiment's pooling. Extra outputs are the inputs of auxiliary classifiers.
     build_core: Callable[[tuple[int, int, int]], keras.Model]
     preprocess: Callable[[], keras.layers.Layer]
-    min_size: int  # smallest height/width the core accepts
-    imagenet: ImagenetWeights | None = None
-    # Auxiliary classifiers (GoogLeNet): aux_trunk turns the core's i-th extra output into features
-    # for an extra classifier named aux<i>, trained with loss weight aux_loss_weights[i - 1] and
-    # ignored at evaluation (see transferbench.models.heads.task_outputs).
-    aux_loss_weights: tuple[float, ...] = ()
+    # Auxiliary classifiers (ModelEntry.aux_loss_weights): the trunk turns the core's i-th extra output
+    # into features for the classifier named aux<i>.
     aux_trunk: Callable[[keras.KerasTensor, str], keras.KerasTensor] | None = None
 
 
-MODELS: Registry[ModelSpec] = Registry("model")
+CORES: Registry[Core] = Registry("Keras builder", of=MODELS)
 
 
 def pooling_layer(pooling: str) -> keras.layers.Layer:
@@ -111,47 +94,21 @@ def _architecture(name: str) -> Callable[..., Any]:
     return call
 
 
-MODELS.register("xception")(ModelSpec(
+CORES.register("xception")(Core(
     build_core=_application("Xception"),
     # Xception was trained on [-1, 1] inputs (the seed fed it [0, 1]).
     preprocess=_rescaling(1 / 127.5, offset=-1.0),
-    min_size=71,
-    imagenet=ImagenetWeights(
-        "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "b0042744bf5b25fce3cb969f33bebb97"),
 ))
 
-MODELS.register("vgg16")(ModelSpec(
-    build_core=_application("VGG16"),
-    preprocess=_caffe,
-    min_size=32,
-    imagenet=ImagenetWeights(
-        "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "6d6bbae143d832006294945121d1f1fc"),
-))
+CORES.register("vgg16")(Core(build_core=_application("VGG16"), preprocess=_caffe))
 
-MODELS.register("cnn")(ModelSpec(
-    build_core=_architecture("small_cnn"),
-    preprocess=_rescaling(1 / 255.0),
-    min_size=22,  # three (conv 3x3 valid, pool 2) blocks leave at least 1x1
-))
+CORES.register("cnn")(Core(build_core=_architecture("small_cnn"), preprocess=_rescaling(1 / 255.0)))
 
-MODELS.register("googlenet")(ModelSpec(
+CORES.register("googlenet")(Core(
     build_core=_architecture("googlenet"),
     preprocess=_rescaling(1 / 255.0),  # as the seed: pixels / 255
-    # Five stride-2 stages ('same' padding): 32 px leaves inception_5b at 1x1. Smaller inputs would
-    # run, but the later stages would no longer reduce anything.
-    min_size=32,
-    aux_loss_weights=(0.3, 0.3),
     aux_trunk=_architecture("googlenet_aux_trunk"),
 ))
-
-
-def check_input_shape(name: str, shape: tuple[int, int, int]) -> None:
-    spec = MODELS.get(name)
-    if min(shape[0], shape[1]) < spec.min_size:
-        raise ConfigError(f"image size {shape[1]}x{shape[0]} is under {name}'s minimum "
-                          f"{spec.min_size}x{spec.min_size}; accepted: height and width >= {spec.min_size}")
 
 
 def build_core(name: str, input_shape: tuple[int, int, int], pooling: str | None = None) -> keras.Model:
@@ -162,7 +119,7 @@ def build_core(name: str, input_shape: tuple[int, int, int], pooling: str | None
     """
     check_input_shape(name, input_shape)
     height, width, channels = input_shape  # a list from JSON works too
-    return MODELS.get(name).build_core((height, width, channels))
+    return CORES.get(name).build_core((height, width, channels))
 
 
 @functools.cache
@@ -214,7 +171,7 @@ def base_outputs(name: str, core: keras.Model, pixels: keras.KerasTensor,
 
     ``pooling`` None leaves the core's spatial map. Auxiliary maps (GoogLeNet) are never pooled.
     """
-    outputs = core(MODELS.get(name).preprocess()(pixels))
+    outputs = core(CORES.get(name).preprocess()(pixels))
     features, *aux = outputs if isinstance(outputs, (list, tuple)) else [outputs]
     if pooling is not None:
         features = pooling_layer(pooling)(features)

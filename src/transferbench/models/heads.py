@@ -1,4 +1,5 @@
-"""The head registry: what sits on a base's features and turns them into predictions + a loss.
+"""Each head's Keras side: the classifier and loss registered by the name ``models.catalog`` declares
+it under (with the task kinds it serves, its decision rule and the settings it refuses).
 
 A head is the optional hidden layer and dropout every head shares (``head_units``, ``head_dropout``)
 plus its own classifier, one per output of the task. Every head also says how to read its outputs
@@ -9,44 +10,44 @@ plus its own classifier, one per output of the task. Every head also says how to
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from transferbench.core.errors import ConfigError
 from transferbench.core.registry import Registry
 from transferbench.data.task import Task
+from transferbench.models.catalog import HEADS, HeadEntry, HeadOptions
 
-if TYPE_CHECKING:  # Keras loads when a head is built: checking params needs the rules below only
+if TYPE_CHECKING:  # Keras loads when a head is built
     import keras
-
-    from transferbench.config.experiment import ExperimentBase  # pydantic: building a model needs none
 
 
 @dataclass(frozen=True)
-class HeadOptions:
-    """The experiment's head settings: hidden Dense(relu) units (0 = none), dropout, classifier L2."""
+class Classifier:
+    """How to build a catalog head's outputs: the layer and its loss."""
 
-    units: int = 0
-    dropout: float = 0.0
-    l2: float = 0.0
+    # (features, task, options, name) -> one output layer named ``name``
+    layer: Callable[[keras.KerasTensor, Task, HeadOptions, str], keras.KerasTensor]
+    loss: Callable[[Task], Any]  # a Keras loss (name or object) for one output
 
-    @classmethod
-    def of(cls, settings: ExperimentBase) -> HeadOptions:
-        return cls(units=settings.head_units, dropout=settings.head_dropout, l2=settings.head_l2)
+
+CLASSIFIERS: Registry[Classifier] = Registry("Keras classifier", of=HEADS)
 
 
 @dataclass(frozen=True)
 class HeadSpec:
-    # (features, task, options, name) -> one output layer named ``name``
-    classifier: Callable[[keras.KerasTensor, Task, HeadOptions, str], keras.KerasTensor]
-    loss: Callable[[Task], Any]  # a Keras loss (name or object) for one output
-    tasks: frozenset[str]  # task kinds this head can serve
-    # Binary decision rule: class 1 where the output exceeds this (probabilities 0.5, margins 0).
-    threshold: float = 0.5
-    # (name, pooling, options) -> None, or ConfigError for settings the head cannot take
-    check: Callable[[str, str | None, HeadOptions], None] = field(default=lambda name, pooling, options: None)
+    """A head as a model uses it: its catalog entry (task kinds, decision rule) and its classifier."""
+
+    entry: HeadEntry
+    classifier: Classifier
+
+    @property
+    def threshold(self) -> float:
+        return self.entry.threshold
+
+    def loss(self, task: Task) -> Any:
+        return self.classifier.loss(task)
 
     def build(self, features: keras.KerasTensor, task: Task,
               options: HeadOptions = HeadOptions()) -> list[keras.KerasTensor]:
@@ -58,7 +59,7 @@ class HeadSpec:
             x = layers.Dense(options.units, activation="relu", name="head_hidden")(x)
         if options.dropout:
             x = layers.Dropout(options.dropout, name="head_dropout")(x)
-        return [self.classifier(x, task, options, name) for name in output_names(task)]
+        return [self.classifier.layer(x, task, options, name) for name in output_names(task)]
 
     def metric(self, task: Task) -> Any:
         """Accuracy that follows the decision rule (Keras' "accuracy" thresholds binary outputs at 0.5)."""
@@ -81,7 +82,9 @@ class HeadSpec:
         return np.stack([np.asarray(p).argmax(axis=-1) for p in predictions], axis=1)
 
 
-HEADS: Registry[HeadSpec] = Registry("head")
+def head_spec(name: str) -> HeadSpec:
+    """Head ``name``'s catalog entry and classifier; ConfigError naming the heads for an unknown one."""
+    return HeadSpec(HEADS.get(name), CLASSIFIERS.get(name))
 
 
 def output_names(task: Task) -> list[str]:
@@ -149,33 +152,11 @@ def _cross_entropy(task: Task) -> str:
     return "binary_crossentropy" if task.kind == "binary" else "sparse_categorical_crossentropy"
 
 
-ALL_TASKS = frozenset({"binary", "multiclass", "multihead"})
+CLASSIFIERS.register("dense")(Classifier(layer=_softmax_or_sigmoid, loss=_cross_entropy))
 
-HEADS.register("dense")(HeadSpec(
-    classifier=_softmax_or_sigmoid,
-    loss=_cross_entropy,
-    tasks=ALL_TASKS,
-))
-
-
-def _check_gap(name: str, pooling: str | None, options: HeadOptions) -> None:
-    if pooling is not None and pooling != "avg":
-        raise ConfigError(f"head {name!r} is global average pooling + softmax; pooling {pooling!r} does not "
-                          "fit it; accepted: pooling avg (or head dense for max / flatten)")
-    if options.units:
-        raise ConfigError(f"head {name!r} feeds the pooled features straight into the classifier; "
-                          f"head_units {options.units} does not fit it; accepted: head_units 0 "
-                          "(or head dense for a hidden layer)")
-
-
-# Seed 001's "global average pooling + softmax": the averaged feature maps go straight into the
-# classifier. The base does the averaging (pooling: avg), so the head refuses any other pooling.
-HEADS.register("gap")(HeadSpec(
-    classifier=_softmax_or_sigmoid,
-    loss=_cross_entropy,
-    tasks=ALL_TASKS,
-    check=_check_gap,
-))
+# Seed 001's "global average pooling + softmax": the base does the averaging (the catalog's rule
+# refuses any pooling but avg), so the classifier is the dense head's.
+CLASSIFIERS.register("gap")(Classifier(layer=_softmax_or_sigmoid, loss=_cross_entropy))
 
 
 def _linear_svm(features: keras.KerasTensor, task: Task, options: HeadOptions, name: str):
@@ -187,12 +168,6 @@ def _linear_svm(features: keras.KerasTensor, task: Task, options: HeadOptions, n
                         dtype="float32", name=name)(features)
 
 
-def _check_svm(name: str, pooling: str | None, options: HeadOptions) -> None:
-    if options.l2 <= 0:
-        raise ConfigError(f"head {name!r} is a linear SVM, whose margin needs an L2 penalty; head_l2 "
-                          f"{options.l2!r} does not fit it; accepted: head_l2 > 0 (e.g. 0.0001)")
-
-
 def _squared_hinge() -> keras.losses.Loss:
     from transferbench.models.custom_objects import OneVsRestSquaredHinge
 
@@ -200,20 +175,5 @@ def _squared_hinge() -> keras.losses.Loss:
 
 
 # Seed 001's linear SVM: one linear margin per class (one-vs-rest), squared hinge loss and an L2
-# penalty on the weights. Outputs are margins: class 1 of a binary task where the margin is > 0.
-HEADS.register("svm")(HeadSpec(
-    classifier=_linear_svm,
-    loss=lambda task: _squared_hinge(),
-    tasks=ALL_TASKS,
-    threshold=0.0,
-    check=_check_svm,
-))
-
-
-def check_head(name: str, task: Task, pooling: str | None = None, options: HeadOptions | None = None) -> None:
-    """ConfigError unless head ``name`` fits the task (and, when given, the pooling and head settings)."""
-    spec = HEADS.get(name)
-    if task.kind not in spec.tasks:
-        fitting = [n for n in HEADS.names() if task.kind in HEADS.get(n).tasks]
-        raise ConfigError(f"head {name!r} does not fit a {task.kind} task; heads for {task.kind}: {', '.join(fitting)}")
-    spec.check(name, pooling, options or HeadOptions())
+# penalty on the weights (the catalog's rule requires head_l2 > 0).
+CLASSIFIERS.register("svm")(Classifier(layer=_linear_svm, loss=lambda task: _squared_hinge()))

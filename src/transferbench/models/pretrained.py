@@ -60,7 +60,7 @@ def fetch_imagenet(model_name: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path
     backend.select()  # Keras' first import in this stage: a backend that cannot run is one line, not Keras' error
     from keras.utils import get_file
 
-    from transferbench.models.backbones import KERAS_WEIGHTS_BASE, MODELS
+    from transferbench.models.catalog import KERAS_WEIGHTS_BASE, MODELS
 
     spec = MODELS.get(model_name).imagenet
     if spec is None:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from transferbench.config.weights import RANDOM  # every other arm counts as pretrained
 from transferbench.core.errors import ConfigError
+from transferbench.models.catalog import MODELS
 from transferbench.reporting.budget import arm_budget, budget_rule, distinct
 from transferbench.reporting.read import (
     ExperimentRuns,
@@ -106,8 +107,6 @@ def missing_arm_reason(experiment: ExperimentRuns, which: str) -> str | None:
 
 
 def has_imagenet(model: str) -> bool:
-    from transferbench.models.backbones import MODELS  # imports Keras: only asked for single-arm experiments
-
     try:
         return MODELS.get(model).imagenet is not None
     except ConfigError:

@@ -27,8 +27,7 @@ from transferbench.core.errors import ConfigError, quoted
 from transferbench.core.inputs import shown
 from transferbench.core.registry import Registry
 from transferbench.data.datasets import DATASETS, DatasetParams
-from transferbench.models.backbones import MODELS
-from transferbench.models.heads import HEADS, HeadOptions, check_head
+from transferbench.models.catalog import HEADS, MODELS, HeadOptions, check_head
 
 
 def each_once(value: list[float], what: str) -> list[float]:

@@ -29,8 +29,9 @@ from transferbench.core.inputs import missing, read_json_input
 from transferbench.data.datasets import Task, load_split
 from transferbench.models import strategies
 from transferbench.models.assembly import loss_weights
-from transferbench.models.backbones import MODELS, load_model
-from transferbench.models.heads import HEADS, output_names, output_sources, task_outputs
+from transferbench.models.backbones import load_model
+from transferbench.models.catalog import MODELS
+from transferbench.models.heads import head_spec, output_names, output_sources, task_outputs
 from transferbench.plots import learning_curves
 from transferbench.study import runs
 from transferbench.study.experiments import Experiment, monitor
@@ -52,7 +53,7 @@ def keras_loss(model: keras.Model, experiment: Experiment, raw: Any, targets: np
     times its loss weight (GoogLeNet's auxiliary classifiers count 0.3 each), plus the regularisation
     penalties (the SVM's L2). The second sums the task's outputs alone, without penalties.
     """
-    task, head = experiment.task, HEADS.get(experiment.settings.head)
+    task, head = experiment.task, head_spec(experiment.settings.head)
     loss_fn = keras.losses.get(head.loss(task))
     names = list(model.output_names)
     listed = list(raw.values()) if isinstance(raw, Mapping) else raw if isinstance(raw, (list, tuple)) else [raw]
@@ -76,7 +77,7 @@ def keras_loss(model: keras.Model, experiment: Experiment, raw: Any, targets: np
 def loss_definition(experiment: Experiment) -> str:
     """One line saying what ``test.loss`` (and train / validation loss) sums, and what ``test.task_loss`` is."""
     settings, task = experiment.settings, experiment.task
-    head = HEADS.get(settings.head).loss(task)
+    head = head_spec(settings.head).loss(task)
     name = LOSS_NAMES.get(head, head) if isinstance(head, str) else "one-vs-rest squared hinge"
     text = f"sum over {task.n_outputs} heads of {name}" if task.n_outputs > 1 else name
     aux = MODELS.get(settings.model).aux_loss_weights
@@ -161,7 +162,7 @@ def evaluate(experiment: Experiment, model: keras.Model, images: np.ndarray, man
     task, classes = experiment.task, experiment.spec.classes
     batches = ArrayBatches(images, targets, experiment.settings.batch_size, n_outputs=task.n_outputs)
     raw = model.predict(batches, verbose=1 if sys.stdout.isatty() else 0)
-    head = HEADS.get(experiment.settings.head)
+    head = head_spec(experiment.settings.head)
     # Decided once: metrics, per-class accuracy, confusion matrix and predictions.npz agree.
     predicted = head.predicted_classes(task, task_outputs(model, raw, task))
     loss, task_loss = keras_loss(model, experiment, raw, np.asarray(targets))

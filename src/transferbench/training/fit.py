@@ -25,7 +25,8 @@ from transferbench.core.files import read_json, write_json
 from transferbench.models import strategies
 from transferbench.models.assembly import assemble_model, compile_outputs, make_optimizer
 from transferbench.models.backbones import initial_core, load_model
-from transferbench.models.heads import HeadOptions, output_names
+from transferbench.models.catalog import HeadOptions
+from transferbench.models.heads import output_names
 from transferbench.study.experiments import BALANCED_MONITOR, MONITOR, Experiment, monitor
 from transferbench.training.batches import ArrayBatches, class_weights, device_resident, fit_input
 from transferbench.training.distribution import Placement, active, portable
