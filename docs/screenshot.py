@@ -11,9 +11,11 @@ The per-epoch numbers are made up in the shape seed 000 describes (pretrained se
 
     python docs/screenshot.py [--out docs/mlflow-ui.png] [--chromium chromium]
     python docs/screenshot.py --repo . --out docs/mlflow-runs.png    # a real run's store instead
+    python docs/screenshot.py --repo . --parent --out docs/mlflow-parent.png    # its newest parent run
 
 With ``--repo``, the server reads that repository's mlflow.db (and mlartifacts/) and the picture is
-the runs table of its first experiment, as `mlflow ui` opens it.
+the runs table of its first experiment, as `mlflow ui` opens it; ``--run`` its newest run's page, ``--parent``
+its newest parent run's (the answer: differences, verdicts, the report as artifacts).
 """
 
 from __future__ import annotations
@@ -158,6 +160,8 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, help="a repository whose real runs (mlflow.db) to show")
     parser.add_argument("--run", action="store_true",
                         help="with --repo: the newest run's own page (description, tags, params, metrics)")
+    parser.add_argument("--parent", action="store_true",
+                        help="with --repo: the newest parent run's page (the answer the report logged there)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)
@@ -173,11 +177,13 @@ def main() -> None:
                     raise SystemExit(f"{repo / 'mlflow.db'} has no experiment: run the pipeline first")
                 # MLflow 3.17 opens every experiment as GenAI unless the page is asked for model training.
                 page = f"{url}/#/experiments/{experiments[0].experiment_id}/runs?workflowType=machine_learning"
-                if args.run:
-                    newest = MlflowClient(url).search_runs([experiments[0].experiment_id], max_results=1,
+                if args.run or args.parent:
+                    kind = "tags.role = 'parent'" if args.parent else ""
+                    newest = MlflowClient(url).search_runs([experiments[0].experiment_id], kind, max_results=1,
                                                            order_by=["attributes.start_time DESC"])
                     if not newest:
-                        raise SystemExit(f"{repo / 'mlflow.db'} has no run: run the pipeline first")
+                        raise SystemExit(f"{repo / 'mlflow.db'} has no {'parent ' if args.parent else ''}run: "
+                                         "run the pipeline first")
                     page = (f"{url}/#/experiments/{experiments[0].experiment_id}/runs/{newest[0].info.run_id}"
                             "?workflowType=machine_learning")
             else:
