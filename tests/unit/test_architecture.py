@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
-from tests import import_graph as graph
+from tools import code_deps as graph
 
 # Each layer may import itself and the layers listed (docs/architecture.md draws them).
 LAYERS = {
@@ -69,7 +70,7 @@ def test_each_stage_depends_on_every_file_its_code_imports():
         uncovered = sorted(f for f in needed if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
         if uncovered:
             missing[name] = uncovered
-    assert missing == {}, "run `python -m tests.import_graph` to rewrite dvc.yaml's code deps"
+    assert missing == {}, "run `python -m tools.code_deps --write` to rewrite dvc.yaml's code deps"
 
 
 def test_each_stage_depends_on_no_code_it_does_not_run():
@@ -85,7 +86,7 @@ def test_each_stage_depends_on_no_code_it_does_not_run():
                             if p.relative_to(graph.ROOT).as_posix() not in needed)
             if not files or unused:
                 extra.setdefault(name, []).extend(unused or [dep])
-    assert extra == {}, "run `python -m tests.import_graph` to rewrite dvc.yaml's code deps"
+    assert extra == {}, "run `python -m tools.code_deps --write` to rewrite dvc.yaml's code deps"
 
 
 def test_the_graph_sees_imports_inside_functions_and_by_name():
@@ -94,3 +95,25 @@ def test_the_graph_sees_imports_inside_functions_and_by_name():
     assert "transferbench.data.sources.kaggle_dogs_vs_cats" in fetch  # imported by name from the registry entry
     assert "transferbench.data.sources" in fetch
     assert graph.closure("stages.train") >= {"transferbench.training.fit", "transferbench.models.strategies"}
+
+
+def test_code_deps_check_shows_a_stale_dep_and_write_restores_it(tmp_path, capsys):
+    current = (graph.ROOT / "dvc.yaml").read_text()
+    stale = tmp_path / "dvc.yaml"
+    stale.write_text(current.replace("        - src/transferbench/models/catalog.py\n", "", 1))
+
+    assert graph.main(["--check", "--file", str(stale)]) == 1
+    err = capsys.readouterr().err
+    assert "+        - src/transferbench/models/catalog.py" in err and "--write" in err
+    assert graph.main(["--write", "--file", str(stale)]) == 0
+    assert stale.read_text() == current
+    assert graph.main(["--check", "--file", str(stale)]) == 0
+
+
+def test_code_deps_help_and_no_action_write_nothing(tmp_path):
+    stale = tmp_path / "dvc.yaml"
+    stale.write_text("stages: {}  # untouched\n")
+    for argv in (["--help"], [], ["--file", str(stale)]):
+        with pytest.raises(SystemExit):
+            graph.main(argv)
+    assert stale.read_text() == "stages: {}  # untouched\n"

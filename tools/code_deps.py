@@ -1,13 +1,21 @@
-"""The project's import graph, read from the source with ``ast`` (nothing is imported or run).
+"""Each DVC stage's code deps, from the project's import graph: ``--check`` that dvc.yaml lists them, ``--write`` them.
 
-Every import counts, also one inside a function: it runs when that function does. A dotted string
-that names a project module or package (``importlib.import_module(f"transferbench.data.sources.{name}")``)
-counts as an import of it, so a stage that picks its source by name depends on every source.
+    python -m tools.code_deps --check   # exit 1 with a diff when dvc.yaml's code deps are stale (CI)
+    python -m tools.code_deps --write   # rewrite them after moving or adding a module
+
+The graph is read from the source with ``ast`` (nothing is imported or run). Every import counts,
+also one inside a function: it runs when that function does. A dotted string that names a project
+module or package (``importlib.import_module(f"transferbench.data.sources.{name}")``) counts as an
+import of it, so a stage that picks its source by name depends on every source.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
+import difflib
+import sys
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -181,7 +189,7 @@ def minimal_deps(module: str) -> list[str]:
 
 def rewrite_code_deps(text: str, deps_of: dict[str, list[str]]) -> str:
     """dvc.yaml's text with each stage's code deps (lines ``- src/...``, ``- stages/...``) replaced by ``deps_of``."""
-    lines, out, stage = text.splitlines(), [], None
+    lines, out, stage = text.splitlines(), [], ""
     in_deps = False
     for line in lines:
         stripped = line.strip()
@@ -201,14 +209,35 @@ def rewrite_code_deps(text: str, deps_of: dict[str, list[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def stage_deps() -> dict[str, list[str]]:
-    """Every stage of dvc.yaml -> the code deps its command needs."""
+def stage_deps(dvc_yaml: str) -> dict[str, list[str]]:
+    """Every stage of ``dvc_yaml`` (the file's text) -> the code deps its command needs."""
     import yaml
 
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    stages = yaml.safe_load(dvc_yaml)["stages"]
     return {name: minimal_deps(stage_module(stage.get("do", stage)["cmd"])) for name, stage in stages.items()}
 
 
-if __name__ == "__main__":  # rewrite dvc.yaml's code deps from the import graph
-    dvc_yaml = ROOT / "dvc.yaml"
-    dvc_yaml.write_text(rewrite_code_deps(dvc_yaml.read_text(), stage_deps()))
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.code_deps", description=__doc__.split("\n")[0])
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--check", action="store_true", help="exit 1 with a diff if the code deps are stale")
+    action.add_argument("--write", action="store_true", help="rewrite the code deps in place")
+    parser.add_argument("--file", type=Path, default=ROOT / "dvc.yaml", help="the pipeline file (default: %(default)s)")
+    args = parser.parse_args(argv)
+    current = args.file.read_text(encoding="utf-8")
+    wanted = rewrite_code_deps(current, stage_deps(current))
+    if args.write:
+        if wanted != current:
+            args.file.write_text(wanted, encoding="utf-8")
+        return 0
+    if wanted == current:
+        return 0
+    diff = difflib.unified_diff(current.splitlines(keepends=True), wanted.splitlines(keepends=True),
+                                f"{args.file} (now)", f"{args.file} (what the stages import)")
+    sys.stderr.writelines(diff)
+    print(f"{args.file}: code deps are stale; `python -m tools.code_deps --write` rewrites them", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
