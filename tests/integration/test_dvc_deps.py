@@ -42,3 +42,10 @@ def test_an_edit_reruns_exactly_the_stages_that_import_it(tmp_path):
     paths_yaml = repo / "src/transferbench/core/paths.yaml"
     paths_yaml.write_text(paths_yaml.read_text() + "\n# an edit\n")
     assert changed(repo, env) == {GENERATE, TRAIN}
+
+    # A backbone or a head: the params check reads models.catalog only, so generation does not rerun.
+    for module in ("models/backbones.py", "models/heads.py"):
+        dvc(repo, env, "commit", "--force", GENERATE, TRAIN)
+        edited = repo / "src/transferbench" / module
+        edited.write_text(edited.read_text() + "\n# an edit\n")
+        assert changed(repo, env) == {TRAIN}, module

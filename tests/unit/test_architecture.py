@@ -89,6 +89,21 @@ def test_each_stage_depends_on_no_code_it_does_not_run():
     assert extra == {}, "run `python -m tools.code_deps --write` to rewrite dvc.yaml's code deps"
 
 
+def _stages_depending_on(path: str) -> set[str]:
+    return {name for name, stage in _stages().items()
+            if any(path == d or path.startswith(d.rstrip("/") + "/") for d in _code_deps(stage))}
+
+
+def test_only_the_stages_that_build_a_model_depend_on_model_code():
+    """Data stages check model and head names against models.catalog alone, so editing a backbone or a
+    head reruns no download, preparation, validation or CAPTCHA generation (nor the report)."""
+    assert {m for m in graph.closure("transferbench.study.params") if m.startswith("transferbench.models")} == {
+        "transferbench.models", "transferbench.models.catalog"}
+    assert _stages_depending_on("src/transferbench/models/backbones.py") == {"weights", "train", "evaluate"}
+    assert _stages_depending_on("src/transferbench/models/heads.py") == {"train", "evaluate"}
+    assert _stages_depending_on("src/transferbench/models/catalog.py") == set(_stages())  # every stage checks params
+
+
 def test_the_graph_sees_imports_inside_functions_and_by_name():
     """The checks above are only as good as the graph: a lazy import and a module picked by name count."""
     fetch = graph.closure("stages.fetch")
