@@ -52,15 +52,14 @@ def train(params: Params, monkeypatch, dvc_name: str | None = None) -> dict[tupl
     """Every run of pets under its parent, as train@pets and evaluate@pets log them; (arm, seed) -> run id."""
     if dvc_name:
         monkeypatch.setenv("DVC_EXP_NAME", dvc_name)
-    experiments = runs.runs(params, "pets")
-    parent = tracking.parent_run(experiments[0])
+    parent = tracking.ParentRun(runs.runs(params, "pets"))
     ids = {}
-    for e in experiments:
-        run_id = tracking.start_run(e, parent_id=parent, with_source=tracking.names_need_source(experiments))
+    for e in parent.experiments:
+        run_id = tracking.start_run(e, parent=parent)
         tracking.log_results(run_id, {"test.accuracy": ACCURACY[e.weights_label, e.seed]})
         tracking.end_run(run_id)
         ids[e.weights_label, e.seed] = run_id
-    tracking.end_run(parent)
+    parent.end()
     return ids
 
 
@@ -175,9 +174,15 @@ def test_a_resumed_run_keeps_its_id_and_joins_the_parent(store, params):
     experiment = runs.runs(check_params(params), "captcha")[0]
     run_id = tracking.start_run(experiment)  # killed before it had a parent
     tracking.end_run(run_id, status="KILLED")
-    parent = tracking.parent_run(experiment)
-    assert tracking.start_run(experiment, run_id, parent_id=parent) == run_id
-    assert tracking.parent_of(run_id) == parent
+    parent = tracking.ParentRun([experiment])
+    assert tracking.start_run(experiment, run_id, parent=parent) == run_id
+    assert tracking.parent_of(run_id) == parent.run_id is not None
+
+
+def test_a_stage_whose_runs_never_start_opens_no_parent(store, params):
+    parent = tracking.ParentRun(runs.runs(check_params(params), "captcha"))
+    parent.end(status="KILLED")  # stopped by a missing input before its first run
+    assert parent.run_id is None and store.get_experiment_by_name("captcha") is None
 
 
 def test_child_names_say_setting_share_and_seed_and_the_source_only_when_asked(store):

@@ -233,6 +233,25 @@ def parent_run(experiment: Experiment) -> str:
         return client.create_run(exp_id, tags=tags, run_name=tags["mlflow.runName"]).info.run_id
 
 
+class ParentRun:
+    """The parent run of one train stage's runs, opened when its first run starts: a stage stopped by a missing
+    input before any run leaves MLflow untouched, and one whose runs all finished earlier reopens nothing."""
+
+    def __init__(self, experiments: Iterable[Experiment]):
+        self.experiments = list(experiments)
+        self.with_source = names_need_source(self.experiments)
+        self.run_id: str | None = None
+
+    def open(self) -> str:
+        if self.run_id is None:
+            self.run_id = parent_run(self.experiments[0])
+        return self.run_id
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.run_id is not None:
+            end_run(self.run_id, status=status)
+
+
 def find_parent(client, exp_id: str, experiment: str, dvc_exp: str) -> str | None:
     """The oldest live parent run of pipeline experiment ``experiment`` in DVC experiment ``dvc_exp``, or None."""
     # Names are compared here, not in the filter: MLflow's filter grammar cannot quote every character.
@@ -256,20 +275,21 @@ def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
 
 
 def start_run(experiment: Experiment, run_id: str | None = None, runtime: Mapping[str, str] | None = None,
-              tuning: Mapping[str, Any] | None = None, parent_id: str | None = None, with_source: bool = False) -> str:
+              tuning: Mapping[str, Any] | None = None, parent: ParentRun | None = None) -> str:
     """Create the training run (or reopen ``run_id`` when resuming: the same id); return its id.
 
-    ``parent_id`` (:func:`parent_run`) makes it a child run, named by :func:`run_name`; a resumed run joins
-    the parent of the DVC experiment that finishes it.
+    With ``parent`` it is a child run, named by :func:`run_name`; a resumed run joins the parent of the DVC
+    experiment that finishes it.
 
     ``runtime`` (backend, devices, precision, batch per device) becomes tags, not params: a resumed run
     may go on on another machine, and its tags then say where it finished. ``tuning`` (how the arm's
     learning rate was chosen, transferbench.training.tuning) becomes params beside the rate itself.
     """
-    with _store() as client:
-        # Tags a resumed run takes again, like runtime: the DVC experiment that finishes it, and its parent.
-        links = {} if parent_id is None else {"mlflow.parentRunId": parent_id, "dvc_experiment": dvc_experiment()}
-        return _start_run(client, experiment, run_id, {**(runtime or {}), **links}, dict(tuning or {}), with_source)
+    # Tags a resumed run takes again, like runtime: the DVC experiment that finishes it, and its parent.
+    links = {} if parent is None else {"mlflow.parentRunId": parent.open(), "dvc_experiment": dvc_experiment()}
+    with _store() as client:  # after parent.open(): our store lock is not reentrant
+        return _start_run(client, experiment, run_id, {**(runtime or {}), **links}, dict(tuning or {}),
+                          parent is not None and parent.with_source)
 
 
 def _start_run(client, experiment: Experiment, run_id: str | None, current: dict[str, str],

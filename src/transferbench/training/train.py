@@ -147,11 +147,9 @@ def tune_arm(experiment: Experiment, params: Params, work_root: Path) -> Tuned:
 
 
 def train_run(experiment: Experiment, work_root: Path, policy: str, tuned: Tuned,
-              parent: tuple[str, bool] | None = None) -> Path:
-    """Train one run (or resume it) and leave model.keras, history.csv and train.json in a finished folder.
-
-    ``parent``: the MLflow parent run's id, and whether child names say their pretrained source
-    (tracking.names_need_source).
+              parent: tracking.ParentRun | None = None) -> Path:
+    """Train one run (or resume it) and leave model.keras, history.csv and train.json in a finished folder;
+    its MLflow run is a child of ``parent``.
 
     A finished folder survives a kill of a later run in the same stage, so no run is trained twice.
     """
@@ -174,9 +172,8 @@ def train_run(experiment: Experiment, work_root: Path, policy: str, tuned: Tuned
              on["batch_per_device"], on["feed"])
 
     run_file = work_dir / "mlflow_run_id"
-    parent_id, with_source = parent or (None, False)
     run_id = tracking.start_run(experiment, run_file.read_text() if run_file.exists() else None, runtime=on,
-                                tuning=tuned.record(), parent_id=parent_id, with_source=with_source)
+                                tuning=tuned.record(), parent=parent)
     work_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_file, run_id)
     try:
@@ -223,13 +220,13 @@ def run(params: Params, name: str, work_root: Path | None = None) -> None:
              len(experiments), ", ".join(runs.run_name(e) for e in experiments), policy, placed["distribution"],
              placed["device_count"], placed["devices"], placed["batch_per_device"])
     work_root = work_root or paths.tmp_dir("train", name)
-    parent = (tracking.parent_run(experiments[0]), tracking.names_need_source(experiments))
+    parent = tracking.ParentRun(experiments)
     try:
         finished = train_all(experiments, params, work_root, policy, parent)
     except BaseException:
-        tracking.end_run(parent[0], status="KILLED")
+        parent.end(status="KILLED")
         raise
-    tracking.end_run(parent[0])
+    parent.end()
     out = paths.experiment_model_dir(name) / "runs"
     staging = out.with_name("runs.partial")
     if staging.exists():
@@ -242,7 +239,7 @@ def run(params: Params, name: str, work_root: Path | None = None) -> None:
 
 
 def train_all(experiments: list[Experiment], params: Params, work_root: Path, policy: str,
-              parent: tuple[str, bool]) -> dict[str, Path]:
+              parent: tracking.ParentRun) -> dict[str, Path]:
     """Train (or find finished) every run, each arm tuned first; run folder name -> finished folder."""
     tuned: dict[tuple[str, float], Tuned] = {}
     finished = {}
