@@ -6,8 +6,9 @@ instead of the many seconds a real core costs to build and trace. ``tiny`` stand
 has BatchNormalization (what the frozen-part and two-phase rules act on) and Xception's preprocessing.
 ``tiny_aux`` stands in for GoogLeNet: two auxiliary classifiers, GoogLeNet's preprocessing.
 
-Keras is imported inside the builders only, so registering these costs nothing where a test never
-builds a model.
+Both are registered as private: tests build and train them by name, but the model names users see
+(the valid choices an error lists) stay the production ones. Keras is imported inside the builders
+only, so registering these costs nothing where a test never builds a model.
 """
 
 from __future__ import annotations
@@ -57,10 +58,10 @@ def _aux_trunk(feature_map, name: str):
     return layers.Dense(4, activation="relu", name=f"{name}_fc")(x)
 
 
-TINY = MODELS.register("tiny")(ModelEntry(min_size=TINY_MIN_SIZE))
+TINY = MODELS.register("tiny", private=True)(ModelEntry(min_size=TINY_MIN_SIZE))
 CORES.register("tiny")(Core(build_core=_tiny, preprocess=CORES.get("xception").preprocess))
 
-TINY_AUX = MODELS.register("tiny_aux")(ModelEntry(
+TINY_AUX = MODELS.register("tiny_aux", private=True)(ModelEntry(
     min_size=TINY_MIN_SIZE, aux_loss_weights=TINY_AUX_LOSS_WEIGHTS,
 ))
 CORES.register("tiny_aux")(Core(build_core=_tiny_with_aux, preprocess=CORES.get("googlenet").preprocess,

@@ -49,7 +49,7 @@ def check_fails(params, *fragments):
 
 def test_unknown_model_lists_valid_names(params):
     params["experiments"]["captcha"]["model"] = "resnet9000"
-    check_fails(params, "'resnet9000'", "cnn, googlenet, tiny, tiny_aux, vgg16, xception")
+    check_fails(params, "'resnet9000'", "cnn, googlenet, vgg16, xception")
 
 
 def test_unknown_dataset(params):
@@ -288,7 +288,7 @@ def test_head_settings_that_do_not_fit(params):
 
 def test_model_list_includes_googlenet(params):
     captcha(params)["model"] = "inception"
-    check_fails(params, "'inception'", "cnn, googlenet, tiny, tiny_aux, vgg16, xception")
+    check_fails(params, "'inception'", "cnn, googlenet, vgg16, xception")
 
 
 # ---- checking params needs no Keras -----------------------------------------------------------

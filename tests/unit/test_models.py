@@ -67,11 +67,16 @@ def test_every_catalog_entry_has_a_builder_and_every_builder_an_entry(monkeypatc
     assert heads.CLASSIFIERS.names(private=True) == HEADS.names(private=True)
     with pytest.raises(ValueError, match="no model 'resnet9000'"):
         CORES.register("resnet9000")(CORES.get("cnn"))
+    with pytest.raises(ConfigError, match="unknown model 'resnet9000'; valid: cnn, googlenet, vgg16, xception$"):
+        build_core("resnet9000", (32, 32, 3))
     monkeypatch.setitem(MODELS._entries, "unbuilt", MODELS.get("cnn"))
     with pytest.raises(LookupError, match="model 'unbuilt' has no Keras builder"):
         build_core("unbuilt", (32, 32, 3))
-    with pytest.raises(ConfigError, match="unknown model 'resnet9000'; valid: cnn, googlenet"):
-        build_core("resnet9000", (32, 32, 3))
+
+
+def test_the_test_backbones_are_built_by_name_but_never_listed():
+    assert {"tiny", "tiny_aux"} <= set(MODELS.names(private=True)) and "tiny" in MODELS
+    assert MODELS.names() == CORES.names() == ["cnn", "googlenet", "vgg16", "xception"]
 
 
 @pytest.mark.parametrize("name", each_model())
