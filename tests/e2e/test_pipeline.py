@@ -41,7 +41,13 @@ def mlflow_runs(repo: Path):
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("captcha")
     assert experiment is not None, "one MLflow experiment per dataset, named after it"
-    return client, client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    found = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    parents = {r.info.run_id: r.info.run_name for r in found if r.data.tags.get("role") == "parent"}
+    children = [r for r in found if r.info.run_id not in parents]
+    # Every training run is the child of its DVC experiment's parent run, where the report logs the answer.
+    assert all(parents.get(r.data.tags.get("mlflow.parentRunId")) == f"captcha ({r.data.tags['dvc_experiment']})"
+               for r in children), (parents, [r.data.tags for r in children])
+    return client, children
 
 
 def test_random_init_then_nothing_to_do_then_weights_file(repo):
@@ -76,7 +82,7 @@ def test_random_init_then_nothing_to_do_then_weights_file(repo):
     client, runs = mlflow_runs(root)
     assert len(runs) == 1
     first = runs[0]
-    assert first.info.run_name == "captcha-xception-none-s42" and first.info.status == "FINISHED"
+    assert first.info.run_name == "random s42" and first.info.status == "FINISHED"
     assert first.data.params["weights"] == "none"
     assert first.data.params["experiment.epochs"] == "1" and first.data.params["captcha.train"] == "32"
     assert first.data.tags["git_commit"] == head and first.data.tags["dvc_experiment"] == "random-init"
@@ -101,8 +107,7 @@ def test_random_init_then_nothing_to_do_then_weights_file(repo):
     _, runs = mlflow_runs(root)
     assert len(runs) == 3, "a pretrained source trains fine-tuned and as fixed features (fixed_features: true)"
     second, third = runs[1], runs[2]
-    assert second.info.run_name == "captcha-xception-file-start.weights.h5-s42"
-    assert third.info.run_name == "captcha-xception-file-start.weights.h5-fixed-s42"
+    assert (second.info.run_name, third.info.run_name) == ("fine-tuned s42", "fixed s42")
     assert (second.data.tags["setting"], third.data.tags["setting"]) == ("fine_tuned", "fixed_features")
     assert first.data.tags["setting"] == "random"
     assert second.data.params["weights"] == third.data.params["weights"] == "start.weights.h5"
