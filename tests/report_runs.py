@@ -54,3 +54,12 @@ def markdown_tables(markdown: str) -> list[list[list[str]]]:
     for table in found:
         assert all(set(cell) <= set("-:") and cell for cell in table.pop(1)), "second line must be the separator"
     return found
+
+
+def wrong(target: np.ndarray, errors: int, key: tuple, classes: int) -> np.ndarray:
+    """``target`` with ``errors`` cells moved to another class, at places fixed by ``key``."""
+    predicted = target.copy()
+    flat = predicted.reshape(-1)
+    where = np.random.default_rng(key).choice(flat.size, errors, replace=False)
+    flat[where] = (flat[where] + 1) % classes
+    return predicted

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.report_runs import markdown_tables, write_run
+from tests.report_runs import markdown_tables, write_run, wrong
 from tests.stage_run import copy_code, run_stage
 from transferbench.config.weights import Arm
 from transferbench.core import paths
@@ -70,14 +70,6 @@ def three_settings():
         patch.setattr(runs, "arm_experiments", arms_as_planned)
         yield
 
-
-def wrong(target: np.ndarray, errors: int, key: tuple, classes: int) -> np.ndarray:
-    """``target`` with ``errors`` cells changed to another class, at places fixed by ``key``."""
-    predicted = target.copy()
-    flat = predicted.reshape(-1)
-    where = np.random.default_rng(key).choice(flat.size, errors, replace=False)
-    flat[where] = (flat[where] + 1) % classes
-    return predicted
 
 
 PETS_TARGET = np.random.default_rng(1).permutation(np.arange(60) % 3)

@@ -34,7 +34,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.report_runs import write_run
+from tests.report_runs import write_run, wrong
 from transferbench.reporting import report
 from transferbench.study.params import Params, check_params
 
@@ -51,14 +51,6 @@ def frozen_params() -> dict:
 def study_params(**changes) -> Params:
     return check_params({**frozen_params(), **changes})
 
-
-def wrong(target: np.ndarray, errors: int, key: tuple, classes: int) -> np.ndarray:
-    """``target`` with ``errors`` cells moved to another class, at places fixed by ``key``."""
-    predicted = target.copy()
-    flat = predicted.reshape(-1)
-    where = np.random.default_rng(key).choice(flat.size, errors, replace=False)
-    flat[where] = (flat[where] + 1) % classes
-    return predicted
 
 
 def confusion(target: np.ndarray, predicted: np.ndarray, names: list[str]) -> pd.DataFrame:

@@ -130,6 +130,17 @@ def test_missing_key(params):
     check_fails(params, "experiments.captcha must be a mapping with `strategy`", "full, partial, frozen, two_phase")
 
 
+def refusal(params: dict, where: tuple, value) -> str:
+    """The one-line error that setting params' key path ``where`` to ``value`` gets from the params check."""
+    section = params
+    for key in where[:-1]:
+        section = section[key]
+    section[where[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        check_params(params)
+    return str(err.value)
+
+
 @pytest.mark.parametrize("where, value, fragments", [
     (("seed",), -1, ["seed must be >= 0, got -1"]),
     (("experiments", "captcha", "batch_size"), "16", ["experiments.captcha.batch_size must be an integer, got '16'"]),
@@ -147,13 +158,7 @@ def test_missing_key(params):
     (("distribution",), None, ["distribution is None; accepted: none, data_parallel"]),
 ])
 def test_each_bad_value_is_one_line_naming_its_dotted_key(params, where, value, fragments):
-    section = params
-    for key in where[:-1]:
-        section = section[key]
-    section[where[-1]] = value
-    with pytest.raises(ConfigError) as err:
-        check_params(params)
-    message = str(err.value)
+    message = refusal(params, where, value)
     assert "\n" not in message and all(f in message for f in fragments), message
 
 
@@ -484,13 +489,7 @@ def test_a_weights_file_whose_name_is_no_safe_label_is_refused_naming_it(params,
     (("pets", "source", "s3_endpoint"), "http://minio:s3cr3t@mirror.example:9000", "without credentials"),
 ])
 def test_an_address_with_credentials_in_params_is_one_line_saying_where_they_go(params, where, value, advice):
-    section = params
-    for key in where[:-1]:
-        section = section[key]
-    section[where[-1]] = value
-    with pytest.raises(ConfigError) as err:
-        check_params(params)
-    message = str(err.value)
+    message = refusal(params, where, value)
     assert "\n" not in message and "s3cr3t" not in message, message
     assert message.startswith(f"{'.'.join(where)} has an address with credentials in it (") and advice in message
     assert "dvc.lock" in message, message
