@@ -73,7 +73,12 @@ def test_two_queued_experiments_with_two_workers_land_in_one_store(repo):
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("captcha")
     assert experiment is not None
-    runs = {r.data.tags["dvc_experiment"]: r for r in client.search_runs([experiment.experiment_id])}
+    found = client.search_runs([experiment.experiment_id])
+    parents = {r.info.run_id: r for r in found if r.data.tags.get("role") == "parent"}
+    runs = {r.data.tags["dvc_experiment"]: r for r in found if r.info.run_id not in parents}
+    # Each queued experiment trains under a parent run of its own, where its report logs the answer.
+    assert sorted(parents[r.data.tags["mlflow.parentRunId"]].data.tags["dvc_experiment"] for r in runs.values()) \
+        == sorted(RATES)
     assert sorted(runs) == sorted(RATES), "one run per queued experiment, none lost, none twice"
     for name, rate in RATES.items():
         run = runs[name]
