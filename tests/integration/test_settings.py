@@ -182,7 +182,6 @@ def test_history_seconds_are_cumulative_over_the_epochs_kept():
     assert table["val_accuracy"].tolist() == [0.5, 0.7, 0.8]
 
 
-@pytest.mark.jax
 def test_epoch_seconds_leave_the_validation_pass_out(params, tmp_path):
     import time
 
