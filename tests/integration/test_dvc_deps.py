@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.repo_copy import copy_repository, dvc
 
 TRAIN = "train@captcha"
@@ -15,6 +17,7 @@ def changed(repo, env) -> set[str]:
     return set(json.loads(dvc(repo, env, "status", "--json", GENERATE, TRAIN, stdout_only=True) or "{}"))
 
 
+@pytest.mark.slow  # DVC status on a repository copy after each of several edits: about 17 s
 def test_an_edit_reruns_exactly_the_stages_that_import_it(tmp_path):
     repo, env = copy_repository(tmp_path / "repo", lambda params: None)
     # Stand-ins for what the upstream stages would have written, so both stages can be recorded as run.

@@ -71,6 +71,7 @@ def _separable_split(folder, n: int, size: int, seed: int) -> None:
     np.save(folder / "images.npy", images)
 
 
+@pytest.mark.slow  # the train stage's tuning and runs, end to end: about 11 s
 def test_the_random_arm_of_dogs_vs_cats_tunes_its_own_rate_without_the_test_split(params, tmp_path, monkeypatch,
                                                                                   mlflow_db):
     import stages.weights
