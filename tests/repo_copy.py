@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -42,12 +43,14 @@ def copy_repository(repo: Path, edit_params: Callable[[dict], None],
         if source.is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, repo / name)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    shipped = yaml.safe_load((repo / "params.yaml").read_text())
+    params = copy.deepcopy(shipped)
     if one_run:
         one_untuned_run(params)
     edit_params(params)
     before_commit(repo)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if params != shipped:
+        write_params(repo, params)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
@@ -58,6 +61,15 @@ def copy_repository(repo: Path, edit_params: Callable[[dict], None],
                 ["git", "commit", "-qm", "tiny pipeline"]):
         run(cmd, repo, env)
     return repo, env
+
+
+def write_params(repo: Path, params: dict) -> None:
+    """Make ``params`` the copy's params.yaml and what `dvc exp run -S` composes from: conf/ becomes one flat
+    config (no experiment sets or profiles), or each `-S` would bring back the shipped study's sizes."""
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.rmtree(repo / "conf")
+    (repo / "conf").mkdir()
+    (repo / "conf" / "config.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def dvc(repo: Path, env: dict, *args: str, stdout_only: bool = False) -> str:
