@@ -50,7 +50,7 @@ def save_pretrained(repo) -> None:
     from transferbench.models.backbones import build_core
 
     for model, name in PRETRAINED.items():
-        build_core(model, (80, 80, 3), "max").save_weights(repo / name)
+        build_core(model, (80, 80, 3)).save_weights(repo / name)
 
 
 @pytest.fixture(scope="module")

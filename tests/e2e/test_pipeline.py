@@ -99,7 +99,7 @@ def test_random_init_then_nothing_to_do_then_weights_file(repo):
     # 3. From a weights file the test saved (the Xception base at the CAPTCHA size).
     from transferbench.models.backbones import build_core
 
-    build_core("xception", (80, 160, 3), "max").save_weights(root / "start.weights.h5")
+    build_core("xception", (80, 160, 3)).save_weights(root / "start.weights.h5")
     out = dvc(repo, "exp", "run", "-S", "weights=start.weights.h5", "--name", "from-file", CAPTCHA)
     assert "'generate_captcha'" not in out or "didn't change" in out, "data must not be regenerated"
     source = json.loads((root / "models/captcha/init/file-start.weights.h5/source.json").read_text())

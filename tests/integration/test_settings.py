@@ -223,7 +223,7 @@ def test_weights_stage_prepares_each_source_once_and_settings_share_it(params, t
 
     params["experiments"] = {"x": entry(strategy="frozen")}
     params["cats_and_dogs_filtered"].update(height=32, width=32)
-    build_core("tiny", (32, 32, 3), "max").save_weights(tmp_path / "start.weights.h5")
+    build_core("tiny", (32, 32, 3)).save_weights(tmp_path / "start.weights.h5")
     params.update(weights=[str(tmp_path / "start.weights.h5"), "none"], fixed_features=True)
     checked = check_params(params)
     monkeypatch.setattr(paths, "MODELS", tmp_path / "models")

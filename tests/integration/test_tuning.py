@@ -85,7 +85,7 @@ def test_the_random_arm_of_dogs_vs_cats_tunes_its_own_rate_without_the_test_spli
     recipe.update(model="tiny", head_units=8, epochs=4, batch_size=8)
     params["experiments"] = {"dogs_vs_cats": recipe}
     params["dogs_vs_cats"].update(height=size, width=size)
-    build_core("tiny", (size, size, 3), "flatten").save_weights(tmp_path / "start.weights.h5")
+    build_core("tiny", (size, size, 3)).save_weights(tmp_path / "start.weights.h5")
     params.update(weights=[str(tmp_path / "start.weights.h5"), "none"], fixed_features=False,
                   tuning={"kind": "grid", "factors": [1.0, 100.0], "epochs": 0.5})
     checked = check_params(params)

@@ -122,7 +122,7 @@ def test_prepare_init_from_a_file_and_from_none(params, tmp_path):
     assert weights.init_weights_file(tmp_path / "none") is None
 
     saved = tmp_path / "mine.weights.h5"
-    models.build_core("cnn", (32, 32, 3), "max").save_weights(saved)
+    models.build_core("cnn", (32, 32, 3)).save_weights(saved)
     params["weights"] = str(saved)
     record = weights.prepare_init(resolve(check_params(params), "captcha"), tmp_path / "file")
     copied = weights.init_weights_file(tmp_path / "file")
@@ -159,7 +159,7 @@ def test_a_keras_file_that_is_not_a_model_is_one_line(params, tmp_path):
 
 def test_prepare_init_refuses_a_file_of_another_model(params, tmp_path):
     saved = tmp_path / "cnn.weights.h5"
-    models.build_core("cnn", (32, 32, 3), "max").save_weights(saved)
+    models.build_core("cnn", (32, 32, 3)).save_weights(saved)
     params["weights"] = str(saved)
     params["experiments"]["captcha"]["model"] = "tiny"  # stands in for the experiment's Xception
     with pytest.raises(ConfigError, match="does not fit model 'tiny'"):

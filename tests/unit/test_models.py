@@ -208,7 +208,7 @@ def test_vgg16_core_has_the_19_layers_seed_003_counts():
 @pytest.mark.jax
 def test_image_under_minimum_is_refused():
     with pytest.raises(ConfigError, match="xception's minimum 71x71"):
-        build_core("xception", (70, 200, 3), "max")
+        build_core("xception", (70, 200, 3))
 
 
 @pytest.mark.jax

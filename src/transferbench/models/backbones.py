@@ -111,12 +111,9 @@ CORES.register("googlenet")(Core(
 ))
 
 
-def build_core(name: str, input_shape: tuple[int, int, int], pooling: str | None = None) -> keras.Model:
-    """The registry's core for ``name``, randomly initialised (the part a weights file describes).
-
-    ``pooling`` does not change the core (the base pools its output); it is accepted so callers
-    that pass the experiment's pooling keep working.
-    """
+def build_core(name: str, input_shape: tuple[int, int, int]) -> keras.Model:
+    """The registry's core for ``name``, randomly initialised (the part a weights file describes; the base
+    pools its output, so pooling is no part of it)."""
     check_input_shape(name, input_shape)
     height, width, channels = input_shape  # a list from JSON works too
     return CORES.get(name).build_core((height, width, channels))

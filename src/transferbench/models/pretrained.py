@@ -139,14 +139,14 @@ def prepare_init(experiment, out_dir: Path) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         base = out_dir / "weights.weights.h5"
         save_base(weights_file, base)
-        core = build_core(model, experiment.image_shape, experiment.settings.pooling)
+        core = build_core(model, experiment.image_shape)
         load_core_weights(core, base, model)  # a model of another architecture or size fails here
         record.update(file=base.name, md5=file_digest(base, "md5"), from_model=file_digest(weights_file, "md5"))
         write_json(out_dir / "source.json", record)
         return record
     if arm.file is not None:
         # Load it now, so a file for another model fails here and not after data loading.
-        core = build_core(model, experiment.image_shape, experiment.settings.pooling)
+        core = build_core(model, experiment.image_shape)
         load_core_weights(core, arm.file, model)
     out_dir.mkdir(parents=True, exist_ok=True)
     if weights_file is not None:
