@@ -13,21 +13,16 @@ def bash_blocks() -> list[str]:
 
 
 def small_run(sizes: dict[str, str] | None = None) -> list[str]:
-    """The README's small run as argv; ``sizes`` replaces the values of those ``-S key=value`` overrides."""
-    block = next(b for b in bash_blocks() if "dvc exp run" in b and " report " in b)
-    command = next(line for line in block.replace("\\\n", " ").splitlines() if line.startswith("dvc exp run"))
-    return with_values(shlex.split(command), sizes, "small run")
+    """The README's small study (its first screen's main job on a CPU) as argv, with ``sizes`` as more overrides."""
+    line = next(line for line in bash_blocks()[0].splitlines() if "# run the main job" in line)
+    command = line.split("#")[0].split("&&")[-1].strip()
+    return with_values(shlex.split(command), sizes)
 
 
-def with_values(argv: list[str], sizes: dict[str, str] | None, what: str) -> list[str]:
-    """``argv`` with the values of the ``-S key=value`` overrides named in ``sizes`` replaced."""
-    for i, arg in enumerate(argv):
-        key = arg.split("=")[0]
-        if sizes and key in sizes:
-            argv[i] = f"{key}={sizes[key]}"
-    missing = set(sizes or ()) - {a.split("=")[0] for a in argv}
-    assert not missing, f"the README's {what} no longer sets {sorted(missing)}"
-    return argv
+def with_values(argv: list[str], sizes: dict[str, str] | None) -> list[str]:
+    """``argv`` with ``-S key=value`` for each of ``sizes`` added after the README's own overrides (Hydra applies
+    them in order: these win over the profile's)."""
+    return argv + [arg for key, value in (sizes or {}).items() for arg in ("-S", f"{key}={value}")]
 
 
 def transfer_commands(sizes: dict[str, str] | None = None) -> list[list[str]]:
@@ -36,7 +31,7 @@ def transfer_commands(sizes: dict[str, str] | None = None) -> list[list[str]]:
     block = next(b for b in bash_blocks() if "-n cpu-transfer" in b)
     lines = [line.split("#")[0].strip() for line in block.replace("\\\n", " ").splitlines()]
     copy, train = (shlex.split(line) for line in lines if line)
-    return [copy, with_values(train, sizes, "transfer step")]
+    return [copy, with_values(train, sizes)]
 
 
 def look_commands() -> list[str]:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 TINY = {"captcha.train": "64", "captcha.validation": "32", "captcha.test": "32", "experiments.captcha.epochs": "2"}
 # The transfer step's budget, shrunk: two seeds (still a verdict on training chance) and the whole split
 # alone (shares, their table and figure are the report tests' and the tuning tests').
-TINY_TRANSFER = {"seeds": "2", "train_fraction": "[1.0]"}
+TINY_TRANSFER = {**TINY, "seeds": "2", "train_fraction": "[1.0]"}
 
 
 def free_port() -> int:
@@ -62,8 +62,8 @@ def test_the_newcomer_path(tmp_path):
     repo, env = copy_repository(tmp_path / "repo", lambda params: None, one_run=False)  # params.yaml as shipped
     out = repo_copy.dvc(repo, env, *small_run(TINY)[1:])
     assert "'report'" in out and not re.search(r"^(ERROR|[\w@]+: error):", out, re.M), out[-3000:]
-    copy, transfer = transfer_commands(TINY_TRANSFER)  # the workspace keeps the small run's (shrunk) sizes
-    assert copy[0] == "cp" and transfer[:3] == ["dvc", "exp", "run"] and "tuning.kind=grid" in transfer
+    copy, transfer = transfer_commands(TINY_TRANSFER)  # the same (shrunk) sizes: its profile builds on the small one's
+    assert copy[0] == "cp" and transfer[:3] == ["dvc", "exp", "run"] and "profile=cpu_transfer" in transfer
     repo_copy.run(copy, repo, env)
     out = repo_copy.dvc(repo, env, *transfer[1:])
     assert "'report'" in out and not re.search(r"^(ERROR|[\w@]+: error):", out, re.M), out[-3000:]
@@ -85,6 +85,18 @@ def test_the_newcomer_path(tmp_path):
             assert [e["name"] for e in experiments] == ["captcha"], experiments
             tags = {t["key"]: t["value"] for t in experiments[0].get("tags", [])}
             assert tags["mlflow.experimentKind"] == "custom_model_development"
+
+    # The answer where people look first: the transfer experiment's parent run holds the difference.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    captcha = client.get_experiment_by_name("captcha").experiment_id
+    parents = {r.info.run_name: r for r in client.search_runs([captcha], "tags.role = 'parent'")}
+    assert set(parents) == {"captcha (cpu-small)", "captcha (cpu-transfer)"}, sorted(parents)
+    answer_metrics = parents["captcha (cpu-transfer)"].data.metrics
+    assert {"difference.fine_tuned.points", "difference.fine_tuned.low", "difference.fine_tuned.high",
+            "fine_tuned.test_accuracy", "random.test_accuracy"} <= set(answer_metrics), answer_metrics
+    assert parents["captcha (cpu-transfer)"].data.tags["verdict.fine_tuned"], parents["captcha (cpu-transfer)"]
 
     metrics = json.loads((repo / "reports/captcha/metrics.json").read_text())
     assert set(metrics) == {"captcha"}

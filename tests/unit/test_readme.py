@@ -23,7 +23,9 @@ def test_ci_runs_the_readme_setup_and_test_commands():
     ci = (paths.ROOT / ".ci" / "run").read_text()
     for label in ("set up", "test", "test the slow set"):
         assert f"# README: {label}\n{commands[label]}\n" in ci, f"{label}: {commands[label]!r} is not in .ci/run"
-    assert "dvc repro" in commands["run the main job"]
+    assert "-S profile=cpu" in commands["run the main job"]
+    first_block = re.search(r"```bash\n(.*?)```", (paths.ROOT / "README.md").read_text(), re.S).group(1)
+    assert ". .venv/bin/activate && dvc repro " in first_block, "the whole study follows the CPU study"
 
 
 def test_the_two_test_commands_split_the_suite_at_the_slow_marker():
@@ -40,12 +42,13 @@ def test_the_two_test_commands_split_the_suite_at_the_slow_marker():
 
 def test_the_small_run_ends_with_the_report_needs_no_network_and_is_followed_by_what_to_look_at():
     from tests.readme_commands import look_commands, small_run
+    from tools.compose_params import composed
 
     argv = small_run()
-    assert argv[:3] == ["dvc", "exp", "run"] and "report" in argv and "weights=none" in argv
-    params = yaml.safe_load((paths.ROOT / "params.yaml").read_text())
-    removed = {a.removeprefix("~experiments.") for a in argv if a.startswith("~experiments.")}
-    assert removed == set(params["experiments"]) - {"captcha"}, "the small run trains the CAPTCHA experiment alone"
+    assert argv[:3] == ["dvc", "exp", "run"] and "report" in argv
+    params = yaml.safe_load(composed(*(argv[i + 1] for i, arg in enumerate(argv) if arg == "-S")))
+    assert list(params["experiments"]) == ["captcha"], "the small run trains the CAPTCHA experiment alone"
+    assert params["weights"] == "none", "offline: no ImageNet weights"
     assert [c.split()[:2] for c in look_commands()] == [
         ["cat", "reports/README.md"], ["dvc", "metrics"], ["dvc", "exp"], ["dvc", "plots"], ["mlflow", "ui"]]
 
