@@ -16,13 +16,13 @@ from transferbench.config.experiment import Partial, Plateau, TwoPhase
 from transferbench.config.weights import FILE_NAME, HDF5_SIGNATURE, Arm
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError
+from transferbench.data.datasets import DATASETS, DatasetParams
 from transferbench.models.strategies import check_freeze
 from transferbench.study.params import (
     EXPERIMENT_NAME,
     Params,
     check_params,
     load_params,
-    params_model,
     read_params_file,
 )
 
@@ -38,6 +38,20 @@ def test_repository_params_are_valid_and_typed():
     assert params.experiments["cats_and_dogs_filtered"].freeze == 0
     assert params.dataset("captcha").image_shape == (80, 160, 3)
     assert params.arms("cifar10") == (Arm("none"),)
+
+
+def test_params_declares_one_optional_section_per_registered_dataset():
+    sections = {name: field for name, field in Params.model_fields.items()
+                if any(isinstance(t, type) and issubclass(t, DatasetParams) for t in _types(field.annotation))}
+    assert sorted(sections) == DATASETS.names()
+    for name, field in sections.items():
+        assert field.annotation == DATASETS.get(name).params_model | None and field.default is None, name
+
+
+def test_every_param_says_what_it_is_for():
+    undescribed = [f"{model.__name__}.{name}" for model in _section_models(Params)
+                   for name, field in model.model_fields.items() if not field.description]
+    assert undescribed == []
 
 
 def check_fails(params, *fragments):
@@ -394,7 +408,7 @@ def _float_fields() -> list[tuple[tuple[str, ...], dict, str, bool]]:
     repository = read_params_file()
     placed = {model: (path, {}) for model, (path, change) in OTHER_SECTIONS.items()}
     for path, mapping in _mappings(repository):
-        for model in _section_models(params_model()):
+        for model in _section_models(Params):
             if model not in placed:
                 try:
                     model.model_validate(mapping, context={"root": paths.ROOT})
@@ -403,7 +417,7 @@ def _float_fields() -> list[tuple[tuple[str, ...], dict, str, bool]]:
                     pass
     placed.update(OTHER_SECTIONS)
     fields = []
-    for model in _section_models(params_model()):
+    for model in _section_models(Params):
         for name, field in model.model_fields.items():
             if float in _types(field.annotation):
                 assert model in placed, f"{model.__name__}.{name}: add a valid {model.__name__} to OTHER_SECTIONS"

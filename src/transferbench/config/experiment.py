@@ -9,14 +9,12 @@ transferbench.study.experiments.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, ValidationInfo, field_serializer, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from transferbench.config.sections import Section, problem
-from transferbench.config.weights import Arm, parse_arms
-from transferbench.core import paths
+from transferbench.config.weights import OwnArms
 from transferbench.core.errors import quoted
 
 Count = Annotated[int, Field(ge=1)]
@@ -26,28 +24,27 @@ Name = Annotated[str, Field(min_length=1)]
 
 
 # ---- schedules --------------------------------------------------------------------------------
-# plateau: ReduceLROnPlateau on `monitor` (val_accuracy, the default, or val_loss as seed 000's pets
-# code); step: epoch n (counted from 1 in its phase) trains at
-# the phase's rate x factor ** floor(n / every), seed 004's formula (with every 8 the 8th epoch is
-# the first at the lower rate); constant: no schedule.
 
 class Constant(Section):
-    kind: Literal["constant"]
+    kind: Literal["constant"] = Field(description="no schedule, every epoch at the phase's rate")
 
 
 class Plateau(Section):
-    kind: Literal["plateau"]
-    factor: Factor
-    patience: Annotated[int, Field(ge=0)]
-    min_lr: Annotated[float, Field(ge=0)]
-    # val_accuracy: the task's outputs only (mean over CAPTCHA heads); val_loss: Keras' total loss
-    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    kind: Literal["plateau"] = Field(description="Keras' ReduceLROnPlateau on `monitor`")
+    factor: Factor = Field(description="what the rate is multiplied by when `monitor` stops improving")
+    patience: Annotated[int, Field(ge=0)] = Field(description="epochs without improvement before the rate drops")
+    min_lr: Annotated[float, Field(ge=0)] = Field(description="the rate never drops below this")
+    monitor: Literal["val_accuracy", "val_loss"] = Field(
+        default="val_accuracy",
+        description="val_accuracy: the task's outputs' accuracy (the mean over CAPTCHA heads); val_loss: Keras' total "
+                    "validation loss (seed 000's pets code)")
 
 
 class Step(Section):
-    kind: Literal["step"]
-    factor: Factor
-    every: Count
+    kind: Literal["step"] = Field(description="epoch n (counted from 1 in its phase) trains at the phase's rate x "
+                                              "factor ** floor(n / every), seed 004's formula")
+    factor: Factor = Field(description="what the rate is multiplied by every `every` epochs")
+    every: Count = Field(description="epochs between drops (with 8, the 8th epoch is the first at the lower rate)")
 
 
 SCHEDULES = ("constant", "plateau", "step")
@@ -69,27 +66,39 @@ class ExperimentBase(Section):
 
     STRATEGY_KEYS: ClassVar[tuple[str, ...]] = ()  # what this strategy adds to the common keys
 
-    dataset: Name  # a registered dataset with its own section in params.yaml
-    model: Name  # a registered model: cnn, googlenet, vgg16, xception
-    pooling: Literal["max", "avg", "flatten"]
-    head: Name  # a registered head: dense, gap (needs pooling avg), svm (needs head_l2 > 0)
-    head_units: Annotated[int, Field(ge=0)]  # hidden Dense(relu) before the classifier; 0 = none
-    head_dropout: Annotated[float, Field(ge=0, lt=1)]  # dropout before the classifier; 0 = none
-    head_l2: Annotated[float, Field(ge=0)]  # L2 on the classifier's kernel
-    strategy: str  # narrowed to one name by each strategy's model below
-    augment: Literal["none", "flip"]
-    optimizer: Literal["adam", "rmsprop", "sgd"]
-    learning_rate: Rate
-    batch_size: Count
-    epochs: Count
-    schedule: Schedule
-    # balanced: each class weighs n / (classes x its count) in the training loss (sklearn's "balanced",
-    # seed 000's pets); single-output tasks only.
-    class_weight: Literal["none", "balanced"] = "none"
-    # Adds a fixed-feature arm beside each pretrained arm; None = the top-level `fixed_features`.
-    fixed_features: bool | None = None
-    # The experiment's own arms, overriding the top-level `weights` (a model without ImageNet weights).
-    weights: tuple[Arm, ...] | None = None
+    dataset: Name = Field(description="a registered dataset (transferbench.data.datasets) with its own section "
+                                      "in params.yaml")
+    model: Name = Field(description="a registered model (transferbench.models.catalog): cnn, googlenet, vgg16, "
+                                    "xception")
+    pooling: Literal["max", "avg", "flatten"] = Field(
+        description="the base's feature map to a vector: global max, global average, or flatten")
+    head: Name = Field(description="a registered head: dense, gap (needs pooling avg and head_units 0), svm "
+                                   "(needs head_l2 > 0)")
+    head_units: Annotated[int, Field(ge=0)] = Field(
+        description="units of a hidden Dense (relu) layer before the classifier; 0 = none")
+    head_dropout: Annotated[float, Field(ge=0, lt=1)] = Field(description="dropout before the classifier; 0 = none")
+    head_l2: Annotated[float, Field(ge=0)] = Field(description="L2 penalty on the classifier's kernel")
+    # Narrowed to one name by each strategy's model below.
+    strategy: str = Field(description="which layers of the base train")
+    augment: Literal["none", "flip"] = Field(description="flip: random horizontal flips, in training only")
+    optimizer: Literal["adam", "rmsprop", "sgd"] = Field(description="sgd has momentum 0.9")
+    learning_rate: Rate = Field(description="the optimizer's rate (the first phase's, for two_phase); tuning "
+                                            "multiplies it by its factors")
+    batch_size: Count = Field(description="images per step: the global batch, which data_parallel splits "
+                                          "evenly over the devices")
+    epochs: Count = Field(description="training epochs, both phases together for two_phase")
+    schedule: Schedule = Field(description="the learning-rate schedule, told apart by `kind`")
+    class_weight: Literal["none", "balanced"] = Field(
+        default="none",
+        description="balanced: each class weighs n / (classes x its count) in the training loss (sklearn's, seed 000's "
+                    "pets); one output only")
+    fixed_features: bool | None = Field(
+        default=None,
+        description="this experiment's own `fixed_features`; unset: the top level's")
+    weights: OwnArms = Field(
+        default=None,
+        description="this experiment's own arms, overriding the top-level `weights` (a model without ImageNet weights "
+                    "sets none); unset: the top level's")
 
     @classmethod
     def accepted_keys(cls) -> list[str]:
@@ -119,19 +128,6 @@ class ExperimentBase(Section):
     def _schedule_kind(cls, value: Any) -> Any:
         return require_tag(value, "kind", SCHEDULES)
 
-    @field_validator("weights", mode="before")
-    @classmethod
-    def _arms(cls, value: Any, info: ValidationInfo) -> tuple[Arm, ...]:
-        return parse_arms(value, root_of(info))
-
-    @field_serializer("weights")
-    def _sources(self, arms: tuple[Arm, ...] | None) -> list[str] | None:
-        return None if arms is None else [arm.source for arm in arms]
-
-
-def root_of(info: ValidationInfo) -> Path:
-    """The folder relative weights paths start from (the repository, unless the caller says otherwise)."""
-    return Path((info.context or {}).get("root", paths.ROOT))
 
 
 def _freeze(value: Any, lowest: int) -> int | float:
@@ -147,15 +143,16 @@ def _freeze(value: Any, lowest: int) -> int | float:
 class Full(ExperimentBase):
     """Everything trains."""
 
-    strategy: Literal["full"]
+    strategy: Literal["full"] = Field(description="everything trains")
 
 
 class Partial(ExperimentBase):
     """The first ``freeze`` layers of the core never train."""
 
     STRATEGY_KEYS = ("freeze",)
-    strategy: Literal["partial"]
-    freeze: int | float
+    strategy: Literal["partial"] = Field(description="the first `freeze` layers of the base never train")
+    freeze: int | float = Field(description="a layer count >= 1, or a fraction 0 < f < 1 of the base's layers; "
+                                            "one layer at least still trains (checked when the model is built)")
 
     @field_validator("freeze", mode="before")
     @classmethod
@@ -166,17 +163,19 @@ class Partial(ExperimentBase):
 class Frozen(ExperimentBase):
     """The core never trains: only the head learns."""
 
-    strategy: Literal["frozen"]
+    strategy: Literal["frozen"] = Field(description="the base never trains: only the head learns")
 
 
 class TwoPhase(ExperimentBase):
     """``head_epochs`` with the core frozen, then fine-tuning (all but ``freeze`` layers) at its own rate."""
 
     STRATEGY_KEYS = ("head_epochs", "fine_tune_learning_rate", "freeze")
-    strategy: Literal["two_phase"]
-    head_epochs: Count  # < epochs
-    fine_tune_learning_rate: Rate
-    freeze: int | float  # layers still frozen in phase 2; 0 = none
+    strategy: Literal["two_phase"] = Field(description="`head_epochs` with the base frozen, then fine-tuning of "
+                                                       "all but `freeze` layers at its own rate")
+    head_epochs: Count = Field(description="epochs of the first phase, base frozen; fewer than `epochs`")
+    fine_tune_learning_rate: Rate = Field(description="the second phase's rate")
+    freeze: int | float = Field(description="layers still frozen in the second phase: a count (0 = none) or a "
+                                            "fraction 0 < f < 1 of the base's layers")
 
     @field_validator("freeze", mode="before")
     @classmethod

@@ -13,9 +13,12 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer, ValidationInfo
 
 from transferbench.config.sections import problem
+from transferbench.core import paths
 from transferbench.core.errors import quoted
 
 IMAGENET = "imagenet"
@@ -105,3 +108,23 @@ def parse_arms(value: Any, root: Path) -> tuple[Arm, ...]:
     if len(set(labels)) != len(labels):
         raise problem(f"{{where}} {[str(v) for v in listed]} names one source twice; accepted: each source once")
     return arms
+
+
+def root_of(info: ValidationInfo) -> Path:
+    """The folder relative weights paths start from (the repository, unless the caller says otherwise)."""
+    return Path((info.context or {}).get("root", paths.ROOT))
+
+
+def _arms(value: Any, info: ValidationInfo) -> tuple[Arm, ...]:
+    return parse_arms(value, root_of(info))
+
+
+def _sources(arms: tuple[Arm, ...] | None) -> list[str] | None:
+    """Arms dump as the sources written (paths unresolved), so a dumped section reads back the same."""
+    return None if arms is None else [arm.source for arm in arms]
+
+
+# A params ``weights`` value: parsed into arms (``null`` and ``none`` alike are the random arm), dumped as
+# written. ``OwnArms`` is an experiment's optional override; absent (None) it takes the top level's arms.
+Arms = Annotated[tuple[Arm, ...], BeforeValidator(_arms), PlainSerializer(_sources)]
+OwnArms = Annotated[tuple[Arm, ...] | None, BeforeValidator(_arms), PlainSerializer(_sources)]

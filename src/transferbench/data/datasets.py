@@ -33,9 +33,9 @@ Text = Annotated[str, Field(min_length=1)]
 class DatasetParams(Section):
     """What every dataset section has: the stored image size and the worker processes that make it."""
 
-    height: Count
-    width: Count
-    workers: Workers
+    height: Count = Field(description="stored image height in pixels; every image is resized to it")
+    width: Count = Field(description="stored image width in pixels")
+    workers: Workers = Field(description="processes that make the images; 0 = every core")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -113,18 +113,21 @@ MAX_CAPTCHA_SIDE = 1024
 class CaptchaParams(DatasetParams):
     """Generated CAPTCHAs: split sizes, image size, ``length`` characters drawn from ``alphabet``, drawing style."""
 
-    height: Annotated[int, Field(ge=1, le=MAX_CAPTCHA_SIDE)]
-    width: Annotated[int, Field(ge=1, le=MAX_CAPTCHA_SIDE)]
-    train: Count
-    validation: Count
-    test: Count
-    length: Annotated[int, Field(ge=1, le=32)]
-    alphabet: Text
-    # seed000: drawn as the reference study drew them (ImageMagick's rotation, blur, implode, swirl, impulse
-    # noise, JPEG), with its SecureRandom.alphanumeric(6).upcase odds: each letter weighs 2, digits and any
-    # other symbol 1. plain: the captcha package's image, every symbol alike. Spelt out rather than imported
-    # from data.captcha.STYLES, so that editing the drawing does not rerun every stage that checks params.
-    style: Literal["seed000", "plain"] = "seed000"
+    height: Annotated[int, Field(ge=1, le=MAX_CAPTCHA_SIDE)] = Field(description="image height in pixels")
+    width: Annotated[int, Field(ge=1, le=MAX_CAPTCHA_SIDE)] = Field(description="image width in pixels")
+    train: Count = Field(description="CAPTCHAs generated for training")
+    validation: Count = Field(description="CAPTCHAs generated for validation")
+    test: Count = Field(description="CAPTCHAs generated for the test split")
+    length: Annotated[int, Field(ge=1, le=32)] = Field(description="characters per CAPTCHA, one output head each")
+    alphabet: Text = Field(description="the characters drawn from: printable ASCII, no space, each once; "
+                                       "length and alphabet must allow twice as many strings as images")
+    # Spelt out rather than imported from data.captcha.STYLES, so that editing the drawing does not rerun
+    # every stage that checks params.
+    style: Literal["seed000", "plain"] = Field(
+        default="seed000",
+        description="seed000: drawn as seed 000 drew them (ImageMagick's rotation within +-20 degrees, blur, implode, "
+                    "swirl, impulse noise, a JPEG round trip; letters twice as likely as digits), with Pillow and "
+                    "NumPy; plain: the captcha package's own images, every symbol equally likely")
 
     @field_validator("alphabet")
     @classmethod
@@ -173,8 +176,9 @@ DATASETS.register("captcha")(DatasetSpec(
 class PhotoParams(DatasetParams):
     """What every photo section has besides its split sizes and its source."""
 
-    # Share of expected images a split may lose (unreadable, duplicate, leaked) before validation fails.
-    tolerance: Annotated[float, Field(ge=0, le=1)]
+    tolerance: Annotated[float, Field(ge=0, le=1)] = Field(
+        description="share of a split's expected images that may be lost (unreadable, duplicate, leaked across "
+                    "splits) before validation stops the pipeline")
 
 
 # DVC copies params into dvc.lock, and so into git and every `dvc exp` commit: an address in params.yaml must
@@ -201,8 +205,11 @@ def no_credentials(url: str, accepted: str = WHERE_CREDENTIALS_GO) -> str:
 
 
 class UrlSource(Section):
-    urls: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]  # tried in order
-    sha256: str | None  # null for a source that publishes none
+    urls: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = Field(
+        description="http://, https:// or file:// addresses of the archive, tried in order; no login in them "
+                    "(DVC copies params into git): a mirror's goes in ~/.netrc")
+    sha256: str | None = Field(description="the archive's sha256 (64 lowercase hex digits), or null for a source "
+                                           "that publishes none (fetch.json records the one to pin)")
 
     @field_validator("urls")
     @classmethod
@@ -223,12 +230,13 @@ class UrlSource(Section):
 
 
 class OpenImagesSource(Section):
-    csv_base: Text  # where {split}/{split}-annotations-human-imagelabels.csv live
-    s3_endpoint: str  # '' = AWS; a mirror's S3-compatible address otherwise (read anonymously)
-    bucket: Text
-    limit: Annotated[int, Field(ge=0)]  # images per class and split; 0 = all
-    download_workers: Count
-    retries: Count
+    csv_base: Text = Field(description="where {split}/{split}-annotations-human-imagelabels.csv live")
+    s3_endpoint: str = Field(description="'' = AWS S3; else an S3-compatible mirror's address (read anonymously), "
+                                         "e.g. http://minio.internal:9000")
+    bucket: Text = Field(description="the bucket holding the images")
+    limit: Annotated[int, Field(ge=0)] = Field(description="images per class and split, for quick runs; 0 = all")
+    download_workers: Count = Field(description="parallel image downloads")
+    retries: Count = Field(description="tries per download")
 
     @field_validator("csv_base")
     @classmethod
@@ -242,29 +250,38 @@ class OpenImagesSource(Section):
 
 
 class KaggleSource(Section):
-    competition: Text
+    competition: Text = Field(description="the Kaggle competition whose files are fetched; the login goes in "
+                                          "~/.kaggle/kaggle.json (or KAGGLE_USERNAME and KAGGLE_KEY)")
 
 
 class PetsParams(PhotoParams):
-    source: OpenImagesSource
+    """Seed 000: Open Images V4 cat / dog / bird, official splits, human-verified labels (confidence 1)."""
+
+    source: OpenImagesSource = Field(description="where the images come from: Open Images' labels and bucket")
 
 
 class DogsVsCatsParams(PhotoParams):
-    train: Count
-    validation: Count
-    test: Count
-    source: KaggleSource
+    """Seed 003: training, validation and test images stratified from Kaggle's 25,000 labelled ones."""
+
+    train: Count = Field(description="training images drawn")
+    validation: Count = Field(description="validation images drawn")
+    test: Count = Field(description="test images drawn")
+    source: KaggleSource = Field(description="where the images come from")
 
 
 class CatsAndDogsFilteredParams(PhotoParams):
-    validation: Count
-    test: Count
-    source: UrlSource
+    """Seed 002: Google's 2,000 train / 1,000 validation; the validation half is cut into validation and test."""
+
+    validation: Count = Field(description="images of the zip's validation folder kept for validation")
+    test: Count = Field(description="images of the zip's validation folder kept for test")
+    source: UrlSource = Field(description="where the zip comes from")
 
 
 class Cifar10Params(PhotoParams):
-    validation: Count
-    source: UrlSource
+    """Seed 004: 50,000 train / 10,000 test; validation is carved out of train."""
+
+    validation: Count = Field(description="images of the source's train split kept for validation")
+    source: UrlSource = Field(description="where the archive comes from")
 
 
 def photo_targets(manifest: pd.DataFrame, values: Any, classes: tuple[str, ...]) -> np.ndarray:

@@ -9,24 +9,31 @@ count) is checked by the stage that builds it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationInfo, create_model, field_serializer, field_validator
+from pydantic import Field, field_validator
 
-from transferbench.config.experiment import STRATEGIES, ExperimentSection, require_tag, root_of
+from transferbench.config.experiment import STRATEGIES, ExperimentSection, require_tag
 from transferbench.config.extraction import Extraction
 from transferbench.config.sections import Section, parse, problem
-from transferbench.config.weights import IMAGENET, RANDOM, Arm, parse_arms
+from transferbench.config.weights import IMAGENET, RANDOM, Arm, Arms
 from transferbench.core import paths
 from transferbench.core.errors import ConfigError, quoted
 from transferbench.core.inputs import shown
 from transferbench.core.registry import Registry
-from transferbench.data.datasets import DATASETS, DatasetParams
+from transferbench.data.datasets import (
+    DATASETS,
+    CaptchaParams,
+    CatsAndDogsFilteredParams,
+    Cifar10Params,
+    DatasetParams,
+    DogsVsCatsParams,
+    PetsParams,
+)
 from transferbench.models.catalog import HEADS, MODELS, HeadOptions, check_head
 
 
@@ -46,9 +53,14 @@ class Tuning(Section):
     ``none``: every arm trains at its reference study's rate as published, untuned.
     """
 
-    kind: Literal["grid", "none"]
-    factors: Annotated[list[Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)]], Field(min_length=1)]
-    epochs: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]  # share of the arm's epochs per trial
+    kind: Literal["grid", "none"] = Field(
+        description="grid: each arm first trains one trial per factor and keeps the best by validation accuracy; "
+                    "none: the reference studies' rates exactly (the random arm inherits the pretrained arm's)")
+    factors: Annotated[list[Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)]], Field(min_length=1)] = Field(
+        description="what the recipe's every rate is multiplied by, one trial each (each factor once)")
+    epochs: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        description="a trial's share of the arm's epochs and schedule (at least one epoch), at its first seed on "
+                    "each share of the training split")
 
     @field_validator("factors")
     @classmethod
@@ -70,34 +82,69 @@ def check_experiment_name(name: Any) -> None:
 
 
 class Params(Section):
-    """params.yaml: initial weights, seeds, experiments, and one section per registered dataset (see params_model)."""
+    """params.yaml whole: the study's settings, one optional section per registered dataset, and the experiments.
 
-    weights: tuple[Arm, ...]  # every experiment trains once per arm (unless it sets its own weights)
-    seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # data generation and splits; training seeds start here
-    seeds: Annotated[int, Field(ge=1, le=100)]  # training runs per arm
-    experiments: Annotated[dict[str, ExperimentSection], Field(min_length=1)]
-    fixed_features: bool = False  # a fixed-feature arm beside every pretrained arm (experiments may override)
-    # One device, or every visible accelerator training one model on shares of each batch
-    # (transferbench.training.distribution); the batch sizes stay global.
-    distribution: Literal["none", "data_parallel"] = "none"
-    # Nested shares of the training split (same validation and test): one run per share per arm and seed.
+    Every key's description is what docs/params.md lists (``python -m tools.params_doc --write``).
+    """
+
+    weights: Arms = Field(
+        description="initial weights of every model's base; every experiment trains once per entry (arm): "
+                    "imagenet is Keras' ImageNet weights (fetched once and hash-checked), none random "
+                    "initialisation; an experiment may set its own")
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = Field(
+        description="one seed for data generation and splits; training seeds are seed, seed + 1, ...")
+    seeds: Annotated[int, Field(ge=1, le=100)] = Field(
+        description="training runs per arm, for a mean and a spread; the verdict needs 2 and counts on 3")
+    experiments: Annotated[dict[str, ExperimentSection], Field(min_length=1)] = Field(
+        description="one model trained on one dataset each, by name (the name becomes folders and DVC stage "
+                    "names: a letter, then up to 63 ASCII letters, digits or '_')")
+    fixed_features: bool = Field(
+        default=False,
+        description="every pretrained arm also trains as a fixed feature extractor, arm <label>-fixed (base frozen, a "
+                    "linear head on the experiment's pooling); an experiment whose strategy is frozen adds "
+                    "<label>-tuned (the whole base fine-tuned) instead (Kornblith, Shlens & Le 2019's three settings)")
+    distribution: Literal["none", "data_parallel"] = Field(
+        default="none",
+        description="devices per training run: none (the backend's default device) or data_parallel (every visible "
+                    "GPU, else every device of the backend, each training a copy of the model on an equal share of "
+                    "every batch); batch sizes stay global")
+    # transferbench.core.devices: k slots per GPU, each process a 1/k share of its memory.
+    gpu_runs_per_device: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1,
+        description="training runs one GPU holds at once; the train stage runs GPUs x this many of its runs and trials "
+                    "at once in worker processes")
     train_fraction: Annotated[list[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]],
-                              Field(min_length=1)] = [1.0]
-    tuning: Tuning = Tuning(kind="none", factors=[1.0], epochs=1.0)
-    # The random arm's epochs, as a multiple of the recipe's (He et al. 2019: given time, random
-    # initialisation catches up); 1 = the same schedule as the pretrained arms.
-    random_schedule: Annotated[float, Field(ge=1, le=10, allow_inf_nan=False)] = 1.0
-    # What one downloaded archive may unpack to (transferbench.config.extraction); read by fetch@.
-    extraction: Extraction = Extraction()
-
-    @field_validator("weights", mode="before")
-    @classmethod
-    def _arms(cls, value: Any, info: ValidationInfo) -> tuple[Arm, ...]:
-        return parse_arms(value, root_of(info))
-
-    @field_serializer("weights")
-    def _sources(self, arms: tuple[Arm, ...]) -> list[str]:
-        return [arm.source for arm in arms]
+                              Field(min_length=1)] = Field(
+        default=[1.0],
+        description="shares of the training split, each a run per arm and seed: nested subsets drawn by seed, the same "
+                    "validation and test (each share once)")
+    tuning: Tuning = Field(
+        default=Tuning(kind="none", factors=[1.0], epochs=1.0),
+        description="the learning-rate budget every arm gets alike, chosen on validation only")
+    random_schedule: Annotated[float, Field(ge=1, le=10, allow_inf_nan=False)] = Field(
+        default=1.0,
+        description="the random arm's epochs as a multiple of the recipe's (He et al. 2019: random initialisation "
+                    "catches up given a longer schedule); 1 = the same epochs")
+    extraction: Extraction = Field(
+        default=Extraction(),
+        description="what one downloaded archive may unpack to, checked from its directory before anything is written")
+    # One optional section per dataset in DATASETS, under its registered name (tests/unit/test_config.py
+    # checks that the two agree).
+    captcha: CaptchaParams | None = Field(
+        default=None,
+        description="seed 000's generated CAPTCHAs: how many, their size, characters and style")
+    cats_and_dogs_filtered: CatsAndDogsFilteredParams | None = Field(
+        default=None,
+        description="Google's cats_and_dogs_filtered zip: image size, splits and where it comes from")
+    cifar10: Cifar10Params | None = Field(
+        default=None,
+        description="CIFAR-10: image size, validation split and where it comes from")
+    dogs_vs_cats: DogsVsCatsParams | None = Field(
+        default=None,
+        description="Kaggle's Dogs vs. Cats: image size, splits and where it comes from")
+    pets: PetsParams | None = Field(
+        default=None,
+        description="Open Images cat / dog / bird: image size and where it comes from")
 
     @field_validator("train_fraction")
     @classmethod
@@ -115,7 +162,7 @@ class Params(Section):
         return value
 
     def has_dataset(self, name: str) -> bool:
-        return name in DATASETS and getattr(self, name, None) is not None
+        return name in DATASETS and name in type(self).model_fields and getattr(self, name) is not None
 
     def dataset(self, name: str) -> DatasetParams:
         """The typed section of dataset ``name``; ConfigError if params.yaml has none."""
@@ -144,24 +191,13 @@ class Params(Section):
         return tuple(arms)
 
 
-@functools.cache
-def _params_model(datasets: tuple[str, ...]) -> type[Params]:
-    fields: dict[str, Any] = {name: (DATASETS.get(name).params_model | None, None) for name in datasets}
-    return create_model("Params", __base__=Params, **fields)
-
-
-def params_model() -> type[Params]:
-    """Params with an optional section for every registered dataset (a new dataset is one registry entry)."""
-    return _params_model(tuple(DATASETS.names()))
-
-
 def check_params(params: Any, root: Path | str = paths.ROOT) -> Params:
     """Check a whole params mapping (relative weights paths start at ``root``); return it typed."""
     if isinstance(params, Params):
         return params
     if not isinstance(params, Mapping):
         raise ConfigError(f"params.yaml must be a mapping, got {type(params).__name__}")
-    checked = parse(params_model(), params, context={"root": Path(root)})
+    checked = parse(Params, params, context={"root": Path(root)})
     for name in checked.experiments:
         check_experiment(checked, name)
     return checked
