@@ -11,13 +11,13 @@ import of it, so a stage that picks its source by name depends on every source.
 
 from __future__ import annotations
 
-import argparse
 import ast
-import difflib
 import sys
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+
+from tools import generated
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"transferbench": ROOT / "src" / "transferbench", "stages": ROOT / "stages"}
@@ -218,25 +218,9 @@ def stage_deps(dvc_yaml: str) -> dict[str, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.code_deps", description=__doc__.split("\n")[0])
-    action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--check", action="store_true", help="exit 1 with a diff if the code deps are stale")
-    action.add_argument("--write", action="store_true", help="rewrite the code deps in place")
-    parser.add_argument("--file", type=Path, default=ROOT / "dvc.yaml", help="the pipeline file (default: %(default)s)")
-    args = parser.parse_args(argv)
-    current = args.file.read_text(encoding="utf-8")
-    wanted = rewrite_code_deps(current, stage_deps(current))
-    if args.write:
-        if wanted != current:
-            args.file.write_text(wanted, encoding="utf-8")
-        return 0
-    if wanted == current:
-        return 0
-    diff = difflib.unified_diff(current.splitlines(keepends=True), wanted.splitlines(keepends=True),
-                                f"{args.file} (now)", f"{args.file} (what the stages import)")
-    sys.stderr.writelines(diff)
-    print(f"{args.file}: code deps are stale; `python -m tools.code_deps --write` rewrites them", file=sys.stderr)
-    return 1
+    return generated.main(argv, tool="tools.code_deps", doc=__doc__, default=ROOT / "dvc.yaml", what="code deps",
+                          source="what the stages import",
+                          wanted=lambda current: rewrite_code_deps(current, stage_deps(current)))
 
 
 if __name__ == "__main__":
