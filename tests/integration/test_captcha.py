@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import re
 import secrets
 import typing
@@ -317,3 +318,16 @@ def test_a_stopped_run_is_kept_for_the_same_params_and_freed_with_a_word_for_oth
         freed = generate_captcha.remove_other_work_dirs(root, keep=generate_captcha.fingerprint(VALUES, 7))
     assert freed == size and not stopped.exists()
     assert f"{stopped.name} (freed {size_text(size)})" in caplog.text, caplog.text
+
+
+def test_rendering_into_a_log_says_how_far_it_got_with_rate_and_time_left(tmp_path, caplog, monkeypatch):
+    from transferbench.core import progress
+
+    monkeypatch.setattr(progress, "in_terminal", lambda: False)  # piped, as under DVC or CI
+    monkeypatch.setenv(progress.INTERVAL_ENV, "0")  # a line at every chunk, not every 10 s
+    caplog.set_level(logging.INFO, logger="transferbench.core.progress")
+    make(tmp_path, "piped")
+    shown = [r.getMessage() for r in caplog.records if r.name == "transferbench.core.progress"]
+    step = re.compile(r"^rendering (\d+)/30 img \(\d+%\), [\d.,]+ img/s, \d\d:\d\d left$")
+    assert [int(step.match(line)[1]) for line in shown[:-1]] == [4, 8, 12, 16, 20, 24, 25, 29, 30], shown
+    assert re.fullmatch(r"rendering 30/30 img \(100%\), [\d.,]+ img/s, done in \d\d:\d\d", shown[-1]), shown

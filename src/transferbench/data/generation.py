@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
 from transferbench.config.disk import allocated, check_fits
 from transferbench.config.sections import integer
 from transferbench.core.files import (
@@ -34,6 +32,7 @@ from transferbench.core.files import (
 )
 from transferbench.core.inputs import shown
 from transferbench.core.parallel import cpu_count, map_chunks
+from transferbench.core.progress import Progress
 from transferbench.data import captcha
 
 if TYPE_CHECKING:
@@ -99,7 +98,7 @@ def generate(out_dir: Path, work_dir: Path, values: Any, seed: int, workers: int
         log.info("resuming %s: %d of %d chunks already done", shown(work_dir), len(chunks) - len(todo), len(chunks))
 
     remaining = sum(len(c.labels) for c in todo)
-    with tqdm(total=total, initial=total - remaining, unit="img", desc="rendering", mininterval=1.0) as bar:
+    with Progress("rendering", total, initial=total - remaining) as bar:
         for chunk, hashes in map_chunks(captcha.render_chunk, todo, workers):
             write_json(_marker_path(done, chunk), hashes)
             bar.update(len(chunk.labels))

@@ -34,11 +34,10 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 from PIL import Image, features
-from tqdm import tqdm
 
 from transferbench.config.disk import check_fits
 from transferbench.config.sections import integer
-from transferbench.core import paths
+from transferbench.core import paths, progress
 from transferbench.core.errors import BadInput, ConfigError, MissingInput
 from transferbench.core.files import (
     allocate,
@@ -255,7 +254,7 @@ def _forget_lost_work(chunks: list[Chunk], work_dir: Path) -> None:
 def _decode_all(todo: list[Chunk], workers: int, work_dir: Path, total: int, on_progress: Progress | None) -> None:
     """Decode the chunks, recording each as done once its pixels are on disk."""
     remaining = sum(len(c.keys) for c in todo)
-    with tqdm(total=total, initial=total - remaining, unit="img", desc="decoding", mininterval=1.0) as bar:
+    with progress.Progress("decoding", total, initial=total - remaining) as bar:
         for chunk, records in map_chunks(images.decode_chunk, todo, workers):
             write_json(_marker(work_dir, chunk), records)
             bar.update(len(chunk.keys))

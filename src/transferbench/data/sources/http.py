@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -32,10 +31,10 @@ from pathlib import Path
 
 import requests
 import urllib3
-from tqdm import tqdm
 
 from transferbench.core.files import read_json, write_json
 from transferbench.core.inputs import shown
+from transferbench.core.progress import Progress
 from transferbench.core.redact import redact
 from transferbench.data.raw import SourceUnavailable, record_path, refuse, retry, sha256_file
 
@@ -367,10 +366,9 @@ def _copy_file(url: str, partial: Path, name: str) -> None:
             bar.update(len(block))
 
 
-def _progress(name: str, total: int | None, initial: int) -> tqdm:
-    # mininterval keeps logs of non-interactive runs (DVC, CI) to a line a second.
-    return tqdm(total=total, initial=initial, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
-                mininterval=1.0, file=sys.stderr, leave=False)
+def _progress(name: str, total: int | None, initial: int) -> Progress:
+    # A terminal's bar is cleared when done: the line after it says what came of the download.
+    return Progress(name, total, initial=initial, unit="B", leave=False)
 
 
 def _unavailable_message(dest: Path, errors: list[tuple[str, str]], param: str, size: int | None,

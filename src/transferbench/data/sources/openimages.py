@@ -48,10 +48,10 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 from s3transfer.exceptions import RetriesExceededError
-from tqdm import tqdm
 
 from transferbench.core.files import atomic_path
 from transferbench.core.inputs import shown
+from transferbench.core.progress import Progress
 from transferbench.core.redact import redact
 from transferbench.data.raw import (
     SourceUnavailable,
@@ -378,7 +378,7 @@ def fetch_images(items: list[dict], source: OpenImagesSource, raw_dir: Path) -> 
     work = functools.partial(ensure_image, raw_dir=raw_dir, known=previous_records(raw_dir), adapter=adapter,
                              attempts=source.retries)
     started, rows = time.perf_counter(), []
-    with tqdm(total=len(items), desc="pets images", unit="img", mininterval=1) as bar:
+    with Progress("pets images", len(items)) as bar:
         for row in parallel(work, items, workers):
             rows.append(row)
             bar.update()
