@@ -87,7 +87,7 @@ def test_stability_on_hand_made_curves(key):
 
 @pytest.mark.parametrize("val", [[0.5, 0.9, 0.85], [0.60, 0.70, 0.74, 0.72, 0.715]])
 def test_a_run_whose_last_epoch_falls_below_the_band_is_not_stable(val):
-    """An overfitting run (the second curve is seed 002's shape) ends more than 0.02 under its best."""
+    """An overfitting run (the second curve is reference study 002's shape) ends more than 0.02 under its best."""
     assert epochs_to_stability(list(range(1, len(val) + 1)), val) is None
 
 
@@ -125,7 +125,7 @@ def test_stability_edge_cases():
     assert epochs_to_stability([1, 2, 3], [0.9, 0.9, 0.9]) == 1  # flat from the start
     assert epochs_to_stability([1, 2, 3, 4], [0.5, 0.6, 0.7, 0.9]) == 4  # still rising at the end
     assert epochs_to_stability([3, 4, 5], [0.5, 0.9, 0.89]) == 4  # epochs as recorded, not positions
-    # The seed's shape: random initialisation climbs for longer, then both hold.
+    # Reference study 000's shape: random initialisation climbs for longer, then both hold.
     pretrained = [0.90] + [0.95] * 7 + [0.96] * 22
     random = [0.3 + 0.04 * e for e in range(16)] + [0.93] * 14
     assert epochs_to_stability(range(1, 31), pretrained) == 2
@@ -220,19 +220,20 @@ def test_readme_answers_with_published_figures_and_definitions(built):
     assert ["small", "`none-s43`"] in [r[:2] for r in rows] and ["absent", "`imagenet-s42`"] in [r[:2] for r in rows]
     assert "![pets: learning curves](figures/pets-curves.png)" in text
     assert "![pets: confusion matrices](figures/pets-confusion.png)" in text
-    # Published figures are keyed by experiment: `small` is not seed 002's experiment, whatever its dataset.
-    assert "0.7120" not in text and "seed 002" not in text
+    # Published figures are keyed by experiment: `small` is not reference study 002's experiment, whatever its dataset.
+    assert "0.7120" not in text and "reference study 002" not in text
 
 
 
 def test_readme_tables_are_well_formed(built):
     root, _ = built
     found = markdown_tables((root / "README.md").read_text())
-    # the answer, overall, missing runs, then per experiment: results, what each arm was given, the seed's
-    # figures, time to accuracy, per class (pets) or position (captcha); only the budget for `absent`
+    # the answer, overall, missing runs, then per experiment: results, what each arm was given, the
+    # reference study's figures, time to accuracy, per class (pets) or position (captcha); only the budget for `absent`
     assert [table[0][0] for table in found] == ["experiment", "experiment", "experiment",
-                                                "", "arm", "seed's figure", "arm", "class",
-                                                "", "arm", "seed's figure", "arm", "position", "", "arm", "arm"]
+                                                "", "arm", "reference study's figure", "arm", "class",
+                                                "", "arm", "reference study's figure", "arm", "position",
+                                                "", "arm", "arm"]
     for table in found:
         assert {len(row) for row in table} == {len(table[0])}, table[0]  # a stray '|' in a cell would add one
     overall = found[1]

@@ -4,7 +4,8 @@ arm, an experiment without a published figure; every number recomputed here from
 pets: fine-tuned, fixed features and random, three seeds each, predictions saved (one fixed-features
 seed never stabilises; random's runs predate the `setting` key and history's `seconds`).
 captcha: fine-tuned with one seed (two missing), random with three; six positions per image.
-cats_and_dogs_filtered_cnn: seed 002's small CNN, random only, one seed, seed 002's overfitting curve.
+cats_and_dogs_filtered_cnn: reference study 002's small CNN, random only, one seed, that study's overfitting
+curve.
 cats_and_dogs_filtered: Xception on the same data, fine-tuned only (the random arm's runs all missing),
 no published figure. absent: nothing trained.
 """
@@ -194,7 +195,7 @@ def test_the_first_table_answers_per_experiment_and_setting(built):
         mean_r, low_r, high_r = t_interval(random)
         assert row[2] == f"{mean_r:.4f} [{low_r:.4f}, {high_r:.4f}]"
         assert row[3] == f"{points(diff)} [{points(d_low)}, {points(d_high)}]"
-        assert row[5] == "seed 000: imagenet: test accuracy 0.9596; none: test accuracy 0.9366"
+        assert row[5] == "reference study 000: imagenet: test accuracy 0.9596; none: test accuracy 0.9366"
     # The Holm family: pets' two comparisons (captcha's pretrained arm has one seed, the others no random arm).
     p_values = sorted((found[arm][3], arm) for arm in found)
     adjusted = {p_values[0][1]: 2 * p_values[0][0]}
@@ -226,7 +227,7 @@ def test_one_seed_is_said_so_and_the_bootstrap_still_pairs_images(built):
     whole = [float((p == CAPTCHA_TARGET).all(1).mean()) for p in (*mine, *random)]
     assert comparison["also"]["sequence_accuracy"]["difference"] == pytest.approx(
         whole[0] - statistics.mean(whole[1:]), abs=1e-6)  # whole CAPTCHAs get their paired interval too
-    assert captcha[5] == ("seed 000: imagenet: test accuracy 0.9982; none: test accuracy 0.9496")
+    assert captcha[5] == ("reference study 000: imagenet: test accuracy 0.9982; none: test accuracy 0.9496")
 
 
 def test_a_missing_arm_and_an_experiment_without_published_figures(built):
@@ -234,11 +235,11 @@ def test_a_missing_arm_and_an_experiment_without_published_figures(built):
     rows = {(r[0], r[1]): r[2:] for r in markdown_tables((root / "README.md").read_text())[0][1:]}
     filtered = rows["cats_and_dogs_filtered", "fine-tuned (imagenet)"]
     assert filtered[3] == "—" and filtered[4] == "not measured: no none run (every run is missing)"
-    assert filtered[5] == "none published"  # seed 002's small-CNN figures belong to the CNN experiment only
+    assert filtered[5] == "none published"  # reference study 002's small-CNN figures belong to the CNN experiment only
     cnn = rows["cats_and_dogs_filtered_cnn", "—"]
     assert cnn[2] == "0.7100 (one seed, no interval)"
     assert cnn[4].startswith("not measured: params.yaml trains cnn from random initialisation only")
-    assert cnn[5] == ("seed 002: none: validation accuracy, last epoch 0.7120 and 0.7250; "
+    assert cnn[5] == ("reference study 002: none: validation accuracy, last epoch 0.7120 and 0.7250; "
                       "none: train accuracy, last epoch 0.9900")
     assert rows["absent", "fine-tuned (imagenet)"][4] == "not measured: no imagenet run (every run is missing)"
     summary = result.summary["experiments"]
@@ -283,8 +284,8 @@ def test_time_to_accuracy_against_the_seed_and_the_other_arms(built):
     times = result.summary["experiments"]["pets"]["time_to_accuracy"]
     reached = {arm: {e["target"]: e["reached"] for e in entries} for arm, entries in times.items()}
     # imagenet's mean curve reaches 0.9366 at epoch 3 and 0.9596 at epoch 5; its seeds took 10, 11, 12 s an epoch.
-    assert reached["imagenet"]["seed 000's imagenet test accuracy"] == {"epoch": 5, "seconds": 55.0}
-    assert reached["imagenet"]["seed 000's none test accuracy"] == {"epoch": 3, "seconds": 33.0}
+    assert reached["imagenet"]["reference study 000's imagenet test accuracy"] == {"epoch": 5, "seconds": 55.0}
+    assert reached["imagenet"]["reference study 000's none test accuracy"] == {"epoch": 3, "seconds": 33.0}
     assert reached["imagenet"]["best validation accuracy of none"] == {"epoch": 2, "seconds": 22.0}
     assert reached["none"]["best validation accuracy of imagenet"] is None  # never gets there
     assert reached["none"]["best validation accuracy of imagenet-fixed"] is None
@@ -295,9 +296,9 @@ def test_time_to_accuracy_against_the_seed_and_the_other_arms(built):
                                     "reached": {"epoch": 2, "seconds": 22.0}}
     # The fixed-features mean curve passes random's best (0.86) at epoch 4 (0.87): 4 x 11 s on average.
     assert reached["imagenet-fixed"]["best validation accuracy of none"] == {"epoch": 4, "seconds": 44.0}
-    assert reached["none"]["seed 000's none test accuracy"] is None
+    assert reached["none"]["reference study 000's none test accuracy"] is None
     cnn = result.summary["experiments"]["cats_and_dogs_filtered_cnn"]["time_to_accuracy"]["none"]
-    assert cnn == [{"target": "seed 002's none validation accuracy, last epoch", "accuracy": 0.7185,
+    assert cnn == [{"target": "reference study 002's none validation accuracy, last epoch", "accuracy": 0.7185,
                     "reached": {"epoch": 3, "seconds": None}}]
 
 
@@ -305,7 +306,8 @@ def test_time_to_accuracy_table_says_not_reached(built):
     root, _ = built
     rows = [r for t in markdown_tables((root / "README.md").read_text()) if t[0][0] == "arm" for r in t[1:]]
     assert ["random init (none)", "best validation accuracy of imagenet", "0.9600", "not reached"] in rows
-    assert ["fine-tuned (imagenet)", "seed 000's imagenet test accuracy", "0.9596", "epoch 5, 55.0 s"] in rows
+    assert ["fine-tuned (imagenet)", "reference study 000's imagenet test accuracy", "0.9596",
+            "epoch 5, 55.0 s"] in rows
 
 
 def test_per_class_and_per_position_markdown_tables(built):
@@ -330,7 +332,8 @@ def test_the_curves_figure_draws_the_seeds_figures_as_lines(tmp_path, monkeypatc
                                                                                           (frame, references)))
     report.build(make_params(), write_fixture(tmp_path / "reports"))
     frame, references = drawn["pets"]
-    assert references == {"seed 000 imagenet test accuracy": 0.9596, "seed 000 none test accuracy": 0.9366}
+    assert references == {"reference study 000 imagenet test accuracy": 0.9596,
+                          "reference study 000 none test accuracy": 0.9366}
     assert list(dict.fromkeys(frame["weights"])) == ARMS["pets"]
     assert drawn["cats_and_dogs_filtered"][1] == {}
 
@@ -386,23 +389,24 @@ def test_published_figures_are_keyed_by_experiments_params_yaml_plans():
 
     planned = yaml.safe_load(paths.PARAMS.read_text(encoding="utf-8"))["experiments"]
     assert set(PUBLISHED) <= set(planned)
-    assert "cats_and_dogs_filtered" not in PUBLISHED  # Xception two-phase: no seed published it
-    assert planned["cats_and_dogs_filtered_cnn"]["model"] == "cnn"  # seed 002's figures are the small CNN's
+    assert "cats_and_dogs_filtered" not in PUBLISHED  # Xception two-phase: no reference study published it
+    assert planned["cats_and_dogs_filtered_cnn"]["model"] == "cnn"  # reference study 002's figures are the small CNN's
 
 
 def test_a_model_changed_by_params_is_not_set_beside_the_seeds_figures(tmp_path):
-    # `-S experiments.captcha.model=cnn` (the README's small run) keeps the name, not seed 000's recipe.
+    # `-S experiments.captcha.model=cnn` (the README's small run) keeps the name, not reference study 000's recipe.
     params = make_params()
     captcha = params.experiments["captcha"].model_copy(update={"model": "cnn", "pooling": "flatten"})
     params = params.model_copy(update={"experiments": {**params.experiments, "captcha": captcha}})
     root = write_fixture(tmp_path / "reports")
     summary = report.build(params, root).summary["experiments"]["captcha"]
     assert summary["published"] is None
-    assert summary["published_not_comparable"] == "seed 000 trained xception on captcha, this run cnn on captcha"
+    assert summary["published_not_comparable"] == ("reference study 000 trained xception on captcha, "
+                                                   "this run cnn on captcha")
     readme = (root / "README.md").read_text()
     rows = {(r[0], r[1]): r[2:] for r in markdown_tables(readme)[0][1:]}
     assert rows["captcha", "fine-tuned (imagenet)"][5] == (
-        "not comparable: seed 000 trained xception on captcha, this run cnn on captcha")
+        "not comparable: reference study 000 trained xception on captcha, this run cnn on captcha")
     assert "0.9982" not in readme.split("## captcha")[1]
 
 

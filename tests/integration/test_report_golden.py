@@ -7,8 +7,8 @@ Three studies, each built as stages/report.py builds it (``build``, then ``print
 - ``three_seeds``: pets (balanced class weights, so balanced accuracy on an unbalanced test set) and captcha
   (six positions) with fine-tuned, fixed-features and random arms, three seeds with predictions; captcha's
   pretrained arms miss seeds; an experiment with no run at all.
-- ``one_seed``: seed 003's frozen recipe (fixed features, its fine-tuned variant, random), one seed each with
-  predictions; seed 002's CNN, random only, without predictions, an overfitting curve.
+- ``one_seed``: reference study 003's frozen recipe (fixed features, its fine-tuned variant, random), one seed each with
+  predictions; reference study 002's CNN, random only, without predictions, an overfitting curve.
 - ``shares``: the two-phase Xception recipe on two shares of the training split, two seeds, with the newer
   metrics keys (tuning, learning rate, train images, best phase); a still-improving and a did-not-learn run;
   a run folder params do not plan.

@@ -16,8 +16,9 @@ from transferbench.study.params import Params, Tuning, check_params
 
 def test_a_frozen_recipes_own_arm_is_fixed_features_and_its_tuned_arm_fine_tuned(tmp_path):
     params = yaml.safe_load(paths.PARAMS.read_text(encoding="utf-8"))
+    # dogs_vs_cats is reference study 003's recipe: its base frozen
     params.update(weights=["imagenet", "none"], seeds=1, fixed_features=True,
-                  experiments={"dogs_vs_cats": params["experiments"]["dogs_vs_cats"]})  # seed 003: base frozen
+                  experiments={"dogs_vs_cats": params["experiments"]["dogs_vs_cats"]})
     target = np.arange(40) % 2
     for arm, errors in (("imagenet", 4), ("imagenet-tuned", 2), ("none", 12)):
         predicted = target.copy()
@@ -28,7 +29,8 @@ def test_a_frozen_recipes_own_arm_is_fixed_features_and_its_tuned_arm_fine_tuned
     result = report.build(check_params(params), tmp_path)
     summary = result.summary["experiments"]["dogs_vs_cats"]
     assert summary["settings"] == {"imagenet": "fixed_features", "imagenet-tuned": "fine_tuned", "none": "random"}
-    assert summary["pretrained_arm"] == "imagenet"  # the overall table keeps the seed's own recipe, as published
+    # the overall table keeps the reference study's own recipe, as published
+    assert summary["pretrained_arm"] == "imagenet"
     first_table = (tmp_path / "README.md").read_text().split("## The answer")[1].split("\n\n")[1]
     assert "| fixed features (imagenet) " in first_table
     assert "| fine-tuned (imagenet-tuned) " in first_table

@@ -56,7 +56,7 @@ def answer_table(summaries: Mapping[str, ExperimentSummary]) -> list[str]:
 
 
 def published_cell(published: Published | None, not_comparable: str | None = None) -> str:
-    """Every accuracy the seed published for this experiment, each labelled with its arm and metric."""
+    """Every accuracy the reference study published for this experiment, each labelled with its arm and metric."""
     if not published:
         return f"not comparable: {not_comparable}" if not_comparable else "none published"
     shown = [f"{f.weights}: {PUBLISHED_METRICS[f.metric]} " + " and ".join(fmt_value(v, "number") for v in f.values)

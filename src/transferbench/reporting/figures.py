@@ -55,7 +55,8 @@ def draw(experiment: ExperimentRuns, summary: ExperimentSummary, sizes: pd.DataF
 
 
 def references(summary: ExperimentSummary) -> dict[str, float]:
-    """The seed's published accuracies a validation curve can be held against, labelled for a figure legend."""
+    """The reference study's published accuracies a validation curve can be held against, labelled for a
+    figure legend."""
     published = summary.published
     if not published:
         return {}

@@ -196,11 +196,11 @@ def published_part(summary: ExperimentSummary) -> list[str]:
     """The reference study's figures beside ours, or why they are not shown."""
     lines = []
     if summary.published_not_comparable:
-        lines += [f"The seed's figures are not shown: {summary.published_not_comparable}.", ""]
+        lines += [f"The reference study's figures are not shown: {summary.published_not_comparable}.", ""]
     if summary.published:
         published = summary.published
         lines += [f"Published by {published.source} ({published.recipe}), beside ours for the same metric:", "",
-                  *markdown_table(["seed's figure", "arm", "published", "ours", "note"],
+                  *markdown_table(["reference study's figure", "arm", "published", "ours", "note"],
                                   (published_row(f, summary.settings) for f in published.figures)), ""]
     return lines
 
@@ -276,7 +276,7 @@ def headline(summary: ExperimentSummary) -> str:
 
 OVERALL_HEADER = ["experiment", "dataset, model", "test accuracy: pretrained", "random", "difference",
                   "test loss: pretrained / random", "epochs to stability: pretrained / random",
-                  "training time: pretrained / random", "runs", "seed's figure"]
+                  "training time: pretrained / random", "runs", "reference study's figure"]
 
 
 def overall_table(rows: list[OverallRow], summaries: Mapping[str, ExperimentSummary]) -> list[str]:
@@ -295,7 +295,10 @@ INTRO = (
     "Written by `python -m stages.report` (DVC stage `report`) from every run under "
     "`reports/runs/<experiment>/`; do not edit by hand. The same numbers are in `summary.json`; "
     "`dvc plots show` draws `curves.csv` and `data_size.csv`; `mlflow ui` in the repository root shows "
-    "every run."
+    "every run. The reference studies are the five published studies this project redoes, whose figures sit "
+    "beside ours: 000 (Xception on Open Images cats, dogs and birds and on CAPTCHAs, pretrained and from "
+    "scratch), 001 (fine-tuning strategies), 002 (a small CNN from scratch on cats_and_dogs_filtered), 003 (a "
+    "frozen ImageNet VGG16 on Kaggle's dogs-vs-cats) and 004 (GoogLeNet from scratch on CIFAR-10)."
 )
 ANSWER_NOTE = (
     "Each pretrained arm is one setting (Kornblith, Shlens & Le 2019): *fine-tuned* trains the pretrained "
@@ -318,8 +321,8 @@ def how_to_read(characters: str) -> str:
     return (
         "**How to read it.** Numbers are the mean over training seeds and its 95% t interval in brackets "
         "(none with one seed); *difference* is the pretrained mean minus the random-initialisation mean. "
-        "*Test accuracy* is on the held-out test split; for CAPTCHAs it is per "
-        f"character (the figure seed 000 most likely published), and the experiment's table adds whole-CAPTCHA "
+        "*Test accuracy* is on the held-out test split; for CAPTCHAs it is per character (the figure "
+        f"reference study 000 most likely published), and the experiment's table adds whole-CAPTCHA "
         f"accuracy (all {characters} characters right). *Test loss* is Keras' total loss (for CAPTCHAs the sum "
         f"over the {characters} heads). *Best validation accuracy* is each run's maximum over its epochs (the "
         "checkpoint that is tested), averaged over seeds, everywhere in this report. "
@@ -331,9 +334,10 @@ def how_to_read(characters: str) -> str:
         "seconds). The tolerance is absolute: well above the "
         "epoch-to-epoch sampling noise of "
         "the validation sets (binomial standard error about 0.004 at 95% accuracy on pets' 2,835 images) "
-        "and below the gap seed 000 reports between its arms (0.023). Seed 000's 8 and 17 epochs were read "
-        "off its curves by eye, so they compare only roughly. *Training time* is the training stage's wall "
-        "clock (hardware dependent). The seeds' figures are not all the same metric: each is labelled."
+        "and below the gap reference study 000 reports between its arms (0.023). That study's 8 and 17 epochs "
+        "were read off its curves by eye, so they compare only roughly. *Training time* is the training stage's "
+        "wall clock (hardware dependent). The reference studies' figures are not all the same metric: each is "
+        "labelled."
     )
 
 

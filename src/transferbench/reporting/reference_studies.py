@@ -1,8 +1,12 @@
-"""What the seeds published, as data: the figures the report puts beside ours.
+"""What the reference studies published, as data: the figures the report puts beside ours.
 
-The seeds measured different things: test accuracy (000), validation accuracy at the last epoch
-(002, 003, 004), train accuracy (002), epochs until validation accuracy looked stable (000, read off
-the curves by eye). Each figure says which, so the report compares like with like.
+The reference studies are the five published studies this project redoes, numbered 000-004: 000 trained
+Xception pretrained and from scratch on Open Images cats, dogs and birds and on generated CAPTCHAs, 001
+compared fine-tuning strategies (no figures), 002 trained a small CNN from scratch on cats_and_dogs_filtered,
+003 a frozen ImageNet VGG16 on Kaggle's dogs-vs-cats and 004 GoogLeNet from scratch on CIFAR-10. They measured
+different things: test accuracy and epochs until validation accuracy looked stable (000, the epochs read off
+its curves by eye), validation accuracy at the last epoch (002, 003, 004) and train accuracy (002). Each
+figure says which, so the report compares like with like.
 """
 
 from __future__ import annotations
@@ -22,16 +26,16 @@ class Figure:
 
 @dataclass(frozen=True)
 class Published:
-    """A seed's experiment: where it comes from, its recipe, its figures."""
+    """A reference study's experiment: where it comes from, its recipe, its figures."""
 
     source: str
-    dataset: str  # what the seed trained on and with: a params override of either makes another experiment
+    dataset: str  # what the study trained on and with: a params override of either makes another experiment
     model: str
     recipe: str
     figures: tuple[Figure, ...]
 
     def differs(self, dataset: str, model: str) -> str | None:
-        """Why this seed's figures do not describe an experiment on ``dataset`` with ``model`` (None: they do)."""
+        """Why this study's figures do not describe an experiment on ``dataset`` with ``model`` (None: they do)."""
         if (dataset, model) == (self.dataset, self.model):
             return None
         return f"{self.source} trained {self.model} on {self.dataset}, this run {model} on {dataset}"
@@ -47,10 +51,11 @@ METRICS = {
 }
 
 # Keyed by experiment (params.yaml's experiments), not dataset: one dataset can hold several experiments
-# (cats_and_dogs_filtered: seed 002's small CNN, and an Xception two-phase recipe no seed published).
+# (cats_and_dogs_filtered: reference study 002's small CNN, and an Xception two-phase recipe no
+# reference study published).
 PUBLISHED: dict[str, Published] = {
     "pets": Published(
-        source="seed 000",
+        source="reference study 000",
         dataset="pets",
         model="xception",
         recipe="Xception (max pooling, Dense 3 softmax), Adam, 30 epochs, 100x100, Open Images cat/dog/bird",
@@ -64,7 +69,7 @@ PUBLISHED: dict[str, Published] = {
         ),
     ),
     "captcha": Published(
-        source="seed 000",
+        source="reference study 000",
         dataset="captcha",
         model="xception",
         recipe="Xception (max pooling, six Dense 36 softmax heads), Adam, 30 epochs, 160x80, 200,000 CAPTCHAs",
@@ -76,7 +81,7 @@ PUBLISHED: dict[str, Published] = {
         ),
     ),
     "cats_and_dogs_filtered_cnn": Published(
-        source="seed 002",
+        source="reference study 002",
         dataset="cats_and_dogs_filtered",
         model="cnn",
         recipe="small CNN from scratch (conv 16/32/64 + max-pool, Dense, sigmoid), RMSprop, 15 epochs, 150x150",
@@ -86,7 +91,7 @@ PUBLISHED: dict[str, Published] = {
         ),
     ),
     "dogs_vs_cats": Published(
-        source="seed 003",
+        source="reference study 003",
         dataset="dogs_vs_cats",
         model="vgg16",
         recipe="VGG16 ImageNet base (block5_pool, first 18 layers frozen), Dense 256, Dropout 0.6, sigmoid, 50 epochs",
@@ -95,12 +100,12 @@ PUBLISHED: dict[str, Published] = {
         ),
     ),
     "cifar10": Published(
-        source="seed 004",
+        source="reference study 004",
         dataset="cifar10",
         model="googlenet",
         recipe="GoogLeNet / Inception v1 from scratch, two auxiliary heads, SGD momentum 0.9, 25 epochs, 224x224",
         figures=(
-            Figure("none", "last_val_accuracy", (0.819,), "main head; the seed validated on CIFAR-10's test set"),
+            Figure("none", "last_val_accuracy", (0.819,), "main head; the study validated on CIFAR-10's test set"),
         ),
     ),
 }

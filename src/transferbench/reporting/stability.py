@@ -22,8 +22,8 @@ def epochs_to_stability(epochs: Sequence[int], val_accuracy: Sequence[float],
 
     Absolute, not relative, and measured from the best epoch (the checkpoint the run keeps), so a run that
     dips late is not called stable early; 0.02 is well above the epoch-to-epoch sampling noise of the
-    seeds' validation sets (binomial standard error ~0.004 at 95% on pets' 2,835 images) and below the
-    gap the seed reports between the arms (0.023), so it separates "still moving" from "noise".
+    reference studies' validation sets (binomial standard error ~0.004 at 95% on pets' 2,835 images) and
+    below the gap reference study 000 reports between the arms (0.023), so it separates "still moving" from "noise".
     """
     if len(epochs) != len(val_accuracy) or not epochs:
         raise ValueError(f"need one validation accuracy per epoch, got {len(epochs)} epochs and "

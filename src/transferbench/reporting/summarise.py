@@ -52,15 +52,15 @@ from transferbench.reporting.verdict import (
 )
 from transferbench.study.params import Params
 
-# Published figures a validation curve can be held against (the seeds' test figures were measured on
-# held-out data of the same distribution; their train figures and losses are not comparable).
+# Published figures a validation curve can be held against (the reference studies' test figures were measured
+# on held-out data of the same distribution; their train figures and losses are not comparable).
 COMPARABLE_METRICS = ("test_accuracy", "last_val_accuracy")
 
 
 def time_to_accuracy(curves: Mapping[str, pd.DataFrame], published: Sequence[Mapping[str, Any]],
                      source: str | None, best: Mapping[str, float]) -> dict[str, list[dict]]:
     """Per arm, the first epoch (and seconds) its mean validation curve reaches each target: every comparable
-    published figure of the seed, and every other arm's best validation accuracy; None = not reached.
+    published figure of the reference study, and every other arm's best validation accuracy; None = not reached.
 
     ``curves``: arm -> mean over seeds (epoch, val_accuracy, and seconds when every run recorded it).
     ``best``: arm -> its runs' best validation accuracy (each run's maximum), averaged over seeds.
@@ -170,7 +170,7 @@ def published_beside(experiment: ExperimentRuns, results: Mapping[str, ArmResult
     published = PUBLISHED.get(experiment.name)
     if published is None:
         return None, None
-    # A params override (`-S experiments.captcha.model=cnn`) keeps the name but not the seed's recipe.
+    # A params override (`-S experiments.captcha.model=cnn`) keeps the name but not the reference study's recipe.
     not_comparable = published.differs(experiment.dataset, experiment.model)
     if not_comparable:
         return None, not_comparable
@@ -181,7 +181,7 @@ def published_beside(experiment: ExperimentRuns, results: Mapping[str, ArmResult
 
 
 def summarise(experiment: ExperimentRuns) -> ExperimentSummary:
-    """Per arm: mean/std/n of every number; pretrained minus random; missing runs; the seed's figures."""
+    """Per arm: mean/std/n of every number; pretrained minus random; missing runs; the reference study's figures."""
     results = {arm: arm_results(experiment, arm) for arm in experiment.arms}
     comparisons = {arm: comparison(experiment, arm) for arm in experiment.arms if arm != RANDOM}
     published, not_comparable = published_beside(experiment, results)
