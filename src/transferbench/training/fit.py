@@ -13,15 +13,18 @@ import logging
 import math
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+from tqdm import tqdm
 
 from transferbench.config.experiment import Plateau, Schedule, Step
 from transferbench.core import backend
 from transferbench.core.files import read_json, write_json
+from transferbench.core.progress import in_terminal
 from transferbench.models import strategies
 from transferbench.models.assembly import assemble_model, compile_outputs, make_optimizer
 from transferbench.models.backbones import initial_core, load_model
@@ -63,6 +66,15 @@ def compile_model(model: keras.Model, experiment: Experiment, learning_rate: flo
                     balanced=monitor(settings) == BALANCED_MONITOR)
 
 
+def mean_accuracy(logs: dict, head_names: Sequence[str], prefix: str = "") -> float | None:
+    """The mean of the task outputs' ``<prefix>accuracy`` in ``logs`` (one output logs ``accuracy`` itself,
+    several ``<output>_accuracy``), or None when they are not all there."""
+    keys = [f"{prefix}{name}_accuracy" for name in head_names]
+    if all(k in logs for k in keys):
+        return float(sum(float(logs[k]) for k in keys) / len(keys))
+    return float(logs[f"{prefix}accuracy"]) if f"{prefix}accuracy" in logs else None
+
+
 class EpochSummary(keras.callbacks.Callback):
     """Adds ``accuracy``/``val_accuracy`` over the task's outputs only, and the epoch's learning rate.
 
@@ -80,11 +92,102 @@ class EpochSummary(keras.callbacks.Callback):
         if logs is None:
             return
         for prefix in ("", "val_"):
-            # A model with one output logs `accuracy` itself; with several, `<output>_accuracy`.
-            keys = [f"{prefix}{name}_accuracy" for name in self.head_names]
-            if all(k in logs for k in keys):
-                logs[f"{prefix}accuracy"] = float(sum(logs[k] for k in keys) / len(keys))
+            mean = mean_accuracy(logs, self.head_names, prefix)
+            if mean is not None:
+                logs[f"{prefix}accuracy"] = mean
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class EpochSeconds(keras.callbacks.Callback):
+    """Adds ``epoch_seconds`` (training alone), ``validation_seconds`` and ``images_per_second`` to each
+    epoch's logs: history, resumed runs and the line each epoch prints (EpochLine) carry time and speed.
+
+    The validation pass is timed apart (fit calls on_test_begin / on_test_end around it), so time to
+    accuracy and training speed count training, not the checks made on the way.
+    """
+
+    def __init__(self, images: int):
+        super().__init__()
+        self.images = images
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._validation = time.perf_counter(), 0.0
+
+    def on_test_begin(self, logs=None):
+        self._test_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self._validation += time.perf_counter() - self._test_start
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["validation_seconds"] = self._validation
+            logs["epoch_seconds"] = time.perf_counter() - self._start - self._validation
+            logs["images_per_second"] = self.images / max(logs["epoch_seconds"], 1e-9)
+
+
+def epoch_line(epoch: int, epochs: int, logs: dict) -> str:
+    """One epoch in one line: what Keras prints lists every output's loss and accuracy (25 metrics for a
+    CAPTCHA's six heads, ~640 characters) and wraps. The accuracies are the means over the task's
+    outputs (EpochSummary); ``epoch`` counts from 1.
+
+        epoch 3/20: loss 2.31 (val 2.405), accuracy 0.412 (val 0.398), lr 0.001, 812 img/s, 39.4 s + 2.1 s validation
+    """
+    parts = []
+    for name, spec in (("loss", ".4g"), ("accuracy", ".3f")):
+        if name in logs:
+            validation = f" (val {float(logs[f'val_{name}']):{spec}})" if f"val_{name}" in logs else ""
+            parts.append(f"{name} {float(logs[name]):{spec}}{validation}")
+    if "learning_rate" in logs:
+        parts.append(f"lr {float(logs['learning_rate']):.3g}")
+    if "images_per_second" in logs:
+        parts.append(f"{float(logs['images_per_second']):,.0f} img/s")
+    if "epoch_seconds" in logs:
+        parts.append(f"{float(logs['epoch_seconds']):.1f} s + {float(logs.get('validation_seconds', 0.0)):.1f} s "
+                     "validation")
+    return f"epoch {epoch}/{epochs}: " + ", ".join(parts)
+
+
+class EpochLine(keras.callbacks.Callback):
+    """What training shows instead of Keras' progress output: :func:`epoch_line` at each epoch's end, a log
+    line. In a terminal (``terminal``, default: when stderr is one) a bar of the epoch's batches with its
+    rate, time left and running loss and accuracy is redrawn in place until then. Comes after EpochSummary
+    and EpochSeconds, whose values it shows."""
+
+    # Only reads the batch logs: Keras may call it from its thread pool, keeping batch dispatch asynchronous.
+    async_safe = True
+
+    def __init__(self, epochs: int, head_names: Sequence[str], terminal: bool | None = None):
+        super().__init__()
+        self.epochs, self.head_names = epochs, list(head_names)
+        self.terminal = in_terminal() if terminal is None else terminal
+        self.bar: tqdm | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.terminal:
+            self.bar = tqdm(total=(self.params or {}).get("steps"), desc=f"epoch {epoch + 1}/{self.epochs}",
+                            unit="batch", leave=False, file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bar is None:
+            return
+        shown = {"loss": float(logs["loss"])} if logs and "loss" in logs else {}
+        accuracy = mean_accuracy(logs or {}, self.head_names)
+        if accuracy is not None:
+            shown["accuracy"] = accuracy
+        self.bar.set_postfix_str(", ".join(f"{k} {v:.3f}" for k, v in shown.items()), refresh=False)
+        self.bar.update(1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        log.info("%s", epoch_line(epoch + 1, self.epochs, logs or {}))
+
+    def on_train_end(self, logs=None):
+        if self.bar is not None:  # stopped within an epoch
+            self.bar.close()
+            self.bar = None
 
 
 def schedule_callbacks(schedule: Schedule, phase: strategies.Phase) -> list[keras.callbacks.Callback]:
@@ -217,7 +320,7 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
     # The best model of the phase the state was saved in; a new phase starts a new best (below).
     best = Best(state["checkpoint_best"], best_model(work_dir).name) if state else Best()
     if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs, a live bar in a terminal
+        verbose = 1 if in_terminal() else 2  # a live bar in a terminal, then a line per epoch; only lines in logs
     pipeline = backend.gpu_available()
     # Classes weighed in the feed, once (ArrayBatches.weighted), not by Keras for every batch: on JAX with a
     # GPU the training arrays, weights included, are copied there once and batches gathered on it (batches.py).
@@ -249,7 +352,10 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
         train_feed = placement.training(feed_for(model, source, task), len(train.images), train.batch_size)
         validation_feed, exact = placement.validation(feed_for(model, validation, task), len(validation.images),
                                                       validation.batch_size)
-        callbacks = [*exact, EpochSummary(output_names(task)), *schedule, *extra_callbacks, resume]
+        # Keras' own output is off: it lists every output's metrics, one line wrapping over several (EpochLine).
+        shown = [EpochLine(plan[-1].end, output_names(task), terminal=verbose == 1)] if verbose else []
+        callbacks = [*exact, EpochSummary(output_names(task)), EpochSeconds(len(train.images)), *schedule,
+                     *extra_callbacks, *shown, resume]
         train.set_epoch(epoch)
         # shuffle=False: the batches shuffle themselves from (seed, epoch). Keras' own shuffle would also
         # reorder them with Python's `random`, seeded only on a fresh run, so a resumed run saw other batches.
@@ -260,7 +366,7 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
         # on_epoch_end), so fit's epoch e reads the batches' epoch e + 1; the pipeline reads the same.
         x, steps = fit_input(train_feed, initial_epoch=epoch + 1, epochs=phase.end + 1, pipeline=pipeline)
         model.fit(x, steps_per_epoch=steps, validation_data=fit_input(validation_feed, pipeline=pipeline)[0],
-                  epochs=phase.end, initial_epoch=epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
+                  epochs=phase.end, initial_epoch=epoch, callbacks=callbacks, verbose=0, shuffle=False)
         epoch = phase.end
     return history
 

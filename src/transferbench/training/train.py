@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 
 import keras
@@ -32,7 +31,7 @@ from transferbench.study.params import Params
 from transferbench.tracking import mlflow_runs as tracking
 from transferbench.training import distribution
 from transferbench.training.batches import ArrayBatches, feed_kind
-from transferbench.training.fit import configure_precision, finish, fit
+from transferbench.training.fit import EpochSeconds, configure_precision, finish, fit  # noqa: F401 (re-export)
 from transferbench.training.tuning import UNTUNED, Tuned, tune
 
 log = logging.getLogger(__name__)
@@ -66,34 +65,6 @@ def history_csv(history: list[dict]) -> str:
         lines.append(",".join(str(epoch) if c == "epoch" else repr(float(row[c])) if c in row else ""
                               for c in columns))
     return "\n".join(lines) + "\n"
-
-
-class EpochSeconds(keras.callbacks.Callback):
-    """Adds ``epoch_seconds`` (training alone), ``validation_seconds`` and ``images_per_second`` to each
-    epoch's logs: history, resumed runs and the one line per epoch that Keras prints carry time and speed.
-
-    The validation pass is timed apart (fit calls on_test_begin / on_test_end around it), so time to
-    accuracy and training speed count training, not the checks made on the way.
-    """
-
-    def __init__(self, images: int):
-        super().__init__()
-        self.images = images
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start, self._validation = time.perf_counter(), 0.0
-
-    def on_test_begin(self, logs=None):
-        self._test_start = time.perf_counter()
-
-    def on_test_end(self, logs=None):
-        self._validation += time.perf_counter() - self._test_start
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["validation_seconds"] = self._validation
-            logs["epoch_seconds"] = time.perf_counter() - self._start - self._validation
-            logs["images_per_second"] = self.images / max(logs["epoch_seconds"], 1e-9)
 
 
 class MlflowEpochMetrics(keras.callbacks.Callback):
@@ -177,7 +148,7 @@ def train_run(experiment: Experiment, work_root: Path, policy: str, tuned: Tuned
     work_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_file, run_id)
     try:
-        callbacks = [EpochSeconds(len(batches["train"].images)), MlflowEpochMetrics(run_id)]
+        callbacks = [MlflowEpochMetrics(run_id)]  # after fit's EpochSeconds: time and speed are logged too
         history = fit(experiment, init_weights_file(init_dir), batches["train"], batches["validation"],
                       work_dir, extra_callbacks=callbacks)
     except BaseException:
