@@ -1,4 +1,4 @@
-"""The three settings as arms train what they claim; seed 000's class weights and plateau monitor; test
+"""The three settings as arms train what they claim; reference study 000's class weights and plateau monitor; test
 loss on the training loss's definition; history's cumulative seconds. All on the tiny test backbones."""
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def test_a_frozen_recipe_is_the_fixed_setting_and_its_tuned_arm_trains_the_base(
     assert learnable(core_of(model).layers) <= ids(model.trainable_weights)
 
 
-# ---- seed 000's pets recipe: balanced class weights, plateau on val_loss ------------------------
+# ---- reference study 000's pets recipe: balanced class weights, plateau on val_loss -------------
 
 def test_balanced_class_weights_are_sklearns():
     assert class_weights("balanced", np.array([0, 0, 0, 1]), 2) == {0: pytest.approx(4 / 6), 1: 2.0}

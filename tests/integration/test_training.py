@@ -166,7 +166,7 @@ def test_aux_outputs_weigh_their_loss_weights_and_val_accuracy_is_the_main_heads
     experiment = photo_experiment(params, "cifar10", 32, model=model, pooling="avg", head_dropout=0.4)
     aux1_weight, aux2_weight = MODELS.get(model).aux_loss_weights
     if model == "googlenet":
-        assert (aux1_weight, aux2_weight) == (0.3, 0.3), "seed 004's weights"
+        assert (aux1_weight, aux2_weight) == (0.3, 0.3), "reference study 004's weights"
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     targets = rng.integers(0, 10, 8)

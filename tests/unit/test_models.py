@@ -153,7 +153,7 @@ def test_unknown_pooling_lists_the_choices():
 
 @pytest.mark.slow
 def test_googlenet_matches_the_seed_at_224():
-    """Seed 004's model summary: 10,334,030 parameters with both aux classifiers; aux pools leave 4x4."""
+    """Reference study 004's model summary: 10,334,030 parameters with both aux classifiers; aux pools leave 4x4."""
     shape = (224, 224, 3)
     model = assemble_model("googlenet", build_core("googlenet", shape), shape, Task("multiclass", 10),
                            pooling="avg", head="dense", head_options=HeadOptions(dropout=0.4))
@@ -202,7 +202,7 @@ def test_core_layer_count_is_the_core_layers_at_any_size():
 
 @pytest.mark.slow
 def test_vgg16_core_has_the_19_layers_seed_003_counts():
-    assert core_layer_count("vgg16") == 19  # seed 003's model.layers[:18] freezes all but block5_pool
+    assert core_layer_count("vgg16") == 19  # reference study 003's model.layers[:18] freezes all but block5_pool
 
 
 @pytest.mark.jax

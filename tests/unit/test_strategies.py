@@ -327,7 +327,7 @@ def test_step_schedule_survives_a_kill(params, tmp_path):
     with pytest.raises(Kill):
         fit(experiment, None, *batches(experiment), tmp_path / "work", extra_callbacks=[KillAtEpoch(2)], verbose=0)
     resumed = fit(experiment, None, *batches(experiment), tmp_path / "work", verbose=0)
-    # Seed 004's formula: epoch n (from 1) at rate * factor ** floor(n / every); epochs 1-2 come from
+    # Reference study 004's formula: epoch n (from 1) at rate * factor ** floor(n / every); epochs 1-2 come from
     # the killed run's history, epoch 3 from the resumed one.
     assert [row["learning_rate"] for row in resumed] == pytest.approx([0.005, 0.0025, 0.00125])
 

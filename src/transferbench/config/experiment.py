@@ -37,12 +37,12 @@ class Plateau(Section):
     monitor: Literal["val_accuracy", "val_loss"] = Field(
         default="val_accuracy",
         description="val_accuracy: the task's outputs' accuracy (the mean over CAPTCHA heads); val_loss: Keras' total "
-                    "validation loss (seed 000's pets code)")
+                    "validation loss (reference study 000's pets code)")
 
 
 class Step(Section):
     kind: Literal["step"] = Field(description="epoch n (counted from 1 in its phase) trains at the phase's rate x "
-                                              "factor ** floor(n / every), seed 004's formula")
+                                              "factor ** floor(n / every), reference study 004's formula")
     factor: Factor = Field(description="what the rate is multiplied by every `every` epochs")
     every: Count = Field(description="epochs between drops (with 8, the 8th epoch is the first at the lower rate)")
 
@@ -90,8 +90,8 @@ class ExperimentBase(Section):
     schedule: Schedule = Field(description="the learning-rate schedule, told apart by `kind`")
     class_weight: Literal["none", "balanced"] = Field(
         default="none",
-        description="balanced: each class weighs n / (classes x its count) in the training loss (sklearn's, seed 000's "
-                    "pets); one output only")
+        description="balanced: each class weighs n / (classes x its count) in the training loss (sklearn's, "
+                    "reference study 000's pets); one output only")
     fixed_features: bool | None = Field(
         default=None,
         description="this experiment's own `fixed_features`; unset: the top level's")

@@ -53,7 +53,7 @@ class DatasetSpec:
     classes: tuple[str, ...] = ()
     source: str | None = None
     assign_splits: Callable[[pd.DataFrame, Any, int], pd.Series] | None = None
-    # The seed's published images per split and class, for the data report (where the seed gave them).
+    # The reference study's published images per split and class, for the data report (where it gave them).
     published_counts: Mapping[str, Mapping[str, int]] | None = None
 
     def section(self, values: Any, where: str = "") -> DatasetParams:
@@ -103,7 +103,7 @@ def load_split(dataset: str, split: str,
                    f"rerun `dvc repro {stage}`")
 
 
-# ---- captcha (seed 000) ---------------------------------------------------------------------
+# ---- captcha (reference study 000) ---------------------------------------------------------
 
 # The captcha package draws about 240 images a second at 160x80 and 1.4 at 100,000 pixels high: a side past
 # this would take days to generate and fill the disk, and no model here needs one.
@@ -125,9 +125,9 @@ class CaptchaParams(DatasetParams):
     # every stage that checks params.
     style: Literal["seed000", "plain"] = Field(
         default="seed000",
-        description="seed000: drawn as seed 000 drew them (ImageMagick's rotation within +-20 degrees, blur, implode, "
-                    "swirl, impulse noise, a JPEG round trip; letters twice as likely as digits), with Pillow and "
-                    "NumPy; plain: the captcha package's own images, every symbol equally likely")
+        description="seed000: drawn as reference study 000 drew them (ImageMagick's rotation within +-20 degrees, "
+                    "blur, implode, swirl, impulse noise, a JPEG round trip; letters twice as likely as digits), "
+                    "with Pillow and NumPy; plain: the captcha package's own images, every symbol equally likely")
 
     @field_validator("alphabet")
     @classmethod
@@ -255,13 +255,13 @@ class KaggleSource(Section):
 
 
 class PetsParams(PhotoParams):
-    """Seed 000: Open Images V4 cat / dog / bird, official splits, human-verified labels (confidence 1)."""
+    """Reference study 000: Open Images V4 cat / dog / bird, official splits, human-verified labels (confidence 1)."""
 
     source: OpenImagesSource = Field(description="where the images come from: Open Images' labels and bucket")
 
 
 class DogsVsCatsParams(PhotoParams):
-    """Seed 003: training, validation and test images stratified from Kaggle's 25,000 labelled ones."""
+    """Reference study 003: training, validation and test images stratified from Kaggle's 25,000 labelled ones."""
 
     train: Count = Field(description="training images drawn")
     validation: Count = Field(description="validation images drawn")
@@ -270,7 +270,8 @@ class DogsVsCatsParams(PhotoParams):
 
 
 class CatsAndDogsFilteredParams(PhotoParams):
-    """Seed 002: Google's 2,000 train / 1,000 validation; the validation half is cut into validation and test."""
+    """Reference study 002: Google's 2,000 train / 1,000 validation; the validation half is cut into validation
+    and test."""
 
     validation: Count = Field(description="images of the zip's validation folder kept for validation")
     test: Count = Field(description="images of the zip's validation folder kept for test")
@@ -278,7 +279,7 @@ class CatsAndDogsFilteredParams(PhotoParams):
 
 
 class Cifar10Params(PhotoParams):
-    """Seed 004: 50,000 train / 10,000 test; validation is carved out of train."""
+    """Reference study 004: 50,000 train / 10,000 test; validation is carved out of train."""
 
     validation: Count = Field(description="images of the source's train split kept for validation")
     source: UrlSource = Field(description="where the archive comes from")
@@ -350,7 +351,7 @@ def _cifar_splits(items: pd.DataFrame, values: Cifar10Params, seed: int) -> pd.S
 DATASETS.register("pets")(_photo(
     PetsParams, classes=("cat", "dog", "bird"), source="openimages",
     assign_splits=_pets_splits,
-    published_counts={  # seed 000's `ls` of its folders (images with two labels kept under one)
+    published_counts={  # reference study 000's `ls` of its folders (images with two labels kept under one)
         "train": {"cat": 53137, "dog": 89369, "bird": 105962},
         "validation": {"cat": 303, "dog": 1480, "bird": 1052},
         "test": {"cat": 907, "dog": 4491, "bird": 3222},

@@ -21,13 +21,13 @@ from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 from transferbench.core.files import atomic_path
 
 # Pillow's own default limit (~89 Mpx, 1/4 GiB as RGB): a file declaring more is treated as a
-# decompression bomb and never decoded. Photos from the seeds' sources are far below it. A lower
+# decompression bomb and never decoded. Photos from the reference studies' sources are far below it. A lower
 # limit is honoured; a higher one is not, since Pillow's own check (made an error here) comes first.
 MAX_PIXELS = 89_478_485
 
 # Pillow's bilinear filter widens with the scale factor when shrinking (antialiased, unlike
-# tf.image.resize's default) and is plain bilinear when enlarging, as cv2.resize was for seed 004's
-# CIFAR-10. Measured on 640x480 JPEGs after draft(): within 1-2 dB PSNR of bicubic and Lanczos
+# tf.image.resize's default) and is plain bilinear when enlarging, as cv2.resize was for
+# reference study 004's CIFAR-10. Measured on 640x480 JPEGs after draft(): within 1-2 dB PSNR of bicubic and Lanczos
 # against an area-averaged reference, and 15-25 % faster than either.
 RESAMPLE = Image.Resampling.BILINEAR
 # Images still 3x larger than the target after draft() (PNGs, small JPEGs) are first shrunk by an
@@ -139,9 +139,10 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 def _orientation(img: Image.Image) -> int:
     """The EXIF orientation (1-8), 1 when absent or unreadable.
 
-    Applied, unlike the seeds' Keras loaders: a label describes the photo as every viewer shows it,
-    and a sideways photo is an accident of the camera, not part of the data. Each turned image says
-    so in its manifest row (``converted``), so the difference from the seeds can be counted.
+    Applied, unlike the reference studies' Keras loaders: a label describes the photo as every viewer
+    shows it, and a sideways photo is an accident of the camera, not part of the data. Each turned image
+    says so in its manifest row (``converted``), so the difference from the reference studies can be
+    counted.
     """
     try:
         with warnings.catch_warnings():
@@ -176,7 +177,7 @@ def _turned(size: tuple[int, int], orientation: int) -> tuple[int, int]:
 
 def _resize(img: Image.Image, size: tuple[int, int], orientation: int) -> Image.Image:
     """Squash to ``size`` (width, height), flatten transparency on white, turn upright."""
-    # Squashed without keeping the aspect ratio or cropping, as the seeds' Keras loaders did
+    # Squashed without keeping the aspect ratio or cropping, as the reference studies' Keras loaders did
     # (flow_from_directory's target_size, image_dataset_from_directory's image_size).
     img = img.resize(_turned(size, orientation), RESAMPLE, reducing_gap=REDUCING_GAP)
     if img.mode == "RGBA":

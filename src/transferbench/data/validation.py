@@ -180,7 +180,7 @@ class Summary:
     dataset: str
     success: bool
     expectations: list[dict]
-    # images per split and class, for datasets with classes: reported, not judged (seed 000's pets are 1:2:2)
+    # images per split and class, for datasets with classes: reported, not judged (reference study 000's pets are 1:2:2)
     class_balance: dict | None = None
 
     def failed(self) -> list[dict]:

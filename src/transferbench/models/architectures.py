@@ -1,5 +1,5 @@
-"""The cores we define ourselves rather than take from keras.applications: seed 002's small CNN and
-seed 004's GoogLeNet (Inception v1) with the trunks of its auxiliary classifiers."""
+"""The cores we define ourselves rather than take from keras.applications: reference study 002's
+small CNN and reference study 004's GoogLeNet (Inception v1) with the trunks of its auxiliary classifiers."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from keras import layers
 
 
 def small_cnn(shape: tuple[int, int, int]) -> keras.Model:
-    """Seed 002's convolutional part: three 3x3 conv (16/32/64) + 2x2 max-pool blocks.
+    """Reference study 002's convolutional part: three 3x3 conv (16/32/64) + 2x2 max-pool blocks.
 
-    The seed's Flatten + Dense(512, relu) are the experiment's ``pooling: flatten`` and
+    The study's Flatten + Dense(512, relu) are the experiment's ``pooling: flatten`` and
     ``head_units: 512``, so the base is the convolutional part alone, as for the other models.
     """
     inputs = keras.Input(shape)
@@ -22,7 +22,7 @@ def small_cnn(shape: tuple[int, int, int]) -> keras.Model:
 
 
 def _conv(filters: int, size: int, name: str, strides: int = 1, bias: float | None = None) -> layers.Layer:
-    # The seed starts the stem's first convolution and every inception branch with bias 0.2
+    # Reference study 004 starts the stem's first convolution and every inception branch with bias 0.2
     # (it has no batch normalisation; the positive bias keeps ReLUs alive early on).
     return layers.Conv2D(filters, size, strides=strides, padding="same", activation="relu", name=name,
                          bias_initializer=keras.initializers.Constant(bias) if bias is not None else "zeros")
@@ -39,7 +39,7 @@ def _inception(x, f1: int, f3r: int, f3: int, f5r: int, f5: int, fp: int, name: 
 
 
 def googlenet(shape: tuple[int, int, int]) -> keras.Model:
-    """Seed 004's Inception v1 up to inception_5b; extra outputs: the maps after 4a and 4d (aux inputs).
+    """Reference study 004's Inception v1 up to inception_5b; extra outputs: the maps after 4a and 4d (aux inputs).
 
     The main classifier (global average pooling, dropout 0.4, softmax) is the experiment's
     ``pooling: avg``, ``head_dropout: 0.4``, ``head: dense``.
@@ -65,7 +65,8 @@ def googlenet(shape: tuple[int, int, int]) -> keras.Model:
 
 
 def googlenet_aux_trunk(feature_map: keras.KerasTensor, name: str) -> keras.KerasTensor:
-    """Seed 004's auxiliary classifier up to its softmax: avg-pool 5x5/3, 1x1 conv 128, dense 1024, dropout 0.7.
+    """Reference study 004's auxiliary classifier up to its softmax: avg-pool 5x5/3, 1x1 conv 128, dense 1024,
+    dropout 0.7.
 
     At 224x224 the map is 14x14 and the pool leaves 4x4, as in the paper; a smaller map (small
     test images) pools over at most its own size, so any input from min_size up works.

@@ -53,7 +53,7 @@ def pooling_layer(pooling: str) -> keras.layers.Layer:
     if pooling not in POOLINGS:
         raise ConfigError(f"pooling {pooling!r} is unknown; accepted: {', '.join(POOLINGS)}")
     layer = {"max": layers.GlobalMaxPooling2D, "avg": layers.GlobalAveragePooling2D,
-             "flatten": layers.Flatten}[pooling]  # flatten: seed 003's VGG16 block5_pool, flattened
+             "flatten": layers.Flatten}[pooling]  # flatten: reference study 003's VGG16 block5_pool, flattened
     return layer(name=f"pool_{pooling}")
 
 
@@ -96,7 +96,7 @@ def _architecture(name: str) -> Callable[..., Any]:
 
 CORES.register("xception")(Core(
     build_core=_application("Xception"),
-    # Xception was trained on [-1, 1] inputs (the seed fed it [0, 1]).
+    # Xception was trained on [-1, 1] inputs (reference study 000 fed it [0, 1]).
     preprocess=_rescaling(1 / 127.5, offset=-1.0),
 ))
 
@@ -106,7 +106,7 @@ CORES.register("cnn")(Core(build_core=_architecture("small_cnn"), preprocess=_re
 
 CORES.register("googlenet")(Core(
     build_core=_architecture("googlenet"),
-    preprocess=_rescaling(1 / 255.0),  # as the seed: pixels / 255
+    preprocess=_rescaling(1 / 255.0),  # as reference study 004: pixels / 255
     aux_trunk=_architecture("googlenet_aux_trunk"),
 ))
 

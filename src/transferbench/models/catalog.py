@@ -124,7 +124,7 @@ def _check_gap(name: str, pooling: str | None, options: HeadOptions) -> None:
                           "(or head dense for a hidden layer)")
 
 
-# Seed 001's "global average pooling + softmax": the averaged feature maps go straight into the
+# Reference study 001's "global average pooling + softmax": the averaged feature maps go straight into the
 # classifier. The base does the averaging (pooling: avg), so the head refuses any other pooling.
 HEADS.register("gap")(HeadEntry(tasks=ALL_TASKS, check=_check_gap))
 
@@ -135,7 +135,7 @@ def _check_svm(name: str, pooling: str | None, options: HeadOptions) -> None:
                           f"{options.l2!r} does not fit it; accepted: head_l2 > 0 (e.g. 0.0001)")
 
 
-# Seed 001's linear SVM: outputs are margins, so class 1 of a binary task where the margin is > 0.
+# Reference study 001's linear SVM: outputs are margins, so class 1 of a binary task where the margin is > 0.
 HEADS.register("svm")(HeadEntry(tasks=ALL_TASKS, threshold=0.0, check=_check_svm))
 
 

@@ -154,7 +154,7 @@ def _cross_entropy(task: Task) -> str:
 
 CLASSIFIERS.register("dense")(Classifier(layer=_softmax_or_sigmoid, loss=_cross_entropy))
 
-# Seed 001's "global average pooling + softmax": the base does the averaging (the catalog's rule
+# Reference study 001's "global average pooling + softmax": the base does the averaging (the catalog's rule
 # refuses any pooling but avg), so the classifier is the dense head's.
 CLASSIFIERS.register("gap")(Classifier(layer=_softmax_or_sigmoid, loss=_cross_entropy))
 
@@ -174,6 +174,6 @@ def _squared_hinge() -> keras.losses.Loss:
     return OneVsRestSquaredHinge()
 
 
-# Seed 001's linear SVM: one linear margin per class (one-vs-rest), squared hinge loss and an L2
+# Reference study 001's linear SVM: one linear margin per class (one-vs-rest), squared hinge loss and an L2
 # penalty on the weights (the catalog's rule requires head_l2 > 0).
 CLASSIFIERS.register("svm")(Classifier(layer=_linear_svm, loss=lambda task: _squared_hinge()))

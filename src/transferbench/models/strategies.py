@@ -1,8 +1,8 @@
-"""Fine-tuning strategies (seed 001): which layers of the base train, in which phase, at which rate.
+"""Fine-tuning strategies (reference study 001): which layers of the base train, in which phase, at which rate.
 
 ``full``       everything trains.
-``partial``    the first ``freeze`` layers of the core never train (a count, as seed 003's
-               ``model.layers[:18]``, or a fraction 0 < f < 1 of them); the rest and the head train.
+``partial``    the first ``freeze`` layers of the core never train (a count, as reference
+               study 003's ``model.layers[:18]``, or a fraction 0 < f < 1 of them); the rest and the head train.
 ``frozen``     the core never trains: the base is a fixed feature extractor and only the head learns.
 ``two_phase``  ``head_epochs`` epochs with the core frozen at ``learning_rate``; then the core is
                unfrozen (all of it, or all but its first ``freeze`` layers) and training goes on,

@@ -132,7 +132,7 @@ class Params(Section):
     # checks that the two agree).
     captcha: CaptchaParams | None = Field(
         default=None,
-        description="seed 000's generated CAPTCHAs: how many, their size, characters and style")
+        description="reference study 000's generated CAPTCHAs: how many, their size, characters and style")
     cats_and_dogs_filtered: CatsAndDogsFilteredParams | None = Field(
         default=None,
         description="Google's cats_and_dogs_filtered zip: image size, splits and where it comes from")
