@@ -7,8 +7,10 @@ that says "failed to load" or shows nothing fails the test.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -40,7 +42,11 @@ def mlflow_ui_experiments(repo: Path, env: dict, command: str) -> list[dict]:
     """Start the README's `mlflow ui` in ``repo`` on a free port; the experiments it lists."""
     port = free_port()
     argv = [sys.executable, "-m", "mlflow", *shlex.split(command)[1:], "--port", str(port)]
-    server = subprocess.Popen(argv, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Its log goes to a file: a pipe nobody reads fills up and blocks the server, also on its way out.
+    log = repo.parent / "mlflow-ui.log"
+    with log.open("w") as err:
+        server = subprocess.Popen(argv, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                  start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search"
         for _ in range(120):
@@ -50,12 +56,16 @@ def mlflow_ui_experiments(repo: Path, env: dict, command: str) -> list[dict]:
                     return answer.json()["experiments"]
             except requests.ConnectionError:
                 pass
-            assert server.poll() is None, server.stderr.read() if server.stderr else "mlflow ui exited"
+            assert server.poll() is None, log.read_text()[-3000:]
             time.sleep(1)
         raise AssertionError("mlflow ui did not answer within 2 minutes")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
 
 
 def test_the_newcomer_path(tmp_path):
