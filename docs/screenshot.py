@@ -5,8 +5,8 @@ of one experiment through transferbench.tracking.mlflow_runs (pets, Xception, `i
 headless Chromium (Debian's `chromium`) capture MLflow's run-comparison page
 (``/#/compare-runs?runs=[...]&experiments=[...]``). Runs in about 20 s; needs no network.
 
-The per-epoch numbers are made up in the shape seed 000 describes (pretrained settles after about
-8 epochs, random after about 17); they are not measurements. Each run carries the tag
+The per-epoch numbers are made up in the shape reference study 000 describes (pretrained settles after
+about 8 epochs, random after about 17); they are not measurements. Each run carries the tag
 ``synthetic=true`` so the picture cannot be mistaken for a result.
 
     python docs/screenshot.py [--out docs/mlflow-ui.png] [--chromium chromium]
