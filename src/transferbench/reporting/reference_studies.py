@@ -5,8 +5,8 @@ Xception pretrained and from scratch on Open Images cats, dogs and birds and on 
 compared fine-tuning strategies (no figures), 002 trained a small CNN from scratch on cats_and_dogs_filtered,
 003 a frozen ImageNet VGG16 on Kaggle's dogs-vs-cats and 004 GoogLeNet from scratch on CIFAR-10. They measured
 different things: test accuracy and epochs until validation accuracy looked stable (000, the epochs read off
-its curves by eye), validation accuracy at the last epoch (002, 003, 004) and train accuracy (002). Each
-figure says which, so the report compares like with like.
+its curves by eye), validation accuracy at the last epoch (002, 003, 004) and train accuracy (002 too).
+Each figure says which, so the report compares like with like.
 """
 
 from __future__ import annotations
