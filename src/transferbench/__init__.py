@@ -4,11 +4,21 @@ The package behind the DVC stages (``stages/``), one subpackage per layer: core,
 study, tracking, training, reporting (docs/architecture.md).
 """
 
+import glob
 import importlib.util
 import os
 
-# TensorFlow's C++ INFO lines (CUDA probing, oneDNN notices) bury the stage's own output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def nvidia_device_present() -> bool:
+    """Whether the machine has an NVIDIA device node (``/dev/nvidia*``), without starting CUDA or a backend."""
+    return bool(glob.glob("/dev/nvidia*"))
+
+
+# TensorFlow's C++ logging, read once when TensorFlow loads: its INFO lines (oneDNN notices) bury the
+# stage's own output. Without an NVIDIA device its ERROR lines go too: CUDA probing (`failed call to
+# cuInit`, printed on every start of a CPU machine) is the only one a successful run shows there. With
+# one, errors stay: they say why a GPU is not used. The user's own setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if nvidia_device_present() else "3")
 
 # The Keras backends the project runs on, in order of preference when KERAS_BACKEND is unset: TensorFlow
 # (the CPU default: JAX compiles Xception's separable convolutions slowly on a CPU), then JAX.

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from transferbench import nvidia_device_present
 from transferbench.core import backend
 from transferbench.core.errors import UserError, shortened
 from transferbench.core.files import no_space, space_reason
@@ -64,7 +65,8 @@ def _redacted_excepthook(kind, value, tb) -> None:
 
 
 # What TensorFlow's native code prints on every start on a machine without a GPU, before its logging is
-# set up (so TF_CPP_MIN_LOG_LEVEL cannot hide it): CUDA probing, and notes about CPU builds.
+# set up (so TF_CPP_MIN_LOG_LEVEL cannot hide it): CUDA probing, and notes about CPU builds. The lines
+# after that, such as `failed call to cuInit`, TF_CPP_MIN_LOG_LEVEL hides (the package's __init__).
 CPU_START_NOISE = ("All log messages before absl::InitializeLog()", "cudart_stub.cc", "failed call to cuInit",
                    "oneDNN custom operations are on", "cpu_feature_guard.cc", "To enable the following instructions")
 
@@ -99,7 +101,7 @@ def load_keras() -> str:
     and start its devices, without TensorFlow's CUDA probing lines on a machine that has no NVIDIA
     device (with one, every line stays: they say why a GPU is not used). Returns the backend."""
     name = backend.select()
-    if any(Path("/dev").glob("nvidia*")):
+    if nvidia_device_present():
         import keras  # noqa: F401
         return name
     with native_stderr_without(CPU_START_NOISE):
