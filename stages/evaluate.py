@@ -19,8 +19,8 @@ from transferbench.study.params import Params
 
 def evaluate(params: Params, name: str) -> None:
     check_writable(paths.REPORTS / "runs" / name, paths.experiment_report_dir(name))
-    # Its own GPU in a queue worker, as the train stage (stages/train.py says why).
-    claim_gpu(params.distribution)
+    # A GPU slot of its own in a queue worker, as the train stage's workers (transferbench.core.devices).
+    claim_gpu(params.distribution, per_gpu=params.gpu_runs_per_device)
     # Keras takes seconds to import: imported once params and the name are known to be good.
     load_keras()
     from transferbench.training.evaluation import run

@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 
 from transferbench.core import backend, paths
-from transferbench.core.files import replace_dir, write_json, write_text
+from transferbench.core.files import write_json, write_text
 from transferbench.core.inputs import read_json_input
 from transferbench.data.datasets import load_split
 from transferbench.models.pretrained import init_weights_file
@@ -32,7 +32,8 @@ from transferbench.tracking import mlflow_runs as tracking
 from transferbench.training import distribution
 from transferbench.training.batches import ArrayBatches, feed_kind
 from transferbench.training.fit import EpochSeconds, configure_precision, finish, fit  # noqa: F401 (re-export)
-from transferbench.training.tuning import UNTUNED, Tuned, tune
+from transferbench.training.publish import publish
+from transferbench.training.tuning import UNTUNED, Tuned, trial_score, tune
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +106,28 @@ def runtime(experiment: Experiment, policy: str, image_bytes: int) -> dict[str, 
             "feed": feed_kind(image_bytes, placed["device_count"])}
 
 
+def tuning_dir(experiment: Experiment, work_root: Path) -> Path:
+    """Where the trials of ``experiment``'s arm (at its share and first seed) leave their scores."""
+    init_record = read_json_input(runs.init_dir(experiment) / "source.json", f"weights@{experiment.name}")
+    return work_root / "tuning" / f"{runs.run_name(experiment)}-{fingerprint(experiment, init_record)}"
+
+
 def tune_arm(experiment: Experiment, params: Params, work_root: Path) -> Tuned:
     """The arm's learning-rate factor, chosen on validation at ``experiment``'s share and seed (params' tuning)."""
     if params.tuning.kind == "none":
         return UNTUNED
-    init_dir = runs.init_dir(experiment)
-    init_record = read_json_input(init_dir / "source.json", f"weights@{experiment.name}")
+    folder = tuning_dir(experiment, work_root)
     batches = load_batches(experiment)
-    key = f"{runs.run_name(experiment)}-{fingerprint(experiment, init_record)}"
-    return tune(experiment, params.tuning, batches["train"], batches["validation"], work_root / "tuning" / key,
-                init_weights_file(init_dir))
+    return tune(experiment, params.tuning, batches["train"], batches["validation"], folder,
+                init_weights_file(runs.init_dir(experiment)))
+
+
+def trial(experiment: Experiment, params: Params, factor: float, work_root: Path) -> float:
+    """One tuning trial of ``experiment``'s arm at ``factor``, alone (a worker's job): its validation score."""
+    folder = tuning_dir(experiment, work_root)
+    batches = load_batches(experiment)
+    return trial_score(experiment, factor, params.tuning.epochs, batches["train"], batches["validation"], folder,
+                       init_weights_file(runs.init_dir(experiment)))
 
 
 def train_run(experiment: Experiment, work_root: Path, policy: str, tuned: Tuned,
@@ -178,14 +191,8 @@ def run(params: Params, name: str, work_root: Path | None = None) -> None:
 
     Resumable work lives in ``work_root`` (default tmp/train/<name>/) until then.
     """
-    check_freeze(f"experiments.{name}", params.experiments[name])  # needs the built core: not in params checks
     experiments = runs.runs(params, name)
-    # Before any model is built (JAX lays variables out as they are made); needs the backend's devices,
-    # so checked here rather than with the params.
-    placement = distribution.activate(params.distribution)
-    for batch_size in sorted({e.settings.batch_size for e in experiments}):
-        placement.check_batch(f"experiments.{name}.batch_size", batch_size)
-    policy = configure_precision()
+    policy, placement = start(params, name)
     placed = placement.describe(params.experiments[name].batch_size)
     log.info("%s: %d run(s) (%s), %s, distribution %s on %d device(s) (%s), batch %d per device", name,
              len(experiments), ", ".join(runs.run_name(e) for e in experiments), policy, placed["distribution"],
@@ -198,15 +205,26 @@ def run(params: Params, name: str, work_root: Path | None = None) -> None:
         parent.end(status="KILLED")
         raise
     parent.end()
-    out = paths.experiment_model_dir(name) / "runs"
-    staging = out.with_name("runs.partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    for run_name, folder in finished.items():
-        shutil.copytree(folder, staging / run_name)
-    replace_dir(staging, out)
-    shutil.rmtree(work_root)
+    publish(name, finished, work_root)
+
+
+def start(params: Params, name: str) -> tuple[str, distribution.Placement]:
+    """What a process that trains experiment ``name``'s runs sets up before any model: the precision policy
+    and the devices' placement (the stage's own process, or each of its workers)."""
+    check_freeze(f"experiments.{name}", params.experiments[name])  # needs the built core: not in params checks
+    # Before any model is built (JAX lays variables out as they are made); needs the backend's devices,
+    # so checked here rather than with the params.
+    placement = distribution.activate(params.distribution)
+    for batch_size in sorted({e.settings.batch_size for e in runs.runs(params, name)}):
+        placement.check_batch(f"experiments.{name}.batch_size", batch_size)
+    return configure_precision(), placement
+
+
+def train_tuned(experiment: Experiment, work_root: Path, policy: str, tuned: Tuned,
+                parent: tracking.ParentRun) -> Path:
+    """One run at its arm's chosen rate (:func:`train_run`); the finished folder."""
+    trained = dataclasses.replace(experiment, settings=with_rate(experiment.settings, tuned.chosen_factor))
+    return train_run(trained, work_root, policy, tuned, parent)
 
 
 def train_all(experiments: list[Experiment], params: Params, work_root: Path, policy: str,
@@ -218,6 +236,5 @@ def train_all(experiments: list[Experiment], params: Params, work_root: Path, po
         arm = (e.weights_label, e.train_fraction)
         if arm not in tuned:  # an arm's first run at each share is at its first seed: it tunes for the others
             tuned[arm] = tune_arm(e, params, work_root)
-        trained = dataclasses.replace(e, settings=with_rate(e.settings, tuned[arm].chosen_factor))
-        finished[runs.run_name(e)] = train_run(trained, work_root, policy, tuned[arm], parent)
+        finished[runs.run_name(e)] = train_tuned(e, work_root, policy, tuned[arm], parent)
     return finished

@@ -18,13 +18,14 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transferbench.core.files import read_json, write_json
 from transferbench.study.experiments import MONITOR, Experiment, monitor, trial, trial_epochs
 from transferbench.study.params import Tuning
-from transferbench.training.batches import ArrayBatches
-from transferbench.training.fit import fit
+
+if TYPE_CHECKING:  # Keras at import: the train stage's worker coordinator imports this module without it
+    from transferbench.training.batches import ArrayBatches
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +66,29 @@ def tune(experiment: Experiment, tuning: Tuning, train: ArrayBatches, validation
     """
     if tuning.kind == "none":
         return UNTUNED
-    scores = tuple(_trial_score(experiment, factor, tuning.epochs, train, validation, work_dir, weights_file)
+    scores = tuple(trial_score(experiment, factor, tuning.epochs, train, validation, work_dir, weights_file)
                    for factor in tuning.factors)
+    return decided(experiment, tuning, scores)
+
+
+def decided(experiment: Experiment, tuning: Tuning, scores: Sequence[float]) -> Tuned:
+    """The arm's choice from its trials' ``scores`` (one per factor of ``tuning``, in its order)."""
     chosen = choose(tuning.factors, scores)
     log.info("%s %s: learning rate x%g chosen on validation (%s)", experiment.name, experiment.weights_label,
              chosen, ", ".join(f"x{f:g}: {s:.4f}" for f, s in zip(tuning.factors, scores, strict=True)))
-    return Tuned("grid", tuple(tuning.factors), scores, chosen, trial_epochs(experiment.settings, tuning.epochs),
-                 monitor(experiment.settings))
+    return Tuned("grid", tuple(tuning.factors), tuple(scores), chosen,
+                 trial_epochs(experiment.settings, tuning.epochs), monitor(experiment.settings))
 
 
-def _trial_score(experiment: Experiment, factor: float, share: float, train: ArrayBatches,
+def trial_score(experiment: Experiment, factor: float, share: float, train: ArrayBatches,
                  validation: ArrayBatches, work_dir: Path, weights_file: Path | None) -> float:
-    """The best validation accuracy of one short trial at ``factor`` times the recipe's rates."""
+    """The best validation accuracy of one short trial at ``factor`` times the recipe's rates.
+
+    Trials of one arm are independent of each other: the train stage may run them in parallel processes
+    (transferbench.training.workers), each writing its own score file.
+    """
+    from transferbench.training.fit import fit  # Keras: see the imports above
+
     done = work_dir / f"x{factor:g}.json"
     if done.exists():
         return float(read_json(done)["score"])
