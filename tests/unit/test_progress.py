@@ -133,6 +133,10 @@ def test_epoch_line_in_a_terminal_draws_the_epoch_s_batches_then_logs_the_line(c
     for batch in range(3):
         callback.on_train_batch_end(batch, {"loss": 2.0, "head0_accuracy": 0.5, "head1_accuracy": 0.25})
     callback.on_epoch_end(0, {"loss": 2.0, "accuracy": 0.375})
+    callback.on_epoch_begin(1)  # three steps per execution (steps_per_execution): one call, after the third
+    callback.on_train_batch_end(2, {"loss": 2.0})
+    assert callback.bar is not None and callback.bar.n == 3
+    callback.on_train_end()
     err = capsys.readouterr().err
     assert "epoch 1/2: " in err and "/3 [" in err and "batch" in err  # tqdm's bar, cleared at the end
     assert lines(caplog, "transferbench.training.fit") == ["epoch 1/2: loss 2, accuracy 0.375"]

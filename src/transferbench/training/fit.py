@@ -176,7 +176,8 @@ class EpochLine(keras.callbacks.Callback):
         if accuracy is not None:
             shown["accuracy"] = accuracy
         self.bar.set_postfix_str(", ".join(f"{k} {v:.3f}" for k, v in shown.items()), refresh=False)
-        self.bar.update(1)
+        # ``batch`` is the last step done: Keras calls this once per execution of several steps (steps_per_execution).
+        self.bar.update(batch + 1 - self.bar.n)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.bar is not None:
