@@ -28,7 +28,7 @@ from transferbench.core.progress import in_terminal
 from transferbench.models import strategies
 from transferbench.models.assembly import assemble_model, compile_outputs, make_optimizer
 from transferbench.models.backbones import initial_core, load_model
-from transferbench.models.catalog import HeadOptions
+from transferbench.models.catalog import MODELS, HeadOptions
 from transferbench.models.heads import output_names
 from transferbench.study.experiments import BALANCED_MONITOR, MONITOR, Experiment, monitor
 from transferbench.training.batches import ArrayBatches, class_weights, device_resident, fit_input
@@ -57,13 +57,26 @@ def build_model(experiment: Experiment, weights_file: Path | None) -> keras.Mode
     return model
 
 
-def compile_model(model: keras.Model, experiment: Experiment, learning_rate: float | None = None) -> None:
-    """Loss, loss weights and accuracy per output; ``learning_rate`` defaults to the experiment's."""
+def compile_model(model: keras.Model, experiment: Experiment, learning_rate: float | None = None,
+                  steps_per_execution: int = 1) -> None:
+    """Loss, loss weights and accuracy per output; ``learning_rate`` defaults to the experiment's;
+    ``steps_per_execution``: training steps per call of the train function (:func:`steps_per_call`)."""
     settings = experiment.settings
     optimizer = make_optimizer(settings.optimizer,
                                settings.learning_rate if learning_rate is None else learning_rate)
     compile_outputs(model, settings.model, settings.head, experiment.task, optimizer,
-                    balanced=monitor(settings) == BALANCED_MONITOR)
+                    balanced=monitor(settings) == BALANCED_MONITOR, steps_per_execution=steps_per_execution)
+
+
+def steps_per_call(model: str, steps: int) -> int:
+    """Training steps per call of the train function for ``model`` at ``steps`` an epoch (ModelEntry.steps_per_call)."""
+    return MODELS.get(model).steps_per_call(steps)
+
+
+def training_steps(images: int, batch_size: int, placement: Placement) -> int:
+    """Steps of one training epoch: every batch on one device, the full batches only in data parallel
+    (Placement.training)."""
+    return images // batch_size if placement.parallel else math.ceil(images / batch_size)
 
 
 def mean_accuracy(logs: dict, head_names: Sequence[str], prefix: str = "") -> float | None:
@@ -304,6 +317,8 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
          work_dir: Path, extra_callbacks: Sequence[keras.callbacks.Callback], verbose: int | None,
          placement: Placement) -> list[dict]:
     plan = strategies.phases(experiment.settings)
+    per_call = steps_per_call(experiment.settings.model, training_steps(len(train.images), train.batch_size,
+                                                                        placement))
     work_dir.mkdir(parents=True, exist_ok=True)
     state_file = work_dir / "state.json"
     state = read_json(state_file) if state_file.exists() else None
@@ -314,7 +329,7 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
     else:
         keras.utils.set_random_seed(experiment.seed)
         model = placement.prepare(build_model(experiment, weights_file))
-        compile_model(model, experiment, plan[0].learning_rate)
+        compile_model(model, experiment, plan[0].learning_rate, per_call)
         current = plan[0].name
     history: list[dict] = list(state["history"]) if state else []
     epoch = state["epoch"] if state else 0
@@ -335,13 +350,13 @@ def _fit(experiment: Experiment, weights_file: Path | None, train: ArrayBatches,
             # fine-tuned checkpoint, never on one from its frozen phase that happened to validate better.
             best.score, best.file = -math.inf, None
             strategies.apply(model, phase)
-            compile_model(model, experiment, phase.learning_rate)  # a fresh optimizer at the phase's rate
+            compile_model(model, experiment, phase.learning_rate, per_call)  # a fresh optimizer at the phase's rate
             current = phase.name
             log.info("%s: phase %s from epoch %d, learning rate %s", experiment.name, phase.name, epoch + 1,
                      phase.learning_rate)
         elif strategies.apply(model, phase):
             # A saved model comes back with its trainable flags; should they differ, the optimizer must follow.
-            compile_model(model, experiment, phase.learning_rate)
+            compile_model(model, experiment, phase.learning_rate, per_call)
         schedule = schedule_callbacks(experiment.settings.schedule, phase)
         plateau = next((c for c in schedule if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
         resume = ResumeState(work_dir, best, plateau, history, phase=phase.name, monitor=monitor(experiment.settings))
