@@ -99,8 +99,11 @@ def _open_client(uri: str):
 
     # No mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI to every process started after it.
     client = mlflow.MlflowClient(uri)
-    # MLflow opens the store (and creates its tables in a new file) on first use: do it now, under the lock.
-    client.search_experiments(max_results=1)
+    if sqlite_file(uri) is not None:
+        # MLflow opens a SQLite store (and creates its tables in a new file) on first use: do it now, under the
+        # lock. A server made its own tables: asking it first would only add a round trip (and a login check)
+        # to every write.
+        client.search_experiments(max_results=1)
     return client
 
 
