@@ -197,10 +197,20 @@ def parent_name(experiment: str, dvc_exp: str) -> str:
 
 def experiment_id(client, dataset: str) -> str:
     """The MLflow experiment of ``dataset``, created (marked as model training) on first use."""
+    from mlflow.exceptions import MlflowException
+
     found = client.get_experiment_by_name(dataset)
     if found:
         return found.experiment_id
-    exp_id = client.create_experiment(dataset, artifact_location=artifact_location(dataset), tags=EXPERIMENT_KIND)
+    try:
+        exp_id = client.create_experiment(dataset, artifact_location=artifact_location(dataset), tags=EXPERIMENT_KIND)
+    except MlflowException as err:
+        # Another machine logging to the same server made it since we looked: our lock covers one machine's SQLite
+        # file, not a server every machine shares.
+        found = client.get_experiment_by_name(dataset) if err.error_code == "RESOURCE_ALREADY_EXISTS" else None
+        if found is None:
+            raise
+        return found.experiment_id
     if tracking_uri() == local_uri():
         _hide_empty_default(client)
     return exp_id
