@@ -63,7 +63,9 @@ def recipe_from_params(params: Params, name: str) -> gpu.Recipe:
         epochs=section.epochs, train_images=TRAIN_IMAGES[section.dataset](params),
         runs=len(params.arms(name)) * params.seeds * len(params.train_fraction), class_weight=section.class_weight,
         tuning_runs=0.0 if params.tuning.kind == "none" else
-        len(params.arms(name)) * len(params.train_fraction) * len(params.tuning.factors) * params.tuning.epochs)
+        len(params.arms(name)) * len(params.train_fraction) * len(params.tuning.factors) * params.tuning.epochs,
+        arms=len(params.arms(name)) * len(params.train_fraction),
+        factors=0 if params.tuning.kind == "none" else len(params.tuning.factors))
 
 
 def test_the_recipe_table_is_params_yaml():
@@ -96,6 +98,18 @@ def test_the_blocker_does_block():
     assert done.returncode == 1 and "blocked: pydantic" in done.stderr
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--per-gpu", "1,0"], "--per-gpu '1,0': accepted: comma-separated whole numbers >= 1"),
+    (["--together", "pets,nope"], "--together 'pets,nope': unknown nope; accepted: pets, captcha"),
+    (["--feeds", "disk"], "--feeds 'disk': accepted: any of ceiling, host, device"),
+])
+def test_bad_flags_for_k_per_gpu_are_refused_naming_the_accepted_values(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as stopped:
+        gpu.main([*flags, "--json", str(tmp_path / "out.json")])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_an_unknown_experiment_is_refused_naming_the_accepted_ones(tmp_path):
     done = blocked_run("--experiments", "captcha,nope", "--json", str(tmp_path / "out.json"))
     assert done.returncode == 2
@@ -119,7 +133,7 @@ def fake_part(figures: dict[str, dict[str, float]], stop_at: str | None = None):
     (as a time limit would) when asked for ``stop_at``, after noting what the JSON held at that moment."""
     seen: dict[str, dict] = {}
 
-    def fed(model, batches, recipe, steps, epochs):
+    def fed(model, batches, recipe, steps, epochs, feeds=gpu.FEEDS):
         precision = model.dtype_policy.name
         if precision == stop_at:
             seen["json"] = json.loads(Path(seen["path"]).read_text())
@@ -137,6 +151,8 @@ def test_each_part_is_saved_as_soon_as_it_is_measured_feeders_and_mixed_first(tm
     mixed = {"ceiling": 3.0, "host": 2.0, "device": 1.5}
     fed, seen = fake_part({"mixed_float16": mixed}, stop_at="float32")
     monkeypatch.setattr(gpu, "fed", fed)
+    # The small CNN's two steps per call (--steps 2: its count divides the timed epoch's steps), on the stage's feed.
+    monkeypatch.setattr(gpu, "per_call", lambda recipe, precision, count, batches, feed, steps, epochs: 4.0)
     out = tmp_path / "gpu.json"
     seen["path"] = str(out)
     with pytest.raises(KeyboardInterrupt):
@@ -147,12 +163,47 @@ def test_each_part_is_saved_as_soon_as_it_is_measured_feeders_and_mixed_first(tm
     assert row["feeder_alone"] == {"host": 5.0, "device": 300.0}
     assert row["images_per_second"] == {"mixed_float16": mixed}
     feed = gpu.stage_feed()  # device on JAX, host on TensorFlow
-    assert row["projected_seconds"] == pytest.approx(row["training_images"] / mixed[feed])
+    assert row["steps_per_execution"] == {"mixed_float16": {"count": 2, "feed": feed, "one": mixed[feed], "many": 4.0}}
+    assert row["projected_seconds"] == pytest.approx(row["training_images"] / 4.0)  # as the train stage runs it
     assert seen["json"]["precisions"] == ["mixed_float16", "float32"]
     tables = gpu.saved_tables([out])
     # mixed ceiling, host, device; then the stage's feed over the ceiling
     assert f"| 3 | 2 | 1.5 | {mixed[feed] / 3:.2f} ({feed}) |" in tables
     assert "| 32x32, 2 | 3 |" in tables and "| 5 | 300 | 10.0 |" in tables  # device / 10x consumed
+    assert f"| cats_and_dogs_filtered_cnn | mixed_float16 | {feed} | 2 | {gpu.rate(mixed[feed])} | 4 " \
+           f"| {4.0 / mixed[feed]:.2f} |" in tables
+
+
+def test_k_processes_take_the_memory_share_the_train_stages_workers_take():
+    from transferbench.core import devices
+
+    assert gpu.SHARED_MEMORY == devices.SHARED_MEMORY
+    assert [gpu.memory_fraction(k) for k in (1, 2, 4, 8)] == ["0.800", "0.400", "0.200", "0.100"]
+
+
+def test_the_schedule_of_k_runs_at_once_follows_the_stages_workers():
+    recipe = gpu.Recipe("cnn", 32, 32, gpu.Task("binary", 2), "flatten", "dense", 0, 0.0, "none", "sgd", 0.1, 10,
+                        epochs=2, train_images=100, runs=6, tuning_runs=1.5, arms=2, factors=3)
+    run = 100 * 2 / 10.0  # 20 s a run at 10 images/s; a trial a quarter of it (1.5 = 2 arms x 3 factors x 0.25)
+    assert gpu.makespan(recipe, 1, 10.0) == pytest.approx(run * (6 + 1.5))  # alone: the work over the rate
+    assert gpu.makespan(recipe, 6, 10.0) == pytest.approx(run * 0.25 + run)  # every trial, then every run, at once
+    # Four at once: arm 0's three trials and one of arm 1's to 5 s; then arm 1's other two (first in the queue) to
+    # 10 s beside two of arm 0's runs (to 25 s); arm 0's third run and arm 1's first from 10 s, its others from 25 s.
+    assert gpu.makespan(recipe, 4, 10.0) == pytest.approx(25 + 20)
+    untuned = gpu.replace(recipe, tuning_runs=0.0, factors=0)
+    assert gpu.makespan(untuned, 4, 10.0) == pytest.approx(2 * run)  # six runs on four slots: two rounds
+
+
+def test_the_study_table_takes_each_experiments_best_k():
+    together = [{"experiment": "pets", "model": "xception", "batch_size": 16, "per_gpu": {
+        "1": {"feed": "device", "per_process": [100.0], "images_per_second": 100.0, "projected_seconds": 7200.0},
+        "2": {"feed": "host", "per_process": [90.0, 95.0], "images_per_second": 185.0, "projected_seconds": 4000.0}}}]
+    rows = [{"experiment": "cifar10", "projected_seconds": 600.0}, {"experiment": "captcha"}]
+    assert gpu.together_table(together).splitlines()[-1] \
+        == "| pets | xception | 16 | 2 | host | 90, 95 | 185 | 1.85 | 1.1 h |"
+    study = gpu.study_table(rows, together)
+    assert "| pets | 2.0 h | 2 | 1.1 h |" in study and "| cifar10 | 10.0 min | 1 | 10.0 min |" in study
+    assert study.splitlines()[-1] == "| all | 2.2 h (without captcha) | | 1.3 h (without captcha) |"
 
 
 def test_rows_without_a_precision_print_n_a_there():
@@ -168,6 +219,7 @@ def test_rows_without_a_precision_print_n_a_there():
 def test_a_tiny_run_on_cpu_prints_the_table_and_writes_the_json(tmp_path):
     out = tmp_path / "gpu.json"
     done = blocked_run("--tiny", "--steps", "2", "--epochs", "1", "--experiments", "cats_and_dogs_filtered_cnn",
+                       "--together", "cats_and_dogs_filtered_cnn", "--per-gpu", "2", "--together-seconds", "0.5",
                        "--json", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
@@ -185,8 +237,12 @@ def test_a_tiny_run_on_cpu_prints_the_table_and_writes_the_json(tmp_path):
     (experiment,) = figures["experiments"]
     recipe = gpu.RECIPES["cats_and_dogs_filtered_cnn"]
     assert experiment["training_images"] == recipe.train_images * recipe.epochs * (recipe.runs + recipe.tuning_runs)
-    rate = experiment["images_per_second"]["mixed_float16"][experiment["stage_feed"]]
-    assert experiment["projected_seconds"] == pytest.approx(experiment["training_images"] / rate)
+    # The small CNN: its stage feed one step per call, then two (--steps 2), which the projection takes.
+    per_call = experiment["steps_per_execution"]["mixed_float16"]
+    assert per_call["count"] == 2 and per_call["feed"] == experiment["stage_feed"]
+    assert per_call["one"] == experiment["images_per_second"]["mixed_float16"][experiment["stage_feed"]]
+    assert per_call["many"] > 0 and experiment["stage_rate"] == per_call["many"]
+    assert experiment["projected_seconds"] == pytest.approx(experiment["training_images"] / per_call["many"])
     assert "| cats_and_dogs_filtered_cnn | 32x32, 2 |" in done.stdout  # the feeder-alone table
     alone = experiment["feeder_alone"]
     if os.environ.get("KERAS_BACKEND") == "jax":
@@ -194,6 +250,14 @@ def test_a_tiny_run_on_cpu_prints_the_table_and_writes_the_json(tmp_path):
         assert all(value > 0 for value in alone.values())
     else:
         assert alone == {}  # Keras' TensorFlow iterator is another path
+    # Two processes at once, each its share of the memory; the study's projection from them.
+    (together,) = figures["together"]
+    two = together["per_gpu"]["2"]
+    assert two["memory_fraction"] == "0.400" and len(two["per_process"]) == 2 and all(v > 0 for v in two["per_process"])
+    assert two["images_per_second"] == pytest.approx(sum(two["per_process"]))
+    assert two["projected_seconds"] == pytest.approx(gpu.makespan(recipe, 2, two["images_per_second"] / 2))
+    assert "| cats_and_dogs_filtered_cnn | cnn | 2 | 2 |" in done.stdout
+    assert "| cats_and_dogs_filtered_cnn | mixed_float16 |" in done.stdout  # several steps per call, and one
 
 
 def test_saved_figures_print_as_the_tables_in_docs():
