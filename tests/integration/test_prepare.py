@@ -304,7 +304,7 @@ def test_report_counts_drops_and_the_seeds_numbers(reference):
     assert report["converted"]["P->RGB"] == 2 and report["converted"]["EXIF orientation 6"] == 1
     assert report["timing"]["decoded"] == len(FILES) and report["timing"]["images_per_second"] > 0
     lines = "\n".join(prepare.summary_lines(report, out))
-    assert "train" in lines and "leak 2" in lines and "seed's test: cat 907" in lines
+    assert "train" in lines and "leak 2" in lines and "reference study's test: cat 907" in lines
     assert "label conflicts (the same image under two labels, all copies dropped): 5" in lines
     assert "named as another format (format_note in the manifests): 1, e.g. train/png_named.jpg" in lines
 

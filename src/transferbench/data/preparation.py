@@ -382,7 +382,7 @@ def _csv(frame: pd.DataFrame, columns: list[str]) -> str:
 
 def build_report(name: str, spec: DatasetSpec, raw: pd.DataFrame, table: pd.DataFrame,
                  shape: tuple[int, int, int], seed: int, timing: Mapping[str, Any]) -> dict:
-    """Counts per split and class, what was dropped and why, conversions, the seed's counts, speed."""
+    """Counts per split and class, what was dropped and why, conversions, the reference study's counts, speed."""
     kind = table["drop"].str.split(":", n=1).str[0]
     kept = table[kind == ""]
     splits = {}
@@ -430,9 +430,9 @@ def _fetch_counts(raw: pd.DataFrame) -> dict:
 
 
 def _published(published_counts: Mapping[str, Mapping[str, int]], kept: pd.DataFrame, raw: pd.DataFrame) -> dict:
-    """The seed's images per split and class beside ours ('*' = all classes), and what the fetch left out.
+    """The reference study's images per split and class beside ours ('*' = all classes), and what the fetch left out.
 
-    Where the seed's rules differ from ours (pets: it kept images with two labels), the items the
+    Where the reference study's rules differ from ours (pets: it kept images with two labels), the items the
     fetch excluded from that source split account for the difference.
     """
     out = {}
@@ -468,7 +468,7 @@ def summary_lines(report: Mapping[str, Any], out_dir: Path) -> list[str]:
     if report["converted"]:
         lines.append("  converted: " + ", ".join(f"{k} {v:,}" for k, v in report["converted"].items()))
     for split, seed in report.get("published", {}).items():
-        lines.append(f"  seed's {split}: " + ", ".join(f"{c} {v['seed']:,} (ours {v['ours']:,})"
+        lines.append(f"  reference study's {split}: " + ", ".join(f"{c} {v['seed']:,} (ours {v['ours']:,})"
                                                         for c, v in seed["classes"].items())
                      + f"; excluded at fetch {seed['excluded_at_fetch']:,}, failed {seed['failed_at_fetch']:,}")
     excluded: dict[str, int] = {}

@@ -28,7 +28,7 @@ from transferbench.core import backend
 log = logging.getLogger(__name__)
 
 # The share of a GPU's memory the training images may take to be held there; the rest is the model's,
-# its activations' and its optimizer's. A third keeps the seeds' largest splits (7.7 GB of CAPTCHAs,
+# its activations' and its optimizer's. A third keeps the reference studies' largest splits (7.7 GB of CAPTCHAs,
 # 7.4 GB of pets) on a 40 GB GPU and leaves GoogLeNet's batch of 256 at 224x224 its room.
 RESIDENT_SHARE = 1 / 3
 UPLOAD_CHUNK_BYTES = 256 * 2**20  # read from the memory map and sent to the GPU this much at a time

@@ -8,7 +8,7 @@ each variable as it is created, and splits each batch as it arrives); on TensorF
 ``tf.distribute.MirroredStrategy``, whose scope must cover building, compiling and loading the
 model. TensorFlow is imported on the TensorFlow branch only: a JAX install has none.
 
-The params batch size stays the global batch, so a seed's recipe takes the same steps of the same
+The params batch size stays the global batch, so a reference study's recipe takes the same steps of the same
 size on any number of devices: it must divide by the device count (:meth:`Placement.check_batch`).
 What keeps a run on several devices equal to one on a single device:
 
@@ -18,7 +18,7 @@ What keeps a run on several devices equal to one on a single device:
   (:func:`portable`: a synchronised layer cannot be loaded on another backend).
 - The last batch of an epoch is partial, and a batch the devices cannot split evenly cannot be
   sharded (JAX refuses it; TensorFlow would average unequal shares as equals). Training drops it
-  (:class:`FullBatches`): every step averages a full batch, as the seeds' recipes did, and an epoch
+  (:class:`FullBatches`): every step averages a full batch, as the reference studies' recipes did, and an epoch
   loses fewer images than one batch, different ones each epoch when the batches are shuffled.
   Validation must see every image. TensorFlow splits an uneven batch in unequal shares itself; JAX
   cannot, so there the batch is padded with copies that weigh nothing (:class:`PaddedBatches`):

@@ -219,7 +219,8 @@ def schedule_callbacks(schedule: Schedule, phase: strategies.Phase) -> list[kera
 
 
 def step_rate(rate: float, factor: float, every: int, epoch: int) -> float:
-    """Seed 004's step decay: epoch index ``epoch`` (from 0) trains at rate * factor ** floor((epoch + 1) / every)."""
+    """Reference study 004's step decay: epoch index ``epoch`` (from 0) trains at
+    rate * factor ** floor((epoch + 1) / every)."""
     return float(rate * factor ** ((epoch + 1) // every))
 
 

@@ -1,4 +1,4 @@
-"""Source of `pets`: Open Images V4 cat / dog / bird photos, as seed 000's own code chose them.
+"""Source of `pets`: Open Images V4 cat / dog / bird photos, as reference study 000's own code chose them.
 
 Labels: the human-verified image-level labels ``{csv_base}{split}/{split}-annotations-human-imagelabels.csv``
 (ImageID,Source,LabelName,Confidence), rows with Confidence 1 for the MIDs in ``MIDS``. They are
@@ -6,7 +6,7 @@ downloaded to raw_dir/csv/ as every source's files are (transferbench.data.sourc
 their address, size, ETag, Last-Modified and sha256 recorded beside them), so a CSV is fetched again when
 ``csv_base`` points elsewhere or the mirror's file changed, and filtered in chunks (the train file is about
 1 GB). A CSV with bad content is moved to raw_dir/csv/refused/, so the next run downloads it again. A CSV
-placed by hand (no record beside it) is used only when ``csv_base`` cannot give one. Unlike the seed, an
+placed by hand (no record beside it) is used only when ``csv_base`` cannot give one. Unlike reference study 000, an
 image carrying two of the labels is left out (status ``excluded``), and train / validation / test stay
 the official splits (the openimages package merges them into one folder per label).
 
@@ -14,7 +14,7 @@ the official splits (the openimages package merges them into one folder per labe
 quick run still has all three splits. openimages' own ``limit`` counts per label over all splits (train
 alone uses it up) and its loop ``break``s at the first used-up label, so the labels after it lose their
 remaining splits too; ours does neither. Excluded images are always listed, whatever the limit: they
-cost no download and explain counts below the seed's.
+cost no download and explain counts below the reference study's.
 
 Images come from the public bucket (key ``{split}/{ImageID}.jpg``) through openimages'
 ``_download_single_image`` with an unsigned boto3 client. What that function gets wrong is written
