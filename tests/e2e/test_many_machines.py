@@ -10,6 +10,7 @@ CNN, one seed, no tuning), so each machine trains in seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -66,7 +67,7 @@ def bash(script: str, cwd: Path, env: dict) -> str:
 
 
 def test_the_readme_block_is_what_the_test_runs():
-    """Every section is there, each `mlflow server` behind the login, nowhere in README a bare 0.0.0.0."""
+    """Every section is there in its order, and no command in README starts a server without the login."""
     sections = readme_sections()
     assert [c.split()[:2] for c in sections["server"]][-1] == ["mlflow", "server"]
     assert sections["login"][0].startswith("curl -fsS -u 'admin:<admin password>'")
@@ -74,12 +75,10 @@ def test_the_readme_block_is_what_the_test_runs():
     assert sections["later"][-1].startswith("dvc pull --with-deps report")
     assert any(c.startswith("dvc exp run --queue -n <name> ") for c in sections["machine"])
     assert sections["machine"][-1] == "dvc exp push origin <name>"
-    readme = Path(repo_copy.paths.ROOT / "README.md").read_text()
-    for line in readme.replace("\\\n", " ").splitlines():
-        if "mlflow server" in line and "--host" in line:
-            assert "--app-name basic-auth" in line, f"a server open to the network without a login: {line}"
-        if "0.0.0.0" in line and "mlflow server" in line:
-            assert "--app-name basic-auth" in line, line
+    for block in bash_blocks():
+        for line in block.replace("\\\n", " ").splitlines():
+            if "mlflow server" in line or "0.0.0.0" in line:
+                assert "--app-name basic-auth" in line, f"a server open to the network without a login: {line}"
 
 
 @pytest.fixture
@@ -112,13 +111,17 @@ def start_server(script: str, home: Path, env: dict, log: Path) -> subprocess.Po
 
 
 def stop_server(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
+    """Stop the server and every process it started (its workers), also those left by a server that died."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
         try:
             server.wait(timeout=30)
+            time.sleep(1)  # the workers, which got the signal too, finish after the process that started them
         except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+            pass
 
 
 def wait_for(url: str, server: subprocess.Popen, log: Path) -> None:
@@ -184,10 +187,12 @@ def test_two_machines_one_server_one_remote_and_a_third_sees_both(origin, tmp_pa
         third.mkdir()
         clone = third / "transferbench"
         bash(fill(sections["later"], {**values, "<name>": "machine-b"}, port), third, env)
-        listed = repo_copy.dvc(clone, env, "exp", "list", "--all-commits", "origin", stdout_only=True)
-        assert set(RATES) <= set(listed.split()), listed
-        shown = repo_copy.dvc(clone, env, "exp", "show", "--json", "--rev", "main", stdout_only=True)
-        assert all(name in shown for name in RATES), shown[:2000]
+        # `dvc exp pull` brought every machine's experiment of main, each with its own rate.
+        shown = json.loads(repo_copy.dvc(clone, env, "exp", "show", "--json", "--rev", "main", stdout_only=True))
+        (main,) = [commit for commit in shown if commit["name"] == "main"]
+        pulled = {rev["name"]: rev["data"]["params"]["params.yaml"]["data"]["experiments"]["captcha"]["learning_rate"]
+                  for experiment in main["experiments"] for rev in experiment["revs"]}
+        assert pulled == RATES, json.dumps(shown)[:3000]
         params = yaml.safe_load((clone / "params.yaml").read_text())
         assert params["experiments"]["captcha"]["learning_rate"] == RATES["machine-b"]
         model = clone / "models/captcha/runs/none-s42/model.keras"
