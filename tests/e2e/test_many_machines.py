@@ -223,9 +223,14 @@ def test_two_machines_one_server_one_remote_and_a_third_sees_both(origin, tmp_pa
             run = runs[name]
             assert run.info.status == "FINISHED" and "test.accuracy" in run.data.metrics
             assert float(run.data.params["experiment.learning_rate"]) == rate
-            assert parents[run.data.tags["mlflow.parentRunId"]].data.tags["dvc_experiment"] == name
+            parent = parents[run.data.tags["mlflow.parentRunId"]]
+            assert parent.data.tags["dvc_experiment"] == name
+            assert "random.test_accuracy" in parent.data.metrics, "each machine's report logs its answer there"
             assert "model.keras" in {a.path for a in client.list_artifacts(run.info.run_id)}
         artifacts = tmp_path / "server" / "mlflow" / "artifacts"
         assert len(list(artifacts.rglob("model.keras"))) == len(RATES), "the server keeps the artifacts"
+        # The model the third machine pulled from the DVC remote is the one machine-b logged to the server.
+        logged = artifacts / experiment.experiment_id / runs["machine-b"].info.run_id / "artifacts" / "model.keras"
+        assert logged.read_bytes() == model.read_bytes()
     finally:
         stop_server(server)
