@@ -1,9 +1,10 @@
 """Several training steps per call of the train function (models.catalog's steps_per_execution) change no result.
 
-The small CNN trains up to its steps_per_execution steps per call, a count that divides an epoch's steps; here
-the tiny backbone is given a count to compare a run trained that way with the same run one step per call:
-the same weights, the same history (losses, accuracies, the learning rate the plateau schedule cut after each
-epoch) and the same best epoch, with the project's callbacks (epoch timing among them) all attached.
+With a GPU the small CNN trains up to its steps_per_execution steps per call, a count that divides an epoch's
+steps. Here, on the CPU (where training keeps one step per call), the tiny backbone is given a count, to
+compare a run trained that way with the same run one step per call: the same weights, the same history
+(losses, accuracies, the learning rate the plateau schedule cut after each epoch) and the same best epoch,
+with the project's callbacks (epoch timing among them) all attached.
 """
 
 from __future__ import annotations
@@ -25,15 +26,19 @@ from transferbench.training.train import EpochSeconds
 TIMES = {"epoch_seconds", "validation_seconds", "images_per_second"}
 
 
-def test_the_count_per_call_divides_the_epochs_steps():
-    limit = MODELS.get("cnn").steps_per_execution
-    assert limit > 1
+def test_the_count_per_call_divides_the_epochs_steps(monkeypatch):
+    cnn = MODELS.get("cnn")
+    assert cnn.steps_per_execution > 1
     for steps in (1, 7, 12, 100, 113, 2000 // 20, 200_000 // 16):
-        count = fitting.steps_per_call("cnn", steps)
-        assert 1 <= count <= min(limit, steps) and steps % count == 0, steps
-        assert not any(steps % d == 0 for d in range(count + 1, min(limit, steps) + 1)), steps  # the largest
-    assert fitting.steps_per_call("cnn", 7) == 7 and fitting.steps_per_call("cnn", 113) == 1  # 113 is prime
-    assert fitting.steps_per_call("xception", 100) == 1  # no count of its own: one step per call
+        count = cnn.steps_per_call(steps)
+        assert 1 <= count <= min(cnn.steps_per_execution, steps) and steps % count == 0, steps
+        assert not any(steps % d == 0 for d in range(count + 1, min(cnn.steps_per_execution, steps) + 1)), steps
+    assert cnn.steps_per_call(7) == 7 and cnn.steps_per_call(113) == 1  # 113 is prime
+    assert MODELS.get("xception").steps_per_call(100) == 1  # no count of its own: one step per call
+    monkeypatch.setattr(fitting.backend, "gpu_available", lambda: True)
+    assert fitting.steps_per_call("cnn", 100) == 10  # training takes the count with a GPU
+    monkeypatch.setattr(fitting.backend, "gpu_available", lambda: False)
+    assert fitting.steps_per_call("cnn", 100) == 1  # and one step per call on a CPU
 
 
 class Calls(keras.callbacks.Callback):

@@ -69,8 +69,10 @@ def compile_model(model: keras.Model, experiment: Experiment, learning_rate: flo
 
 
 def steps_per_call(model: str, steps: int) -> int:
-    """Training steps per call of the train function for ``model`` at ``steps`` an epoch (ModelEntry.steps_per_call)."""
-    return MODELS.get(model).steps_per_call(steps)
+    """Training steps per call of the train function for ``model`` at ``steps`` an epoch (ModelEntry.steps_per_call),
+    with a GPU; one on a CPU, where the step itself dwarfs Keras' work around it (the small CNN on the 2-core VM:
+    0.76-1.06x on TensorFlow, within the load's noise; docs/benchmarks.md)."""
+    return MODELS.get(model).steps_per_call(steps) if backend.gpu_available() else 1
 
 
 def training_steps(images: int, batch_size: int, placement: Placement) -> int:
