@@ -4,7 +4,7 @@ With a GPU the small CNN trains up to its steps_per_execution steps per call, a 
 steps. Here, on the CPU (where training keeps one step per call), the tiny backbone is given a count, to
 compare a run trained that way with the same run one step per call: the same weights, the same history
 (losses, accuracies, the learning rate the plateau schedule cut after each epoch) and the same best epoch,
-with the project's callbacks (epoch timing among them) all attached.
+with the project's callbacks (fit's epoch timing and summary among them) all attached.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from transferbench.study.experiments import resolve
 from transferbench.study.params import check_params
 from transferbench.training import fit as fitting
 from transferbench.training.batches import ArrayBatches
-from transferbench.training.train import EpochSeconds
 
 TIMES = {"epoch_seconds", "validation_seconds", "images_per_second"}
 
@@ -79,7 +78,7 @@ def test_three_steps_per_call_train_the_run_one_step_per_call_trains(params, tmp
         monkeypatch.setattr(fitting, "steps_per_call", lambda model, steps, count=count: count)
         calls, work_dir = Calls(), tmp_path / f"x{count}"
         history = fitting.fit(experiment, None, batches("train"), batches("validation"), work_dir,
-                              extra_callbacks=[EpochSeconds(24), calls], verbose=0)
+                              extra_callbacks=[calls], verbose=0)
         assert calls.compiled == [count] * 2 and calls.batches == [3 // count] * 2
         trained[count] = (history, load_model(fitting.best_model(work_dir), compile=False).get_weights())
 

@@ -13,6 +13,8 @@ import copy
 import csv
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,17 @@ def weights(folder: Path) -> list[np.ndarray]:
     from transferbench.models.backbones import load_model
 
     return load_model(folder / "model.keras", compile=False).get_weights()
+
+
+def test_the_coordinator_loads_no_backend():
+    """With several GPU slots the stage's own process coordinates: a backend started there would hold GPU memory
+    (JAX: 75% of the first GPU) beside its workers'."""
+    probe = ("import sys, stages.train, transferbench.training.workers; "
+             "print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [paths.ROOT / "src", paths.ROOT]))}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.fixture
