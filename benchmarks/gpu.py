@@ -55,7 +55,7 @@ than a whole model: a figure for the training work alone, at the whole model's r
 Prints two markdown tables and writes the figures to ``--json`` (default ``tmp/gpu_benchmark.json``) after
 each part of each experiment, so a run stopped by a time limit keeps what it measured; a figure not
 measured reads "n/a".
-``RECIPES`` is the seeds' recipe as params.yaml sets it (tests/unit/test_gpu_benchmark.py keeps them equal).
+``RECIPES`` is the seeds' recipe as params.yaml sets it (tests/integration/test_gpu_benchmark.py keeps them equal).
 """
 
 from __future__ import annotations
