@@ -1,4 +1,5 @@
-"""One-shot GPU benchmark: training images/s of every experiment's model at the seeds' shapes and batches.
+"""One-shot GPU benchmark: training images/s of every experiment's model at the reference studies' shapes
+and batches.
 
     KERAS_BACKEND=jax PYTHONPATH=src python benchmarks/gpu.py                  # on a GPU machine
     KERAS_BACKEND=jax PYTHONPATH=src python benchmarks/gpu.py --tiny --steps 2 --experiments cats_and_dogs_filtered_cnn
@@ -46,7 +47,7 @@ compiles the train step), fed three ways:
   many in one call, what the train stage feeds on JAX with a GPU.
 
 From the train stage's feed at mixed precision (device on JAX, host on TensorFlow) it projects the
-wall time of the seeds' ``dvc repro`` on one GPU: training images x epochs x runs (arms x seeds, and
+wall time of the reference studies' ``dvc repro`` on one GPU: training images x epochs x runs (arms x seeds, and
 the tuning trials: arms x factors x their share of the epochs) / images per second, per experiment.
 It leaves out data download, CAPTCHA generation, preparation and validation, weight downloads,
 validation and test passes, model compilation, and that fixed-feature arms (frozen base) train faster
@@ -55,7 +56,8 @@ than a whole model: a figure for the training work alone, at the whole model's r
 Prints two markdown tables and writes the figures to ``--json`` (default ``tmp/gpu_benchmark.json``) after
 each part of each experiment, so a run stopped by a time limit keeps what it measured; a figure not
 measured reads "n/a".
-``RECIPES`` is the seeds' recipe as params.yaml sets it (tests/integration/test_gpu_benchmark.py keeps them equal).
+``RECIPES`` is the reference studies' recipes as params.yaml sets them
+(tests/integration/test_gpu_benchmark.py keeps them equal).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ ALONE_SECONDS = 1.0  # the feeder alone: whole epochs until at least this long, 
 
 @dataclass(frozen=True)
 class Recipe:
-    """What one experiment trains at the seeds' scale (params.yaml) and how many times (arms x seeds)."""
+    """What one experiment trains at the reference studies' scale (params.yaml) and how many times (arms x seeds)."""
 
     model: str
     height: int
@@ -118,7 +120,7 @@ class Recipe:
     learning_rate: float
     batch_size: int
     epochs: int
-    train_images: int  # the seeds' training split (pets: seed 000's counts; ours may differ a little)
+    train_images: int  # the reference study's training split (pets: its counts; ours may differ a little)
     runs: int  # arms x seeds: every run trains the whole recipe
     class_weight: str = "none"  # balanced: each batch carries sample weights, as the train stage feeds them
     # params' tuning grid in whole runs: arms x factors x the share of the epochs each trial trains
@@ -552,7 +554,8 @@ def per_call_table(rows: list[dict]) -> str:
 
 
 def study_table(rows: list[dict], together_rows: list[dict]) -> str:
-    """The seeds' whole study on one GPU: per experiment at k = 1 and at its best measured k; the sum of each."""
+    """The reference studies' whole study on one GPU: per experiment at k = 1 and at its best measured k; the
+    sum of each."""
     by_name = {r["experiment"]: r for r in together_rows}
     names = list(dict.fromkeys([*(r["experiment"] for r in rows), *by_name]))
     lines = ["| experiment | k = 1 | best k | at best k |", "|---|---|---|---|"]
@@ -732,7 +735,8 @@ def extra_tables(rows: list[dict], together_rows: list[dict]) -> str:
     if any("steps_per_execution" in r for r in rows):
         out += f"\n\nSeveral training steps per call (steps_per_execution):\n\n{per_call_table(rows)}"
     if together_rows:
-        out += f"\n\nThe seeds' study on one GPU, training alone, at k = 1 and at each experiment's best k:\n\n" \
+        out += "\n\nThe reference studies' whole study on one GPU, training alone, at k = 1 and at each " \
+               f"experiment's best k:\n\n" \
                f"{study_table(rows, together_rows)}"
     return out
 

@@ -60,7 +60,7 @@ def one_round(experiment, method: str, images: np.ndarray, targets: np.ndarray) 
         if len(model.output_names) != task.n_outputs:
             raise SystemExit(f"{experiment.name}: {experiment.settings.model} has auxiliary outputs; "
                              "the in-memory baseline feeds the task's targets only: pick another experiment")
-        x = np.array(images)  # the whole split in memory, as the seed's generators effectively had
+        x = np.array(images)  # the whole split in memory, as the reference studies' generators effectively had
         y = [targets[:, i] for i in range(task.n_outputs)] if task.n_outputs > 1 else targets
         model.fit(x, tuple(y) if isinstance(y, list) else y, batch_size=batch, epochs=2, shuffle=True,
                   callbacks=[timer], verbose=0)

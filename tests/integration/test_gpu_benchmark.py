@@ -1,7 +1,7 @@
 """benchmarks/gpu.py: its recipe table is params.yaml's, its import chain stays light, bad flags stop it.
 
 The benchmark runs on a GPU machine that has Keras, NumPy and one backend only, so it carries the
-seeds' recipe as a table of its own; this keeps that table equal to params.yaml. A tiny run on CPU
+reference studies' recipes as a table of its own; this keeps that table equal to params.yaml. A tiny run on CPU
 (the real code path, its markdown table and JSON) is in `pytest -m slow`.
 """
 
@@ -41,7 +41,8 @@ def published_train(dataset: str, params: Params) -> int:
     return sum(DATASETS.get(dataset).published_counts["train"].values())
 
 
-# Training images per dataset at the seeds' scale: params' split size where params set it, else the source's.
+# Training images per dataset at the reference studies' scale: params' split size where params set it, else the
+# source's.
 TRAIN_IMAGES = {
     "captcha": lambda p: p.dataset("captcha").train,
     "dogs_vs_cats": lambda p: p.dataset("dogs_vs_cats").train,
