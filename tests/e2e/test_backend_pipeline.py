@@ -10,6 +10,7 @@ import os
 import re
 
 import pytest
+import yaml
 
 from tests import repo_copy
 from tests.readme_commands import small_run
@@ -22,10 +23,10 @@ TINY = {"captcha.train": "64", "captcha.validation": "32", "captcha.test": "32",
 
 def test_the_small_run_trains_evaluates_and_reports_on_this_backend(tmp_path):
     expected = os.environ["KERAS_BACKEND"]  # set by transferbench on import when the shell did not
-    repo, env = copy_repository(tmp_path / "repo", lambda params: None)
+    repo, env = copy_repository(tmp_path / "repo", lambda params: None, one_run=False)  # conf/ as shipped
     out = repo_copy.dvc(repo, env, *small_run(TINY)[1:])
     assert "'report'" in out and not re.search(r"^(ERROR|[\w@]+: error):", out, re.M), out[-3000:]
-    batch = next(a for a in small_run() if a.startswith("experiments.captcha.batch_size=")).split("=")[1]
+    batch = str(yaml.safe_load((repo / "params.yaml").read_text())["experiments"]["captcha"]["batch_size"])
     assert f"captcha none-s42: backend {expected} on cpu:0, precision float32, batch {batch} per device" in out, \
         out[-3000:]
 
