@@ -83,6 +83,7 @@ def test_without_tensorflow_jax_is_chosen_on_every_path_to_keras():
     assert done.returncode == 0 and done.stdout.split() == ["jax"], done.stderr
 
 
+@pytest.mark.slow  # TensorFlow starts in a child (7 s)
 def test_with_no_choice_made_tensorflow_comes_first():
     if importlib.util.find_spec("tensorflow") is None:
         pytest.skip("TensorFlow is not installed here (the JAX environment)")
@@ -130,6 +131,7 @@ def test_only_the_backend_check_imports_tensorflow():
     assert importers == ["src/transferbench/core/backend.py"]
 
 
+@pytest.mark.slow  # TensorFlow starts in two children (7 s)
 def test_the_readme_check_names_the_backend_and_its_devices():
     """`python -m transferbench.core.backend` (README: Backends and GPUs): the choice and its devices, or why none."""
     from transferbench import first_installed_backend

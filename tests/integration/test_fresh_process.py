@@ -43,6 +43,7 @@ def test_a_bad_param_in_a_stage_is_one_line_without_a_traceback(tmp_path, params
     assert Path(tmp_path / "params.yaml").exists()
 
 
+@pytest.mark.slow  # builds VGG16, and TensorFlow starts twice (9 s)
 @pytest.mark.jax
 def test_a_fresh_process_loads_a_model_with_our_layer_and_loss(tmp_path):
     # Only backbones is imported there, as in evaluation: the custom classes must come with load_model.

@@ -85,6 +85,7 @@ def blocked_run(*args: str, backend: str | None = None) -> subprocess.CompletedP
                            *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
 
 
+@pytest.mark.slow  # the benchmark's whole import in a child (7 s)
 def test_its_imports_need_no_params_tracking_or_data_stack():
     done = blocked_run("--help")
     assert done.returncode == 0, done.stderr[-3000:]

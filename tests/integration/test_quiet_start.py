@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from transferbench.core import paths
 
 
@@ -15,6 +17,7 @@ def run(code: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow  # TensorFlow starts in a child (5 s)
 def test_loading_keras_prints_no_cuda_probing_on_a_cpu_machine():
     if any(p.startswith("nvidia") for p in os.listdir("/dev")):
         return  # with a GPU every line is kept on purpose; nothing to check here
