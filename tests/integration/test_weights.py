@@ -206,7 +206,8 @@ def test_a_download_killed_midway_leaves_nothing_half_written_and_the_rerun_comp
 def _other_architecture(path) -> None:
     import keras
 
-    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(path)
+    # Named: Keras numbers unnamed models per process (sequential_3 after three others), as test order decides.
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="other").save(path)
 
 
 def _truncated(path) -> None:
@@ -222,7 +223,7 @@ def _with_lambda(path) -> None:
 
 
 @pytest.mark.parametrize("make, reason", [
-    (_other_architecture, "holds no model of this project (model 'sequential' has 0 nested models"),
+    (_other_architecture, "holds no model of this project (model 'other' has 0 nested models"),
     (_truncated, "is truncated"),
     (_with_lambda, "Lambda layer, Python code that Keras' safe mode refuses to run"),
 ], ids=["another architecture", "truncated", "Lambda"])
