@@ -112,6 +112,7 @@ def test_bad_flags_for_k_per_gpu_are_refused_naming_the_accepted_values(tmp_path
     assert not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.slow  # TensorFlow starts in a child (6-9 s)
 def test_an_unknown_experiment_is_refused_naming_the_accepted_ones(tmp_path):
     done = blocked_run("--experiments", "captcha,nope", "--json", str(tmp_path / "out.json"))
     assert done.returncode == 2
@@ -262,6 +263,7 @@ def test_a_tiny_run_on_cpu_prints_the_table_and_writes_the_json(tmp_path):
     assert "| cats_and_dogs_filtered_cnn | mixed_float16 |" in done.stdout  # several steps per call, and one
 
 
+@pytest.mark.slow  # TensorFlow starts in a child (6-8 s)
 def test_saved_figures_print_as_the_tables_in_docs():
     """``--tables`` renders runs' JSON (the GPU figures of docs/benchmarks.md, from docs/gpu/) without measuring."""
     saved = sorted((ROOT / "docs" / "gpu").glob("*.json"))

@@ -103,6 +103,7 @@ def test_missing_raw_data_names_the_fetch_stage(tmp_path):
                "manifest.csv is missing", "`dvc repro fetch@cifar10`")
 
 
+@pytest.mark.slow  # the train stage starts TensorFlow in a child (7 s)
 def test_missing_initial_weights_stop_training_with_the_stage_to_run(tmp_path):
     root = copy_code(tmp_path)
     error_line(run_stage(root, "train", "captcha"), "train@captcha",

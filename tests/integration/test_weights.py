@@ -167,6 +167,7 @@ def test_prepare_init_refuses_a_file_of_another_model(params, tmp_path):
     assert not (tmp_path / "init" / "source.json").exists()
 
 
+@pytest.mark.slow  # a paced 4 s download, killed and run again in children (10-14 s)
 def test_a_download_killed_midway_leaves_nothing_half_written_and_the_rerun_completes(keras_home, mirror,
                                                                                      monkeypatch):
     content = np.random.default_rng(0).integers(0, 256, 2_000_000, dtype=np.uint8).tobytes()
