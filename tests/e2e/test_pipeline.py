@@ -26,7 +26,10 @@ CAPTCHA = "evaluate@captcha"
 def repo(tmp_path_factory) -> tuple[Path, dict]:
     def tiny(params: dict) -> None:
         params["captcha"].update(TINY)
-        params["experiments"]["captcha"].update(epochs=1, batch_size=16)
+        # The CPU study's small CNN in place of Xception: this test is about DVC and what users read back
+        # (test_data_pipeline trains the real Xception through DVC), and each Xception build here cost ~40 s.
+        params["experiments"]["captcha"].update(epochs=1, batch_size=16, model="cnn", pooling="flatten",
+                                                head_units=128)
 
     return copy_repository(tmp_path_factory.mktemp("pipeline") / "repo", tiny)
 
@@ -96,10 +99,10 @@ def test_random_init_then_nothing_to_do_then_weights_file(repo):
     # 2. Nothing changed: nothing to do.
     assert "up to date" in dvc(repo, "repro", CAPTCHA).lower()
 
-    # 3. From a weights file the test saved (the Xception base at the CAPTCHA size).
+    # 3. From a weights file the test saved (the small CNN's base at the CAPTCHA size).
     from transferbench.models.backbones import build_core
 
-    build_core("xception", (80, 160, 3)).save_weights(root / "start.weights.h5")
+    build_core("cnn", (80, 160, 3)).save_weights(root / "start.weights.h5")
     out = dvc(repo, "exp", "run", "-S", "weights=start.weights.h5", "--name", "from-file", CAPTCHA)
     assert "'generate_captcha'" not in out or "didn't change" in out, "data must not be regenerated"
     source = json.loads((root / "models/captcha/init/file-start.weights.h5/source.json").read_text())
