@@ -15,7 +15,7 @@ from transferbench.study.params import check_params
 def test_params_yaml_is_conf_composed_byte_for_byte():
     # Otherwise the first `dvc exp run -S` would change more than its overrides.
     assert (paths.ROOT / "params.yaml").read_text() == composed(), \
-        "params.yaml is stale: write it with `python -m tools.compose_params`"
+        "params.yaml is stale: write it with `python -m tools.compose_params --write`"
 
 
 def test_the_cpu_profile_is_the_small_offline_study():
